@@ -1,0 +1,18 @@
+# Pinned versions of everything the single-node e2e cluster is built from.
+# Sourced by e2e/toolchain/cluster.sh and e2e/cluster/*.sh; one place to bump a version.
+KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.34.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+# gVisor "go" branch commit 96dad6a2da94 (2026-05-08): its shim still uses the containerd v1.6.36
+# libraries, whose plain-address start reply Debian's containerd 1.6 understands. The later pin
+# 2a56b9b52bc3 and 031492ed34ed are refused by the module proxy (403).
+GVISOR_VERSION=${GVISOR_VERSION:-v0.0.0-20260508212337-96dad6a2da94}
+AGENT_SANDBOX_VERSION=${AGENT_SANDBOX_VERSION:-v0.5.6}
+# NetworkPolicy agent: kube-router's firewall controller (iptables + ipset). kube-network-policies
+# needs the nftables "queue" expression (CONFIG_NFT_QUEUE), which this kernel lacks.
+KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}
+# Our own pause program; the image carries the tag containerd's sandbox_image names.
+PAUSE_VERSION=${PAUSE_VERSION:-3.10}
+PAUSE_IMAGE=${PAUSE_IMAGE:-registry.k8s.io/pause:${PAUSE_VERSION}}
+CONTROLLER_IMAGE=${CONTROLLER_IMAGE:-localhost/agent-sandbox-controller:${AGENT_SANDBOX_VERSION}}
+BUSYBOX_IMAGE=${BUSYBOX_IMAGE:-localhost/e2e-busybox:1.35}

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Build everything the single-node e2e cluster runs, from Go modules and Debian packages, offline.
+#
+# Usage: e2e/toolchain/cluster.sh [component ...]
+#   components: kubernetes etcd agent-sandbox gvisor coredns kube-router pause images (default: all)
+#
+# Each artefact lands in $CACHE_DIR/<tool>/<version>/bin and is marked complete only after a
+# successful build, so a rerun skips finished parts and resumes an interrupted one (Go's module
+# and build caches under $CACHE_DIR/go keep the partial work). Stable symlinks go to $CACHE_DIR/bin.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cluster-versions.sh
+. "$HERE/cluster-versions.sh"
+
+CACHE_DIR=${CACHE_DIR:-/var/cache/agent-sandbox-iac}
+LOG_DIR=$CACHE_DIR/logs
+BIN_LINKS=$CACHE_DIR/bin
+IMAGE_DIR=$CACHE_DIR/images
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+mkdir -p "$LOG_DIR" "$BIN_LINKS" "$IMAGE_DIR" "$CACHE_DIR/go"
+
+export GOMODCACHE=${GOMODCACHE:-$CACHE_DIR/go/mod}
+export GOCACHE=${GOCACHE:-$CACHE_DIR/go/build}
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false"
+# The checksum database has no entry for gVisor's go-branch pseudo-versions (404); the module
+# proxy still serves them, so only that module skips the sumdb check.
+export GONOSUMDB=gvisor.dev/gvisor
+# Builds share 2 cores with other work.
+NICE=(nice -n 10)
+
+ALL_COMPONENTS=(kubernetes etcd agent-sandbox gvisor coredns kube-router pause images)
+BUILT=()
+SKIPPED=()
+SCRIPT_START=$(date +%s)
+
+say() { printf '[toolchain-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { say "ERROR: $*" >&2; exit 1; }
+
+[[ -x $GO ]] || die "no Go toolchain found (looked for 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.26"
+
+# Serialise concurrent runs (make in two shells, the test fixture and a person).
+exec 9>"$CACHE_DIR/.toolchain-cluster.lock"
+if ! flock -n 9; then
+  say "another toolchain-cluster build holds $CACHE_DIR/.toolchain-cluster.lock; waiting"
+  flock 9
+fi
+
+# run_logged NAME LOG CMD...: run a long command with its output in LOG and a heartbeat every
+# 30 s (elapsed time and how many packages Go has reported so far) so progress stays visible.
+run_logged() {
+  local name=$1 log=$2; shift 2
+  local start; start=$(date +%s)
+  "$@" >>"$log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30 &
+    wait $! || true
+    kill -0 "$pid" 2>/dev/null || break
+    say "  $name: still running, $(( $(date +%s) - start ))s, $(wc -l <"$log") log lines (tail: $(tail -n1 "$log" | cut -c1-80))"
+  done
+  if ! wait "$pid"; then
+    say "  $name FAILED; last lines of $log:"
+    tail -n 25 "$log" >&2
+    return 1
+  fi
+}
+
+# component NAME VERSION FUNCTION: build into $CACHE_DIR/NAME/VERSION/bin unless already complete.
+component() {
+  local name=$1 version=$2 fn=$3
+  local dest=$CACHE_DIR/$name/$version
+  if [[ -f $dest/.complete ]]; then
+    say "$name $version: cached in $dest/bin"
+    SKIPPED+=("$name")
+  else
+    local start; start=$(date +%s)
+    local log=$LOG_DIR/$name-$version.log
+    say "$name $version: building (log: $log)"
+    : >"$log"
+    rm -rf "$dest/bin.tmp"; mkdir -p "$dest/bin.tmp"
+    "$fn" "$dest" "$log"
+    rm -rf "$dest/bin"; mv "$dest/bin.tmp" "$dest/bin"
+    date -u +%FT%TZ >"$dest/.complete"
+    say "$name $version: built in $(( $(date +%s) - start ))s"
+    BUILT+=("$name:$(( $(date +%s) - start ))s")
+  fi
+  local binary
+  for binary in "$dest"/bin/*; do
+    [[ -f $binary && -x $binary ]] && ln -sfn "$binary" "$BIN_LINKS/$(basename "$binary")"
+  done
+  return 0
+}
+
+# write_tools_go DIR IMPORT...: the classic tools.go that pins main packages in a wrapper module.
+write_tools_go() {
+  local dir=$1; shift
+  { echo '//go:build tools'; echo; echo 'package tools'; echo; echo 'import ('
+    local pkg; for pkg in "$@"; do printf '\t_ "%s"\n' "$pkg"; done
+    echo ')'; } >"$dir/tools.go"
+}
+
+build_kubernetes() {
+  local dest=$1 log=$2 src=$1/src
+  local staging=v0.${KUBERNETES_VERSION#v1.}
+  local minor; minor=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+  mkdir -p "$src"
+  # k8s.io/kubernetes pins its staging modules to v0.0.0 and replaces them with ./staging paths,
+  # which only work inside its own repository; the wrapper replaces each with its published v0.x.y.
+  printf 'module local.test/k8swrap\n\ngo 1.26\n' >"$src/go.mod"
+  local gomod
+  gomod=$(cd "$src" && "$GO" mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("GoMod") or sys.exit(d.get("Error")))')
+  (cd "$src" && "$GO" mod edit -require="k8s.io/kubernetes@$KUBERNETES_VERSION")
+  local module
+  for module in $(awk '$2=="=>" && $3 ~ /^\.\/staging\/src\// {print $1}' "$gomod"); do
+    (cd "$src" && "$GO" mod edit -replace="$module=$module@$staging")
+  done
+  grep -E '^godebug' "$gomod" >>"$src/go.mod" || true
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+  write_tools_go "$src" "${cmds[@]/#/k8s.io/kubernetes/cmd/}"
+  say "  kubernetes: resolving modules (go mod tidy)"
+  run_logged "go mod tidy" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  local ldflags="-s -w"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  say "  kubernetes: compiling ${cmds[*]} (cold: ~30-40 min on 2 cores)"
+  run_logged "kubernetes compile" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod \
+    -tags selinux,notest -ldflags '$ldflags' -o '$dest/bin.tmp/' ${cmds[*]/#/k8s.io/kubernetes/cmd/}"
+}
+
+build_etcd() {
+  local dest=$1 log=$2 src=$1/src
+  mkdir -p "$src"
+  # go.etcd.io/etcd/server/v3 has ../api style replaces, so `go install @version` is refused.
+  printf 'module local.test/etcdwrap\n\ngo 1.26\n' >"$src/go.mod"
+  write_tools_go "$src" go.etcd.io/etcd/server/v3
+  (cd "$src" && "$GO" mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+  run_logged "go mod tidy" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  run_logged "etcd compile" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod \
+    -ldflags '-s -w' -o '$dest/bin.tmp/etcd' go.etcd.io/etcd/server/v3"
+}
+
+# go_install DEST LOG LDFLAGS PACKAGE@VERSION: plain `go install` for modules without replaces.
+go_install() {
+  local dest=$1 log=$2 ldflags=$3 target=$4
+  run_logged "go install ${target##*/}" "$log" env GOBIN="$dest/bin.tmp" \
+    "${NICE[@]}" "$GO" install -v -ldflags "$ldflags" "$target"
+}
+
+build_agent_sandbox() {
+  go_install "$1" "$2" "-s -w -X sigs.k8s.io/agent-sandbox/internal/version.gitVersion=$AGENT_SANDBOX_VERSION" \
+    "sigs.k8s.io/agent-sandbox/cmd/agent-sandbox-controller@$AGENT_SANDBOX_VERSION"
+}
+
+build_gvisor() {
+  local dest=$1 log=$2
+  go_install "$dest" "$log" "-s -w" "gvisor.dev/gvisor/runsc@$GVISOR_VERSION"
+  go_install "$dest" "$log" "-s -w" "gvisor.dev/gvisor/shim@$GVISOR_VERSION"
+  mv "$dest/bin.tmp/shim" "$dest/bin.tmp/containerd-shim-runsc-v1"
+}
+
+build_coredns() {
+  go_install "$1" "$2" "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+build_kube_router() {
+  go_install "$1" "$2" "-s -w" "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
+build_pause() {
+  local dest=$1 log=$2
+  run_logged "pause compile" "$log" bash -c "cd '$HERE/cluster/pause' && '$GO' build -ldflags '-s -w' -o '$dest/bin.tmp/pause' ."
+}
+
+ensure_busybox_static() {
+  if [[ ! -x /bin/busybox ]] || ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+    say "  installing Debian busybox-static (test image contents)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; } ||
+      die "cannot install busybox-static (apt-get install busybox-static)"
+  fi
+}
+
+# Images are docker-archive tarballs made without a daemon; e2e/cluster imports them into containerd.
+build_images() {
+  local dest=$1 log=$2 out=$1/bin.tmp
+  local pause_bin=$CACHE_DIR/pause/$PAUSE_VERSION/bin/pause
+  local controller_bin=$CACHE_DIR/agent-sandbox/$AGENT_SANDBOX_VERSION/bin/agent-sandbox-controller
+  [[ -x $pause_bin ]] || die "pause binary missing ($pause_bin); run: $0 pause"
+  [[ -x $controller_bin ]] || die "controller binary missing ($controller_bin); run: $0 agent-sandbox"
+  command -v file >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q file >/dev/null
+  ensure_busybox_static
+  local builder=(python3 "$HERE/cluster/image_archive.py")
+  "${builder[@]}" --tag "$PAUSE_IMAGE" --out "$out/pause.tar" --file "$pause_bin:/pause" \
+    --entrypoint '["/pause"]' --user 65535:65535 >>"$log"
+  "${builder[@]}" --tag "$CONTROLLER_IMAGE" --out "$out/agent-sandbox-controller.tar" \
+    --file "$controller_bin:/agent-sandbox-controller" --dir /tmp:1777 \
+    --entrypoint '["/agent-sandbox-controller"]' --user 65532:65532 >>"$log"
+  local applets=() applet
+  for applet in $(/bin/busybox --list); do
+    [[ $applet == busybox ]] || applets+=(--symlink "/bin/$applet:busybox")
+  done
+  "${builder[@]}" --tag "$BUSYBOX_IMAGE" --out "$out/busybox.tar" --file /bin/busybox:/bin/busybox \
+    "${applets[@]}" --dir /tmp:1777 --dir /etc:755 --cmd '["/bin/sh"]' >>"$log"
+  # image tarballs are not executables; keep them out of $CACHE_DIR/bin
+  chmod 0644 "$out"/*.tar
+  cat "$log"
+}
+
+print_versions() {
+  local b=$BIN_LINKS
+  say "versions:"
+  [[ -x $b/kubectl ]] && echo "  kubernetes      $($b/kubectl version --client 2>/dev/null | head -n1)"
+  [[ -x $b/kube-apiserver ]] && echo "  kube-apiserver  $($b/kube-apiserver --version 2>/dev/null)"
+  [[ -x $b/kubelet ]] && echo "  kubelet         $($b/kubelet --version 2>/dev/null)"
+  [[ -x $b/etcd ]] && echo "  etcd            $($b/etcd --version 2>/dev/null | head -n1)"
+  [[ -x $b/runsc ]] && echo "  runsc           $($b/runsc --version 2>/dev/null | head -n1) ($GVISOR_VERSION)"
+  [[ -x $b/containerd-shim-runsc-v1 ]] && echo "  runsc shim      containerd-shim-runsc-v1 ($GVISOR_VERSION)"
+  [[ -x $b/coredns ]] && echo "  coredns         $($b/coredns -version 2>/dev/null | head -n1)"
+  [[ -x $b/kube-router ]] && echo "  kube-router     $($b/kube-router --version 2>/dev/null | head -n1)"
+  [[ -x $b/agent-sandbox-controller ]] && echo "  agent-sandbox   controller $AGENT_SANDBOX_VERSION"
+  [[ -x $b/pause ]] && echo "  pause           ours, image $PAUSE_IMAGE"
+  [[ -f $CACHE_DIR/images/$AGENT_SANDBOX_VERSION/bin/pause.tar ]] &&
+    echo "  images          $PAUSE_IMAGE $CONTROLLER_IMAGE $BUSYBOX_IMAGE ($CACHE_DIR/images/$AGENT_SANDBOX_VERSION/bin)"
+  return 0
+}
+
+main() {
+  local components=("$@")
+  [[ ${#components[@]} -gt 0 ]] || components=("${ALL_COMPONENTS[@]}")
+  local c
+  for c in "${components[@]}"; do
+    case $c in
+      kubernetes) component kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
+      etcd) component etcd "$ETCD_VERSION" build_etcd ;;
+      agent-sandbox) component agent-sandbox "$AGENT_SANDBOX_VERSION" build_agent_sandbox ;;
+      gvisor) component gvisor "$GVISOR_VERSION" build_gvisor ;;
+      coredns) component coredns "$COREDNS_VERSION" build_coredns ;;
+      kube-router) component kube-router "$KUBE_ROUTER_VERSION" build_kube_router ;;
+      pause) component pause "$PAUSE_VERSION" build_pause ;;
+      # keyed by the controller version (its image is the one that changes)
+      images) component images "$AGENT_SANDBOX_VERSION" build_images ;;
+      *) die "unknown component '$c'; choose from: ${ALL_COMPONENTS[*]}" ;;
+    esac
+  done
+  print_versions
+  local total=$(( $(date +%s) - SCRIPT_START ))
+  local kind=warm
+  [[ ${#BUILT[@]} -eq 0 ]] || kind=cold
+  say "done: $kind run in ${total}s (built: ${BUILT[*]:-nothing}; cached: ${SKIPPED[*]:-nothing})"
+  printf '{"kind": "%s", "seconds": %d, "built": "%s", "at": "%s"}\n' "$kind" "$total" "${BUILT[*]:-}" \
+    "$(date -u +%FT%TZ)" >>"$LOG_DIR/toolchain-cluster-times.jsonl"
+}
+
+main "$@"
