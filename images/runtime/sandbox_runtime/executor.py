@@ -1,0 +1,167 @@
+"""Running one client command: no shell, own process group, bounded time and output.
+
+The command string is split with ``shlex`` and executed directly, so pipes, redirects and ``&&``
+are ordinary arguments unless the client explicitly asks for ``sh -c "..."``. Each command gets a
+new session (and so a new process group); when the timeout fires the whole group is killed with
+SIGKILL, which also takes down children the command started. Output is read concurrently while
+the command runs and capped per stream; the rest is drained and counted so the command never
+blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import signal
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("sandbox_runtime.executor")
+
+TIMEOUT_EXIT_CODE = 124  # the convention of coreutils timeout(1); timed_out is set as well
+_READ_CHUNK = 64 * 1024
+# After SIGKILL the pipes close as soon as the group is gone; only processes that escaped the
+# group (setsid) can keep them open, and they are not worth waiting for.
+_PIPE_GRACE_AFTER_KILL_SECONDS = 0.5
+
+
+@dataclass
+class CommandResult:
+    """What /execute returns: the contract's fields plus ``timed_out``."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        """The response body; ``timed_out`` only appears when the timeout fired."""
+        body: dict[str, object] = {"stdout": self.stdout, "stderr": self.stderr, "exit_code": self.exit_code}
+        if self.timed_out:
+            body["timed_out"] = True
+        return body
+
+
+@dataclass
+class _CappedBuffer:
+    """Keeps the first ``limit`` bytes of a stream and counts the rest."""
+
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    omitted: int = 0
+
+    def feed(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.omitted += max(0, len(chunk) - max(room, 0))
+
+    def text(self) -> str:
+        decoded = self.data.decode("utf-8", errors="replace")
+        if self.omitted:
+            decoded += f"\n[output truncated: {self.omitted} more bytes not shown; the limit is {self.limit} bytes per stream]\n"
+        return decoded
+
+
+class CommandRunner:
+    """Starts commands and remembers the live process groups so shutdown can kill them."""
+
+    def __init__(self, cwd: str, max_output_bytes: int) -> None:
+        self._cwd = cwd
+        self._max_output_bytes = max_output_bytes
+        self._live_groups: set[int] = set()
+
+    @property
+    def live_process_groups(self) -> frozenset[int]:
+        """Process group ids of commands that are still running."""
+        return frozenset(self._live_groups)
+
+    async def run(self, command: str, timeout_seconds: float) -> CommandResult:
+        """Run ``command`` (shlex-split, no shell) for at most ``timeout_seconds``."""
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            return _failure(f"cannot parse command: {exc}")
+        if not argv:
+            return _failure("command is empty")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=self._cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            # uvloop omits the file name from the error; name the program so the cause is obvious.
+            return _failure(f"[Errno {exc.errno}] {exc.strerror}: {argv[0]!r}")
+        # start_new_session makes the child a session and group leader: its pgid is its pid.
+        group = process.pid
+        self._live_groups.add(group)
+        stdout, stderr = _CappedBuffer(self._max_output_bytes), _CappedBuffer(self._max_output_bytes)
+        readers = [
+            asyncio.ensure_future(_drain(process.stdout, stdout)),
+            asyncio.ensure_future(_drain(process.stderr, stderr)),
+        ]
+        finished = asyncio.ensure_future(_wait_all(process, readers))
+        try:
+            done, _ = await asyncio.wait({finished}, timeout=timeout_seconds)
+            if done:
+                return CommandResult(stdout.text(), stderr.text(), process.returncode or 0)
+            await _kill_and_settle(group, finished)
+            message = (
+                f"Failed to execute command: Command {argv!r} timed out after {timeout_seconds:g} seconds; "
+                "its process group was killed"
+            )
+            errors = stderr.text()
+            separator = "\n" if errors and not errors.endswith("\n") else ""
+            return CommandResult(stdout.text(), f"{errors}{separator}{message}", TIMEOUT_EXIT_CODE, timed_out=True)
+        except asyncio.CancelledError:
+            # Request or server shutdown: never leave the command running unsupervised.
+            await asyncio.shield(_kill_and_settle(group, finished))
+            raise
+        finally:
+            self._live_groups.discard(group)
+
+    def kill_all(self) -> None:
+        """SIGKILL every live command's process group (used at shutdown)."""
+        for group in list(self._live_groups):
+            kill_process_group(group)
+
+
+def kill_process_group(group: int) -> None:
+    """SIGKILL a process group, ignoring one that is already gone."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        logger.warning("not permitted to kill process group %d", group)
+
+
+async def _kill_and_settle(group: int, finished: asyncio.Future[None]) -> None:
+    """Kill the group, then give the exit and the pipe EOFs a moment to arrive (collecting the last output)."""
+    kill_process_group(group)
+    done, _ = await asyncio.wait({finished}, timeout=_PIPE_GRACE_AFTER_KILL_SECONDS)
+    if not done:
+        # Only a process that left the group (setsid) can still hold the pipes; stop waiting for it.
+        finished.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader | None, sink: _CappedBuffer) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(_READ_CHUNK):
+        sink.feed(chunk)
+
+
+async def _wait_all(process: asyncio.subprocess.Process, readers: list[asyncio.Future[None]]) -> None:
+    # Done means: the command exited and nothing holds its output pipes open any more.
+    await asyncio.gather(process.wait(), *readers)
+
+
+def _failure(reason: str) -> CommandResult:
+    """The contract's shape for a command that could not be started."""
+    return CommandResult(stdout="", stderr=f"Failed to execute command: {reason}", exit_code=1)
