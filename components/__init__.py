@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources of the Agent Sandbox stack, one concern per module."""

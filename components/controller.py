@@ -1,0 +1,93 @@
+"""The pinned agent-sandbox controller release: CRDs, namespace, RBAC, webhook Service and
+the controller Deployment (with ``--extensions``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from sandbox_iac import constants, manifests
+
+# The controller writes its self-signed CA into the CRDs at start-up; without this the next
+# `up` would fight the controller over the field.
+CA_BUNDLE_PATH = "spec.conversion.webhook.clientConfig.caBundle"
+
+RESOURCE_CLASSES: dict[str, Callable[..., pulumi.CustomResource]] = {
+    "Namespace": k8s.core.v1.Namespace,
+    "CustomResourceDefinition": k8s.apiextensions.v1.CustomResourceDefinition,
+    "ServiceAccount": k8s.core.v1.ServiceAccount,
+    "Role": k8s.rbac.v1.Role,
+    "RoleBinding": k8s.rbac.v1.RoleBinding,
+    "ClusterRole": k8s.rbac.v1.ClusterRole,
+    "ClusterRoleBinding": k8s.rbac.v1.ClusterRoleBinding,
+    "Service": k8s.core.v1.Service,
+    "ConfigMap": k8s.core.v1.ConfigMap,
+    "Deployment": k8s.apps.v1.Deployment,
+}
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+@dataclass
+class ControllerArgs:
+    """Inputs of AgentSandboxController."""
+
+    manifest_objects: list[dict[str, Any]]
+    """Parsed objects of the release manifest (``sandbox_iac.manifests.parse_manifest``)."""
+    controller_image: str
+    """Controller image; the release's own by default, a mirror or local build otherwise."""
+    image_pull_policy: str = "IfNotPresent"
+    """Pull policy of the controller container (``Never`` for images loaded onto the node)."""
+
+
+class AgentSandboxController(pulumi.ComponentResource):
+    """Installs the controller release so that custom resources can follow.
+
+    Depending on this component means: the CRDs exist, and the controller Deployment is
+    Available with its conversion webhook listening (a readiness probe on the webhook port
+    is added to the release's Deployment for exactly this).
+
+    Outputs:
+      namespace: the controller's namespace (``agent-sandbox-system``).
+      crd_names: names of the CRDs the release installs.
+      deployment_name: name of the controller Deployment.
+    """
+
+    namespace: pulumi.Output[str]
+    crd_names: pulumi.Output[list[str]]
+    deployment_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ControllerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("agent-sandbox:index:AgentSandboxController", name, None, opts)
+        objects = manifests.adapt_release(args.manifest_objects, args.controller_image, args.image_pull_policy)
+        foundation, workload = manifests.split_foundation(objects)
+        self.foundation = [self._declare(name, obj, []) for obj in foundation]
+        self.workload = [self._declare(name, obj, self.foundation) for obj in workload]
+        self.namespace = pulumi.Output.from_input(constants.CONTROLLER_NAMESPACE)
+        self.crd_names = pulumi.Output.from_input(
+            [o["metadata"]["name"] for o in foundation if o["kind"] == manifests.CRD_KIND]
+        )
+        self.deployment_name = pulumi.Output.from_input(constants.CONTROLLER_DEPLOYMENT)
+        self.register_outputs({
+            "namespace": self.namespace,
+            "crd_names": self.crd_names,
+            "deployment_name": self.deployment_name,
+        })
+
+    def _declare(self, name: str, obj: dict[str, Any], depends_on: list[pulumi.Resource]) -> pulumi.CustomResource:
+        kind = obj["kind"]
+        if kind not in RESOURCE_CLASSES:
+            raise manifests.ManifestError(
+                f"controller manifest has a {kind} object ({obj['metadata']['name']}); "
+                f"this project knows how to declare {sorted(RESOURCE_CLASSES)}"
+            )
+        fields = {_snake(k): v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+        ignore = [CA_BUNDLE_PATH] if kind == manifests.CRD_KIND else None
+        options = pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=ignore)
+        return RESOURCE_CLASSES[kind](f"{name}-{kind.lower()}-{obj['metadata']['name']}", opts=options, **fields)

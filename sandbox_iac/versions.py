@@ -1,0 +1,50 @@
+"""Every pinned version and URL of the project, in one place.
+
+Why these pins: the end-to-end proof runs the real Pulumi engine, which has to be built
+offline from Go modules. A plugin version is only usable when the Go module proxy serves the
+provider's source at that release, and the Python package must request exactly that plugin
+version (otherwise the engine tries to download another one). Checked with `go list -m`:
+
+- pulumi CLI / SDK 3.259.0: `github.com/pulumi/pulumi/pkg/v3@v3.259.0` is served.
+- pulumi-kubernetes 4.25.0: the provider module is only served at the pseudo-version of the
+  v4.25.0 release commit (4.32.0's is refused), so the PyPI package is pinned to 4.25.0.
+- pulumi-docker 5.1.0 and pulumi-command 1.2.1: the newest releases whose Python SDKs carry the
+  `Image` resource and `local.Command` this project uses. Their provider sources are not served
+  by the proxy here, so the offline e2e uses the "prebuilt" image path (see README).
+- agent-sandbox v0.5.6: newest release; v1beta1 storage, single all-in-one manifest.
+"""
+
+from __future__ import annotations
+
+AGENT_SANDBOX_VERSION = "v0.5.6"
+AGENT_SANDBOX_MANIFEST_ASSET = "sandbox-with-extensions.yaml"
+AGENT_SANDBOX_MANIFEST_URL = (
+    "https://github.com/kubernetes-sigs/agent-sandbox/releases/download/"
+    f"{AGENT_SANDBOX_VERSION}/{AGENT_SANDBOX_MANIFEST_ASSET}"
+)
+AGENT_SANDBOX_CONTROLLER_IMAGE = (
+    f"registry.k8s.io/agent-sandbox/agent-sandbox-controller:{AGENT_SANDBOX_VERSION}"
+)
+
+# API group/versions of the custom resources this project declares.
+SANDBOX_API_GROUP = "agents.x-k8s.io"
+EXTENSIONS_API_GROUP = "extensions.agents.x-k8s.io"
+EXTENSIONS_API_VERSION = f"{EXTENSIONS_API_GROUP}/v1beta1"
+
+# Kata Containers' kata-deploy Helm chart (installs the kata-* RuntimeClasses).
+KATA_DEPLOY_CHART = "kata-deploy"
+KATA_DEPLOY_CHART_VERSION = "3.22.0"
+KATA_DEPLOY_CHART_REPO = "oci://ghcr.io/kata-containers/kata-deploy-charts"
+
+# Default base image of our runtime and router images (users with a registry); offline
+# builds pass a locally imported debootstrap image instead (images/base/).
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+
+PYTHON_PACKAGE_PINS = {
+    "pulumi": "3.259.0",
+    "pulumi-kubernetes": "4.25.0",
+    "pulumi-docker": "5.1.0",
+    "pulumi-command": "1.2.1",
+    "pulumi-policy": "1.21.0",
+    "k8s-agent-sandbox": "1.0.8",
+}

@@ -1,0 +1,172 @@
+"""Runs the real Pulumi program under mocks and records what it registers.
+
+Each run gets a fresh event loop and fresh runtime settings (leaking either between tests
+causes "attached to a different loop" failures), the stack file's config as the engine
+would pass it, and a monitor that keeps parents, dependencies and options of every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, rpc, settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+PINNED_MANIFEST = SHARED_DIR / "agent-sandbox" / "v0.5.6" / "sandbox-with-extensions.yaml"
+PROJECT = "agent-sandbox"
+
+
+@dataclass
+class Registered:
+    """One resource the program registered."""
+
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str
+    dependencies: list[str]
+    ignore_changes: list[str]
+    custom: bool
+    read: bool
+
+    @property
+    def k8s_name(self) -> Optional[str]:
+        return (self.inputs.get("metadata") or {}).get("name")
+
+    @property
+    def k8s_namespace(self) -> Optional[str]:
+        return (self.inputs.get("metadata") or {}).get("namespace")
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        state = dict(args.inputs)
+        if args.typ == "docker:index/image:Image":
+            state["repoDigest"] = "sha256:" + "ab" * 32
+        if args.resource_id:  # a read (`.get`): the object exists with its name
+            state.setdefault("metadata", {"name": args.resource_id})
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """MockMonitor that also keeps each request's parent, dependencies and options."""
+
+    def __init__(self) -> None:
+        super().__init__(_Mocks())
+        self.registered: list[Registered] = []
+        self.stack_outputs: dict[str, Any] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = self.resources[response.urn].state if response.urn in self.resources else {}
+            self.registered.append(Registered(
+                urn=response.urn, type=request.type, name=request.name, inputs=dict(inputs),
+                parent=request.parent, dependencies=list(request.dependencies),
+                ignore_changes=list(request.ignoreChanges), custom=bool(request.custom),
+                read=bool(request.importId),
+            ))
+        return response
+
+    def RegisterResourceOutputs(self, request):  # noqa: N802
+        if "pulumi:pulumi:Stack" in request.urn:
+            self.stack_outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        return super().RegisterResourceOutputs(request)
+
+    def ReadResource(self, request):  # noqa: N802
+        response = super().ReadResource(request)
+        self.registered.append(Registered(
+            urn=response.urn, type=request.type, name=request.name,
+            inputs={"metadata": {"name": request.id}}, parent=request.parent,
+            dependencies=list(request.dependencies), ignore_changes=[], custom=True, read=True,
+        ))
+        return response
+
+
+@dataclass
+class ProgramRun:
+    """Everything one mocked run of ``__main__.py`` produced."""
+
+    stack: str
+    resources: list[Registered]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_suffix: str) -> list[Registered]:
+        return [r for r in self.resources if r.type.endswith(type_suffix)]
+
+    def one(self, type_suffix: str, k8s_name: Optional[str] = None) -> Registered:
+        found = [r for r in self.of_type(type_suffix) if k8s_name is None or r.k8s_name == k8s_name]
+        assert len(found) == 1, f"expected one {type_suffix} {k8s_name or ''}, got {[r.urn for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def ancestors(self, resource: Registered) -> list[Registered]:
+        chain, parent = [], resource.parent
+        while parent:
+            node = next((r for r in self.resources if r.urn == parent), None)
+            if node is None:
+                break
+            chain.append(node)
+            parent = node.parent
+        return chain
+
+    def waits_for(self, resource: Registered, other: Registered) -> bool:
+        """True if ``resource`` (or a component above it) depends on ``other`` or on a
+        component containing it: the engine then creates ``other`` first."""
+        other_chain = {other.urn, *(a.urn for a in self.ancestors(other))}
+        for node in [resource, *self.ancestors(resource)]:
+            if other_chain & set(node.dependencies):
+                return True
+        return False
+
+
+def stack_file_config(stack: str) -> dict[str, Any]:
+    """The ``config:`` block of ``Pulumi.<stack>.yaml``, keys as the engine passes them."""
+    data = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    return dict(data.get("config") or {})
+
+
+def run_program(stack: str, overrides: Optional[dict[str, Any]] = None, use_stack_file: bool = True) -> ProgramRun:
+    """Run ``__main__.py`` for ``stack`` under mocks; ``overrides`` are ``key: value`` without namespace."""
+    config = stack_file_config(stack) if use_stack_file else {}
+    config[f"{PROJECT}:controllerManifest"] = str(PINNED_MANIFEST)
+    for key, value in (overrides or {}).items():
+        config[f"{PROJECT}:{key}"] = value
+    as_strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    monitor = RecordingMonitor()
+    try:
+        pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=False)
+        pulumi.runtime.set_all_config(as_strings)
+        pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        # run_in_stack makes the root Stack itself, as the real language host does.
+        settings.ROOT.set(None)
+
+        def program() -> None:
+            runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__pulumi_program__")
+
+        async def run() -> None:
+            await pulumi.runtime.stack.run_in_stack(program)
+
+        loop.run_until_complete(run())
+        return ProgramRun(stack=stack, resources=monitor.registered, outputs=monitor.stack_outputs)
+    finally:
+        pulumi.runtime.reset_options(project=PROJECT, stack=stack)
+        pulumi.runtime.set_all_config({})
+        asyncio.set_event_loop(None)
+        loop.close()

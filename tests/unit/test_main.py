@@ -1,0 +1,173 @@
+"""The whole program per stack under mocks: what it declares, where, and in which order."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.pulumi_harness import ProgramRun, run_program
+from tests.unit.conftest import PREBUILT
+
+EXPECTED_OUTPUTS = {
+    "namespace", "template", "warmPool", "warmPoolReplicas", "routerService", "routerNamespace", "routerPort",
+    "routerAuthToken", "runtimeImage", "routerImage", "runtimeClass", "kindClusterConfig", "kubeContext",
+    "clusterFlavour",
+}
+
+
+@pytest.fixture(params=["gvisor", "kata"])
+def stack_run(request, gvisor_run: ProgramRun, kata_run: ProgramRun) -> ProgramRun:
+    return {"gvisor": gvisor_run, "kata": kata_run}[request.param]
+
+
+def test_runtime_class_per_stack(gvisor_run: ProgramRun, kata_run: ProgramRun) -> None:
+    gvisor_template = gvisor_run.one("SandboxTemplate").inputs["spec"]["podTemplate"]["spec"]
+    kata_template = kata_run.one("SandboxTemplate").inputs["spec"]["podTemplate"]["spec"]
+    assert gvisor_template["runtimeClassName"] == "gvisor"
+    assert kata_template["runtimeClassName"] == "kata-qemu"
+    runtime_class = gvisor_run.one("kubernetes:node.k8s.io/v1:RuntimeClass")
+    assert (runtime_class.k8s_name, runtime_class.inputs["handler"]) == ("gvisor", "runsc")
+    assert not runtime_class.read
+    kata_class = kata_run.one("kubernetes:node.k8s.io/v1:RuntimeClass")
+    assert kata_class.read and kata_class.k8s_name == "kata-qemu", "kata-deploy owns the class; we only wait for it"
+    assert gvisor_run.outputs["runtimeClass"] == "gvisor" and kata_run.outputs["runtimeClass"] == "kata-qemu"
+
+
+def test_kata_installs_kata_deploy_and_labels_the_node(kata_run: ProgramRun) -> None:
+    release = kata_run.one("kubernetes:helm.sh/v3:Release")
+    assert release.inputs["chart"].endswith("/kata-deploy") and release.inputs["version"]
+    assert release.inputs["namespace"] == "kube-system"
+    patch = kata_run.one("kubernetes:core/v1:NodePatch")
+    assert patch.k8s_name == "agent-sandbox-kata"
+    assert patch.inputs["metadata"]["labels"] == {"kata-containers": "enabled"}
+    assert kata_run.waits_for(release, patch)
+    assert kata_run.waits_for(kata_run.one("kubernetes:node.k8s.io/v1:RuntimeClass"), release)
+    assert not kata_run.of_type("kubernetes:helm.sh/v3:Release") == []
+    assert kata_run.outputs["kindClusterConfig"] == ""
+
+
+def test_gvisor_on_kind_exports_the_cluster_config(gvisor_run: ProgramRun) -> None:
+    config = gvisor_run.outputs["kindClusterConfig"]
+    assert "io.containerd.runsc.v1" in config and "containerd-shim-runsc-v1" in config
+    assert not gvisor_run.of_type("kubernetes:helm.sh/v3:Release")
+
+
+def test_namespaces_of_every_object(stack_run: ProgramRun) -> None:
+    sandbox_ns = "agent-sandbox-demo"
+    for kind in ("SandboxTemplate", "SandboxWarmPool"):
+        assert stack_run.one(kind).k8s_namespace == sandbox_ns
+    assert stack_run.one("kubernetes:core/v1:Namespace", sandbox_ns)
+    for resource in (stack_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment"),
+                     stack_run.one("kubernetes:core/v1:Service", "sandbox-router-svc"),
+                     stack_run.one("kubernetes:core/v1:Secret")):
+        assert resource.k8s_namespace == "agent-sandbox-system"
+    assert stack_run.outputs["namespace"] == sandbox_ns
+    assert stack_run.outputs["routerNamespace"] == "agent-sandbox-system"
+
+
+def test_controller_runs_with_extensions_and_the_pinned_image(stack_run: ProgramRun) -> None:
+    deployment = stack_run.one("kubernetes:apps/v1:Deployment", "agent-sandbox-controller")
+    container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
+    assert "--extensions" in container["args"]
+    assert container["image"] == "registry.k8s.io/agent-sandbox/agent-sandbox-controller:v0.5.6"
+    assert container["readinessProbe"]["tcpSocket"]["port"] == 9443
+    crds = stack_run.of_type("kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition")
+    assert len(crds) == 4
+    assert all(r.ignore_changes == ["spec.conversion.webhook.clientConfig.caBundle"] for r in crds)
+
+
+def test_warm_pool_references_the_template(stack_run: ProgramRun) -> None:
+    template = stack_run.one("SandboxTemplate")
+    pool = stack_run.one("SandboxWarmPool")
+    assert template.inputs["apiVersion"] == "extensions.agents.x-k8s.io/v1beta1"
+    assert pool.inputs["apiVersion"] == "extensions.agents.x-k8s.io/v1beta1"
+    assert pool.inputs["spec"]["sandboxTemplateRef"] == {"name": template.k8s_name}
+    assert pool.inputs["spec"]["replicas"] == 2
+    assert pool.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={.status.readyReplicas}=2"}
+    assert stack_run.outputs["warmPool"] == pool.k8s_name and stack_run.outputs["template"] == template.k8s_name
+
+
+def test_router_selector_labels_and_port(stack_run: ProgramRun) -> None:
+    deployment = stack_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment")
+    service = stack_run.one("kubernetes:core/v1:Service", "sandbox-router-svc")
+    spec = deployment.inputs["spec"]
+    assert spec["replicas"] == 2
+    assert spec["selector"]["matchLabels"] == {"app": "sandbox-router"}
+    assert spec["template"]["metadata"]["labels"]["app"] == "sandbox-router"
+    assert service.inputs["spec"]["selector"] == {"app": "sandbox-router"}
+    assert service.inputs["spec"]["ports"][0]["port"] == 8080 and service.inputs["spec"]["type"] == "ClusterIP"
+    container = spec["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["securityContext"]["runAsUser"] == 1000
+    token_env = next(e for e in container["env"] if e["name"] == "ROUTER_AUTH_TOKEN")
+    assert token_env["valueFrom"]["secretKeyRef"]["name"] == "sandbox-router-auth"
+    assert stack_run.outputs["routerService"] == "sandbox-router-svc" and stack_run.outputs["routerPort"] == 8080
+
+
+def test_order_controller_then_template_then_pool(stack_run: ProgramRun) -> None:
+    controller = stack_run.one("kubernetes:apps/v1:Deployment", "agent-sandbox-controller")
+    crds = stack_run.of_type("CustomResourceDefinition")
+    template = stack_run.one("SandboxTemplate")
+    pool = stack_run.one("SandboxWarmPool")
+    runtime_class = stack_run.one("kubernetes:node.k8s.io/v1:RuntimeClass")
+    assert stack_run.waits_for(template, controller)
+    assert all(stack_run.waits_for(template, crd) for crd in crds)
+    assert stack_run.waits_for(template, runtime_class)
+    assert stack_run.waits_for(pool, template)
+    assert stack_run.waits_for(controller, stack_run.one("kubernetes:core/v1:Namespace", "agent-sandbox-system"))
+    assert not stack_run.waits_for(controller, template)
+
+
+def test_images_are_loaded_before_the_pods_that_use_them(stack_run: ProgramRun) -> None:
+    loads = stack_run.of_type("command:local:Command")
+    assert {r.name for r in loads} == {"images-runtime-load", "images-router-load"}
+    builds = stack_run.of_type("docker:index/image:Image")
+    for load in loads:
+        image = next(b for b in builds if load.name.startswith(b.name))
+        assert stack_run.waits_for(load, image)
+    for consumer in (stack_run.one("SandboxTemplate"), stack_run.one("SandboxWarmPool"),
+                     stack_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment")):
+        assert all(stack_run.waits_for(consumer, load) for load in loads)
+
+
+def test_images_use_content_tags_and_are_never_pulled(stack_run: ProgramRun) -> None:
+    for build in stack_run.of_type("docker:index/image:Image"):
+        repository, tag = build.inputs["imageName"].rsplit(":", 1)
+        assert repository in ("agent-sandbox/runtime", "agent-sandbox/router")
+        assert len(tag) == 12 and tag != "latest"
+        assert build.inputs["skipPush"] is True
+    template_container = stack_run.one("SandboxTemplate").inputs["spec"]["podTemplate"]["spec"]["containers"][0]
+    assert template_container["image"] == stack_run.outputs["runtimeImage"]
+    assert template_container["imagePullPolicy"] == "Never"
+    router = stack_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment")
+    assert router.inputs["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+
+
+def test_stack_outputs_are_complete(stack_run: ProgramRun) -> None:
+    assert set(stack_run.outputs) == EXPECTED_OUTPUTS
+    assert stack_run.outputs["kubeContext"] == {"gvisor": "kind-agent-sandbox", "kata": "agent-sandbox-kata"}[stack_run.stack]
+
+
+def test_every_child_has_a_component_parent(stack_run: ProgramRun) -> None:
+    top_level = [r for r in stack_run.resources if r.parent.split("::")[2] == "pulumi:pulumi:Stack"]
+    assert all(r.parent for r in stack_run.resources)
+    assert {r.type for r in top_level} == {
+        "pulumi:providers:kubernetes", "agent-sandbox:index:SandboxImages", "agent-sandbox:index:SecureRuntime",
+        "agent-sandbox:index:AgentSandboxController", "agent-sandbox:index:SandboxPool",
+        "agent-sandbox:index:SandboxRouter",
+    }
+
+
+def test_existing_cluster_with_prebuilt_images_needs_no_build_or_load() -> None:
+    run = run_program("gvisor", {**PREBUILT, "clusterFlavour": "existing", "imageLoadStrategy": "preloaded",
+                                 "manageRuntimeClass": "false", "warmPoolReplicas": "0"})
+    assert not run.of_type("docker:index/image:Image") and not run.of_type("command:local:Command")
+    assert not run.of_type("RuntimeClass")
+    assert run.outputs["runtimeImage"] == PREBUILT["sandboxImage"]
+    pool = run.one("SandboxWarmPool")
+    assert pool.inputs["spec"]["replicas"] == 0 and not pool.inputs["metadata"].get("annotations")
+    assert run.outputs["kubeContext"] == ""
+
+
+def test_invalid_config_stops_before_any_resource() -> None:
+    with pytest.raises(Exception, match="agent-sandbox:runtime = 'gvisorr' is invalid"):
+        run_program("gvisor", {"runtime": "gvisorr"})
