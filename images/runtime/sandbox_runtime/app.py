@@ -22,6 +22,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route
 
 from .executor import CommandRunner
@@ -34,6 +35,22 @@ logger = logging.getLogger("sandbox_runtime")
 
 MAX_EXECUTE_BODY_BYTES = 4 * 1024**2
 _DOWNLOAD_CHUNK = 256 * 1024
+
+
+class AnyPathConvertor(Convertor[str]):
+    """Like Starlette's ``path`` convertor but also matching newlines, so such paths reach the
+    confinement check (and get a 403) instead of falling through to a plain 404."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -147,9 +164,9 @@ def create_app(settings: Settings) -> Starlette:
             Route("/", health, methods=["GET"]),
             Route("/execute", execute, methods=["POST"]),
             Route("/upload", upload, methods=["POST"]),
-            Route("/download/{path:path}", download, methods=["GET"]),
-            Route("/list/{path:path}", list_directory, methods=["GET"]),
-            Route("/exists/{path:path}", exists, methods=["GET"]),
+            Route("/download/{path:anypath}", download, methods=["GET"]),
+            Route("/list/{path:anypath}", list_directory, methods=["GET"]),
+            Route("/exists/{path:anypath}", exists, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
