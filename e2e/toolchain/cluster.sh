@@ -53,10 +53,11 @@ run_logged() {
   local start; start=$(date +%s)
   "$@" >>"$log" 2>&1 &
   local pid=$!
+  local ticks=0
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 30 &
-    wait $! || true
-    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+    ticks=$(( ticks + 1 ))
+    (( ticks % 30 == 0 )) && kill -0 "$pid" 2>/dev/null || continue
     say "  $name: still running, $(( $(date +%s) - start ))s, $(wc -l <"$log") log lines (tail: $(tail -n1 "$log" | cut -c1-80))"
   done
   if ! wait "$pid"; then
@@ -144,31 +145,42 @@ build_etcd() {
     -ldflags '-s -w' -o '$dest/bin.tmp/etcd' go.etcd.io/etcd/server/v3"
 }
 
-# go_install DEST LOG LDFLAGS PACKAGE@VERSION: plain `go install` for modules without replaces.
-go_install() {
-  local dest=$1 log=$2 ldflags=$3 target=$4
-  run_logged "go install ${target##*/}" "$log" env GOBIN="$dest/bin.tmp" \
-    "${NICE[@]}" "$GO" install -v -ldflags "$ldflags" "$target"
+# build_wrapped DEST LOG MODULE@VERSION LDFLAGS OUTPUT=PACKAGE...: build main packages of a module
+# through a small wrapper module that requires it at exactly VERSION. (`go install pkg@version`
+# would also ask the proxy for the module's version list, which it refuses for some modules.)
+build_wrapped() {
+  local dest=$1 log=$2 target=$3 ldflags=$4; shift 4
+  local src=$dest/src pair packages=()
+  mkdir -p "$src"
+  printf 'module local.test/wrap\n\ngo 1.26\n' >"$src/go.mod"
+  for pair in "$@"; do packages+=("${pair#*=}"); done
+  write_tools_go "$src" "${packages[@]}"
+  (cd "$src" && "$GO" mod edit -require="$target")
+  run_logged "go mod tidy ${target%@*}" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  for pair in "$@"; do
+    run_logged "compile ${pair%%=*}" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod \
+      -ldflags '$ldflags' -o '$dest/bin.tmp/${pair%%=*}' '${pair#*=}'"
+  done
 }
 
 build_agent_sandbox() {
-  go_install "$1" "$2" "-s -w -X sigs.k8s.io/agent-sandbox/internal/version.gitVersion=$AGENT_SANDBOX_VERSION" \
-    "sigs.k8s.io/agent-sandbox/cmd/agent-sandbox-controller@$AGENT_SANDBOX_VERSION"
+  build_wrapped "$1" "$2" "sigs.k8s.io/agent-sandbox@$AGENT_SANDBOX_VERSION" \
+    "-s -w -X sigs.k8s.io/agent-sandbox/internal/version.gitVersion=$AGENT_SANDBOX_VERSION" \
+    agent-sandbox-controller=sigs.k8s.io/agent-sandbox/cmd/agent-sandbox-controller
 }
 
 build_gvisor() {
-  local dest=$1 log=$2
-  go_install "$dest" "$log" "-s -w" "gvisor.dev/gvisor/runsc@$GVISOR_VERSION"
-  go_install "$dest" "$log" "-s -w" "gvisor.dev/gvisor/shim@$GVISOR_VERSION"
-  mv "$dest/bin.tmp/shim" "$dest/bin.tmp/containerd-shim-runsc-v1"
+  build_wrapped "$1" "$2" "gvisor.dev/gvisor@$GVISOR_VERSION" "-s -w" \
+    runsc=gvisor.dev/gvisor/runsc containerd-shim-runsc-v1=gvisor.dev/gvisor/shim
 }
 
 build_coredns() {
-  go_install "$1" "$2" "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  build_wrapped "$1" "$2" "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w" coredns=github.com/coredns/coredns
 }
 
 build_kube_router() {
-  go_install "$1" "$2" "-s -w" "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+  build_wrapped "$1" "$2" "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION" "-s -w" \
+    kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 }
 
 build_pause() {

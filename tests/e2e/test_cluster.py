@@ -1,0 +1,363 @@
+"""End-to-end checks of the single-node e2e cluster (make cluster-up / cluster-down).
+
+They run only where `make toolchain-cluster` has filled the toolchain cache and the process is root;
+otherwise every test here is skipped with a printed reason. The session fixture brings the cluster
+up through the make target and tears it down at the end, asserting that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE_DIR = Path(os.environ.get("CACHE_DIR", "/var/cache/agent-sandbox-iac"))
+VERSIONS_FILE = REPO_ROOT / "e2e" / "toolchain" / "cluster-versions.sh"
+CONTROLLER_MANIFEST = Path(
+    os.environ.get(
+        "AGENT_SANDBOX_MANIFEST",
+        str(REPO_ROOT.parent / "shared" / "agent-sandbox" / "v0.5.6" / "sandbox-with-extensions.yaml"),
+    )
+)
+CLUSTER_UP_TIMEOUT_SECONDS = 900
+POD_READY_TIMEOUT_SECONDS = 240
+
+pytestmark = pytest.mark.timeout(1800)
+
+
+def load_versions() -> dict[str, str]:
+    """The pinned versions and image names, read from the toolchain's versions file."""
+    names = [
+        "KUBERNETES_VERSION", "ETCD_VERSION", "COREDNS_VERSION", "GVISOR_VERSION",
+        "AGENT_SANDBOX_VERSION", "KUBE_ROUTER_VERSION", "CONTROLLER_IMAGE", "BUSYBOX_IMAGE",
+    ]
+    script = f". {VERSIONS_FILE}; " + "; ".join(f'echo "{name}=${name}"' for name in names)
+    output = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in output.splitlines())
+
+
+VERSIONS = load_versions()
+
+
+def missing_artefacts() -> list[str]:
+    """Toolchain artefacts cluster-up needs that the cache does not hold."""
+    k8s = CACHE_DIR / "kubernetes" / VERSIONS["KUBERNETES_VERSION"] / "bin"
+    gvisor = CACHE_DIR / "gvisor" / VERSIONS["GVISOR_VERSION"] / "bin"
+    images = CACHE_DIR / "images" / VERSIONS["AGENT_SANDBOX_VERSION"] / "bin"
+    required = [k8s / name for name in (
+        "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl")]
+    required += [
+        CACHE_DIR / "etcd" / VERSIONS["ETCD_VERSION"] / "bin" / "etcd",
+        gvisor / "runsc",
+        gvisor / "containerd-shim-runsc-v1",
+        CACHE_DIR / "coredns" / VERSIONS["COREDNS_VERSION"] / "bin" / "coredns",
+        CACHE_DIR / "kube-router" / VERSIONS["KUBE_ROUTER_VERSION"] / "bin" / "kube-router",
+        images / "pause.tar",
+        images / "agent-sandbox-controller.tar",
+        images / "busybox.tar",
+    ]
+    return [str(path) for path in required if not path.exists()]
+
+
+def skip_loudly(reason: str) -> None:
+    """Print the reason where CI logs show it, then skip."""
+    print(f"\n*** SKIPPING cluster e2e checks: {reason} ***\n", flush=True)
+    pytest.skip(reason)
+
+
+@dataclass
+class Cluster:
+    """A running e2e cluster and a kubectl bound to its kubeconfig."""
+
+    kubeconfig: str
+    kubectl_path: str
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against the cluster; on failure the error names the command and its output."""
+        command = [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args]
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        """Server-side apply the given objects."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                     stdin=yaml.safe_dump_all(documents))
+
+    def get_json(self, *args: str) -> dict[str, Any]:
+        """kubectl get ... -o json, parsed."""
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def wait_ready(self, namespace: str, *pods: str, timeout: int = POD_READY_TIMEOUT_SECONDS) -> None:
+        """Wait until every named pod is Ready, showing the pods' state if one is not."""
+        result = self.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"--timeout={timeout}s",
+                              *[f"pod/{pod}" for pod in pods], check=False, timeout=timeout + 30)
+        if result.returncode != 0:
+            described = self.kubectl("describe", "pods", "-n", namespace, *pods, check=False).stdout
+            raise AssertionError(f"pods {pods} not Ready in {timeout}s:\n{result.stderr}\n{described[-4000:]}")
+
+    def exec(self, namespace: str, pod: str, *command: str, check: bool = True,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a command in a pod's only container."""
+        return self.kubectl("exec", "-n", namespace, pod, "--", *command, check=check, timeout=timeout)
+
+
+def run_make(target: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    """Run a make target of this repository, echoing its output."""
+    result = subprocess.run(["make", "--no-print-directory", target], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=timeout)
+    print(result.stdout[-6000:], result.stderr[-6000:], sep="\n", flush=True)
+    return result
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """Bring the cluster up with `make cluster-up`, yield it, and tear it down with `make cluster-down`."""
+    if os.geteuid() != 0:
+        skip_loudly("the e2e cluster needs root (containerd, kubelet, iptables)")
+    missing = missing_artefacts()
+    if missing:
+        skip_loudly(f"toolchain cache incomplete ({len(missing)} artefacts missing, e.g. {missing[0]}); "
+                    "run `make toolchain-cluster` first")
+    started = time.monotonic()
+    up = run_make("cluster-up", CLUSTER_UP_TIMEOUT_SECONDS)
+    lines = up.stdout.strip().splitlines()
+    if up.returncode != 0 or not lines or not lines[-1].startswith("KUBECONFIG="):
+        down = run_make("cluster-down", 300)
+        pytest.fail(f"make cluster-up failed (exit {up.returncode}); cluster-down exit {down.returncode}; "
+                    f"component logs: /var/log/agent-sandbox-e2e\n{up.stderr[-3000:]}")
+    print(f"cluster-up took {time.monotonic() - started:.0f}s", flush=True)
+    kubeconfig = lines[-1].split("=", 1)[1]
+    kubectl = str(CACHE_DIR / "kubernetes" / VERSIONS["KUBERNETES_VERSION"] / "bin" / "kubectl")
+    try:
+        yield Cluster(kubeconfig=kubeconfig, kubectl_path=kubectl)
+    finally:
+        down = run_make("cluster-down", 300)
+        assert down.returncode == 0, f"make cluster-down left something behind:\n{down.stderr}"
+
+
+@pytest.fixture(scope="session")
+def namespace(cluster: Cluster) -> str:
+    """A fresh namespace for this session's test objects."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    # The namespace's default ServiceAccount must exist before pods can be admitted.
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"no default ServiceAccount in {name} after 60s"
+        time.sleep(1)
+    return name
+
+
+def busybox_pod(name: str, namespace: str, script: str, labels: dict[str, str] | None = None,
+                runtime_class: str | None = None) -> dict[str, Any]:
+    """A pod running `sh -c script` in the locally built busybox image (never pulled)."""
+    spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "main",
+            "image": VERSIONS["BUSYBOX_IMAGE"],
+            "imagePullPolicy": "Never",
+            "command": ["sh", "-c", script],
+        }],
+    }
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+        "spec": spec,
+    }
+
+
+WEB_SCRIPT = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
+
+
+@pytest.fixture(scope="session")
+def web(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """An HTTP server pod behind a ClusterIP Service, and a client pod; returns their addresses."""
+    cluster.apply(
+        busybox_pod("web", namespace, WEB_SCRIPT, labels={"app": "web"}),
+        busybox_pod("client", namespace, "exec sleep 3600", labels={"role": "client"}),
+        busybox_pod("stranger", namespace, "exec sleep 3600", labels={"role": "stranger"}),
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
+         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+    )
+    cluster.wait_ready(namespace, "web", "client", "stranger")
+    pod_ip = cluster.get_json("pod", "web", "-n", namespace)["status"]["podIP"]
+    service_ip = cluster.get_json("service", "web", "-n", namespace)["spec"]["clusterIP"]
+    return {"pod_ip": pod_ip, "service_ip": service_ip}
+
+
+def fetch(cluster: Cluster, namespace: str, pod: str, url: str) -> subprocess.CompletedProcess[str]:
+    """wget url from inside pod with a short timeout; returns the finished process."""
+    return cluster.exec(namespace, pod, "wget", "-q", "-T", "3", "-O", "-", url, check=False, timeout=30)
+
+
+def eventually(check: Any, timeout: float, what: str) -> Any:
+    """Poll check() until it returns a truthy value; fail naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(2)
+    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
+
+
+def test_gvisor_pod_sees_gvisor_kernel_and_runc_pod_sees_host_kernel(cluster: Cluster, namespace: str) -> None:
+    """runtimeClassName gvisor runs the pod on gVisor's kernel; the default (runc) on the host's."""
+    cluster.apply(
+        busybox_pod("on-runc", namespace, "exec sleep 3600"),
+        busybox_pod("on-gvisor", namespace, "exec sleep 3600", runtime_class="gvisor"),
+    )
+    cluster.wait_ready(namespace, "on-runc", "on-gvisor")
+    host_release = os.uname().release
+    runc_release = cluster.exec(namespace, "on-runc", "uname", "-r").stdout.strip()
+    gvisor_release = cluster.exec(namespace, "on-gvisor", "uname", "-r").stdout.strip()
+    assert runc_release == host_release
+    assert gvisor_release and gvisor_release != host_release
+    gvisor_dmesg = cluster.exec(namespace, "on-gvisor", "dmesg").stdout
+    assert "gVisor" in gvisor_dmesg, gvisor_dmesg[:500]
+
+
+def test_pod_to_pod_and_pod_to_service(cluster: Cluster, namespace: str, web: dict[str, str]) -> None:
+    """A client pod reaches the server pod by pod IP and through its ClusterIP Service."""
+    direct = fetch(cluster, namespace, "client", f"http://{web['pod_ip']}:8080/")
+    assert direct.returncode == 0 and "hello-from-web" in direct.stdout, direct.stderr
+    via_service = fetch(cluster, namespace, "client", f"http://{web['service_ip']}/")
+    assert via_service.returncode == 0 and "hello-from-web" in via_service.stdout, via_service.stderr
+
+
+def test_dns_resolves_service_names(cluster: Cluster, namespace: str, web: dict[str, str]) -> None:
+    """Cluster DNS answers *.svc.cluster.local names with the Services' ClusterIPs."""
+    lookup = cluster.exec(namespace, "client", "nslookup", f"web.{namespace}.svc.cluster.local", check=False)
+    assert web["service_ip"] in lookup.stdout, lookup.stdout + lookup.stderr
+    api = cluster.exec(namespace, "client", "nslookup", "kubernetes.default.svc.cluster.local", check=False)
+    assert "10.96.0.1" in api.stdout, api.stdout + api.stderr
+    by_name = fetch(cluster, namespace, "client", f"http://web.{namespace}.svc.cluster.local/")
+    assert "hello-from-web" in by_name.stdout, by_name.stderr
+
+
+def test_network_policy_denies_then_allows(cluster: Cluster, namespace: str, web: dict[str, str]) -> None:
+    """A deny-all ingress policy blocks the server; an allow rule then admits only labelled clients."""
+    url = f"http://{web['pod_ip']}:8080/"
+    assert fetch(cluster, namespace, "client", url).returncode == 0, "server unreachable before any policy"
+    deny = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "web-deny-all", "namespace": namespace},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]},
+    }
+    cluster.apply(deny)
+    eventually(lambda: fetch(cluster, namespace, "client", url).returncode != 0, 90, "deny-all enforced")
+    allow = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "web-allow-clients", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                         "ports": [{"port": 8080, "protocol": "TCP"}]}],
+        },
+    }
+    cluster.apply(allow)
+    eventually(lambda: fetch(cluster, namespace, "client", url).returncode == 0, 90, "allow rule enforced")
+    assert fetch(cluster, namespace, "stranger", url).returncode != 0, "unlabelled pod got through"
+    cluster.kubectl("delete", "networkpolicy", "-n", namespace, "web-deny-all", "web-allow-clients")
+
+
+def controller_manifests() -> list[dict[str, Any]]:
+    """The pinned v0.5.6 release with the controller image swapped for the locally built one."""
+    if not CONTROLLER_MANIFEST.exists():
+        skip_loudly(f"agent-sandbox release manifest not found at {CONTROLLER_MANIFEST}")
+    documents = [doc for doc in yaml.safe_load_all(CONTROLLER_MANIFEST.read_text()) if doc]
+    deployments = [doc for doc in documents if doc["kind"] == "Deployment"]
+    assert len(deployments) == 1, "expected exactly one controller Deployment in the release manifest"
+    container = deployments[0]["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = VERSIONS["CONTROLLER_IMAGE"]
+    container["imagePullPolicy"] = "Never"
+    assert "--extensions" in container.get("args", []), "release manifest lost --extensions"
+    return documents
+
+
+@pytest.fixture(scope="session")
+def agent_sandbox(cluster: Cluster) -> None:
+    """Deploy the agent-sandbox controller with --extensions and wait until its webhook serves."""
+    cluster.apply(*controller_manifests())
+    rollout = cluster.kubectl("rollout", "status", "-n", "agent-sandbox-system",
+                              "deployment/agent-sandbox-controller", "--timeout=300s", check=False, timeout=330)
+    if rollout.returncode != 0:
+        pods = cluster.kubectl("describe", "pods", "-n", "agent-sandbox-system", check=False).stdout
+        logs = cluster.kubectl("logs", "-n", "agent-sandbox-system", "deployment/agent-sandbox-controller",
+                               check=False).stdout
+        raise AssertionError(f"controller not available:\n{rollout.stderr}\n{pods[-3000:]}\n{logs[-3000:]}")
+
+    def webhook_has_endpoints() -> bool:
+        slices = cluster.get_json("endpointslices", "-n", "agent-sandbox-system",
+                                  "-l", "kubernetes.io/service-name=agent-sandbox-webhook-service")
+        return any(endpoint.get("conditions", {}).get("ready") for item in slices["items"]
+                   for endpoint in item.get("endpoints") or [])
+
+    eventually(webhook_has_endpoints, 120, "webhook Service endpoints ready")
+
+
+def trivial_template(namespace: str) -> dict[str, Any]:
+    """A SandboxTemplate whose pod only sleeps, on gVisor, from the local busybox image."""
+    return {
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+        "metadata": {"name": "trivial", "namespace": namespace},
+        "spec": {"podTemplate": {"spec": {
+            "runtimeClassName": "gvisor",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": VERSIONS["BUSYBOX_IMAGE"], "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", "exec sleep 3600"]}],
+        }}},
+    }
+
+
+def test_conversion_webhook_answers(cluster: Cluster, namespace: str, agent_sandbox: None) -> None:
+    """Reading a stored v1beta1 object as v1alpha1 goes through the controller's conversion webhook."""
+    cluster.apply(trivial_template(namespace))
+    deadline = time.monotonic() + 120
+    while True:
+        converted = cluster.kubectl("get", "sandboxtemplates.v1alpha1.extensions.agents.x-k8s.io", "trivial",
+                                    "-n", namespace, "-o", "json", check=False)
+        if converted.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert converted.returncode == 0, f"conversion failed: {converted.stderr}"
+    assert json.loads(converted.stdout)["apiVersion"] == "extensions.agents.x-k8s.io/v1alpha1"
+
+
+def test_warm_pool_reaches_replica_count(cluster: Cluster, namespace: str, agent_sandbox: None) -> None:
+    """A SandboxWarmPool of the trivial template reports all its replicas ready."""
+    cluster.apply(trivial_template(namespace), {
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+        "metadata": {"name": "trivial-pool", "namespace": namespace},
+        "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "trivial"}},
+    })
+
+    def ready_replicas() -> int:
+        status = cluster.get_json("sandboxwarmpool", "trivial-pool", "-n", namespace).get("status", {})
+        return int(status.get("readyReplicas") or 0) >= 2
+
+    try:
+        eventually(ready_replicas, 300, "2 ready warm-pool replicas")
+    except AssertionError:
+        pods = cluster.kubectl("get", "pods,sandboxes", "-n", namespace, "-o", "wide", check=False).stdout
+        logs = cluster.kubectl("logs", "-n", "agent-sandbox-system", "deployment/agent-sandbox-controller",
+                               "--tail=60", check=False).stdout
+        raise AssertionError(f"warm pool short of replicas:\n{pods}\n{logs}")
