@@ -11,7 +11,7 @@ OUT_DIR ?= out
 export CACHE_DIR OUT_DIR
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit
+.PHONY: help venv test test-unit toolchain
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,5 +28,7 @@ test: venv ## run every test this machine can run (unit, component, and e2e when
 
 test-unit: venv ## run only the fast unit tests
 	$(PY) -m pytest tests/unit
+
+toolchain: toolchain-pulumi toolchain-cluster ## build the offline toolchain (Pulumi engine + plugins, Kubernetes, etcd, gVisor, controller)
 
 -include mk/*.mk

@@ -46,6 +46,17 @@ class Registered:
         return (self.inputs.get("metadata") or {}).get("namespace")
 
 
+def _reveal(value: Any) -> Any:
+    """Secret values arrive wrapped as ``{<secret sig>: ..., "value": v}``; tests read ``v``."""
+    if isinstance(value, dict):
+        if rpc._special_sig_key in value and value[rpc._special_sig_key] == rpc._special_secret_sig:
+            return _reveal(value.get("value"))
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal(v) for v in value]
+    return value
+
+
 class _Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
@@ -72,7 +83,7 @@ class RecordingMonitor(mocks.MockMonitor):
         if request.type != "pulumi:pulumi:Stack":
             inputs = self.resources[response.urn].state if response.urn in self.resources else {}
             self.registered.append(Registered(
-                urn=response.urn, type=request.type, name=request.name, inputs=dict(inputs),
+                urn=response.urn, type=request.type, name=request.name, inputs=_reveal(dict(inputs)),
                 parent=request.parent, dependencies=list(request.dependencies),
                 ignore_changes=list(request.ignoreChanges), custom=bool(request.custom),
                 read=bool(request.importId),

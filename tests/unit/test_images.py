@@ -1,0 +1,48 @@
+"""components/images.py: build, tag and load strategies."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.images import load_command
+from tests.pulumi_harness import run_program
+from tests.unit.conftest import PREBUILT
+
+
+@pytest.mark.parametrize(("strategy", "expected"), [
+    ("kind", "kind load docker-image --name demo img:1"),
+    ("minikube", "minikube image load --profile demo img:1"),
+    ("containerd", "docker save img:1 | ctr -n k8s.io images import -"),
+    ("registry", None),
+    ("preloaded", None),
+])
+def test_load_command_per_strategy(strategy: str, expected) -> None:
+    assert load_command(strategy, "demo", "img:1") == expected
+
+
+def test_registry_strategy_pushes_under_the_registry_prefix() -> None:
+    run = run_program("gvisor", {"clusterFlavour": "existing", "imageRegistry": "registry.example.com/team"})
+    builds = run.of_type("docker:index/image:Image")
+    assert {b.inputs["imageName"].rsplit(":", 1)[0] for b in builds} == {
+        "registry.example.com/team/runtime", "registry.example.com/team/router"}
+    assert all(b.inputs["skipPush"] is False for b in builds)
+    assert not run.of_type("command:local:Command")
+    container = run.one("SandboxTemplate").inputs["spec"]["podTemplate"]["spec"]["containers"][0]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_prebuilt_images_are_loaded_but_not_built() -> None:
+    run = run_program("gvisor", PREBUILT)
+    assert not run.of_type("docker:index/image:Image")
+    loads = {r.name: r for r in run.of_type("command:local:Command")}
+    assert loads["images-runtime-load"].inputs["environment"] == {"IMAGE": PREBUILT["sandboxImage"]}
+    assert loads["images-runtime-load"].inputs["create"] == "kind load docker-image --name agent-sandbox ${IMAGE}"
+
+
+def test_variant_and_base_image_reach_the_build() -> None:
+    run = run_program("gvisor", {"imageVariant": "minimal", "baseImage": "local/base:1"})
+    runtime = next(b for b in run.of_type("docker:index/image:Image") if "runtime" in b.inputs["imageName"])
+    assert runtime.inputs["build"]["args"] == {"BASE_IMAGE": "local/base:1", "VARIANT": "minimal"}
+    default = run_program("gvisor")
+    default_runtime = next(b for b in default.of_type("docker:index/image:Image") if "runtime" in b.inputs["imageName"])
+    assert default_runtime.inputs["imageName"] != runtime.inputs["imageName"], "build args are part of the tag"

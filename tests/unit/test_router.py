@@ -1,0 +1,29 @@
+"""components/router.py: token handling."""
+
+from tests.pulumi_harness import run_program
+
+
+
+def test_generated_token_is_kept_across_runs(gvisor_run) -> None:
+    secret = gvisor_run.one("kubernetes:core/v1:Secret")
+    assert secret.ignore_changes == ["stringData"]
+    assert len(secret.inputs["stringData"]["token"]) >= 32
+    template = gvisor_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment").inputs["spec"]["template"]
+    assert not template["metadata"].get("annotations")
+
+
+def test_configured_token_rolls_the_pods_when_changed() -> None:
+    def annotations(token: str) -> dict:
+        run = run_program("gvisor", {"routerAuthToken": token})
+        secret = run.one("kubernetes:core/v1:Secret")
+        assert secret.ignore_changes == [] and secret.inputs["stringData"]["token"] == token
+        deployment = run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment")
+        return deployment.inputs["spec"]["template"]["metadata"]["annotations"]
+
+    first, second = annotations("a" * 24), annotations("b" * 24)
+    assert set(first) == {"agent-sandbox/token-sha256"} and first != second
+
+
+def test_replicas_follow_config() -> None:
+    run = run_program("gvisor", {"routerReplicas": "3"})
+    assert run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment").inputs["spec"]["replicas"] == 3
