@@ -30,12 +30,14 @@ def free_port() -> int:
 class RuntimeServer:
     """The runtime running in a child process; use as a context manager."""
 
-    def __init__(self, base_dir: Path, env: dict[str, str] | None = None, command_prefix: list[str] | None = None) -> None:
+    def __init__(self, base_dir: Path, env: dict[str, str] | None = None, command_prefix: list[str] | None = None,
+                 python: str = sys.executable) -> None:
         self.base_dir = base_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._extra_env = env or {}
         self._prefix = command_prefix or []
+        self._python = python
         self.process: subprocess.Popen[bytes] | None = None
         self._log_path = base_dir.parent / f"runtime-{self.port}.log"
 
@@ -52,7 +54,7 @@ class RuntimeServer:
         }
         log = open(self._log_path, "wb")
         self.process = subprocess.Popen(
-            [*self._prefix, sys.executable, "-m", "sandbox_runtime"],
+            [*self._prefix, self._python, "-m", "sandbox_runtime"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.base_dir.parent),
         )
         log.close()
