@@ -84,6 +84,7 @@ def test_execute_unparseable_command_is_exit_1(server: RuntimeServer, command: s
     b"not json", b"[]", b'{"cmd": "ls"}', b'{"command": 5}',
     b'{"command": "ls", "timeout_seconds": 0}', b'{"command": "ls", "timeout_seconds": -1}',
     b'{"command": "ls", "timeout_seconds": "10"}', b'{"command": "ls", "timeout_seconds": true}',
+    b'{"command": "ls", "timeout_seconds": NaN}', b'{"command": "ls", "timeout_seconds": Infinity}',
 ])
 def test_execute_rejects_bad_requests_with_422_naming_the_field(server: RuntimeServer, body: bytes) -> None:
     status, reply = server.request("POST", "/execute", body, {"Content-Type": "application/json"})
@@ -168,6 +169,27 @@ def test_upload_without_file_part_is_422(server: RuntimeServer) -> None:
     assert reply.status_code == 422 and "'file'" in reply.json()["message"]
     reply = requests.post(f"{server.url}/upload", data=b"raw", timeout=30)
     assert reply.status_code == 422
+
+
+def test_upload_empty_file(server: RuntimeServer) -> None:
+    assert _upload(server, "empty/zero.txt", b"").status_code == 200
+    assert (server.base_dir / "empty/zero.txt").read_bytes() == b""
+
+
+def test_upload_onto_directory_or_through_file_fails_cleanly(server: RuntimeServer) -> None:
+    _upload(server, "occupied/inner.txt", b"i")
+    onto_directory = _upload(server, "occupied", b"x")
+    assert onto_directory.status_code == 500 and onto_directory.json()["message"].startswith("File upload failed:")
+    through_file = _upload(server, "occupied/inner.txt/below.txt", b"x")
+    assert through_file.status_code == 500 and through_file.json()["message"].startswith("File upload failed:")
+    assert sorted(p.name for p in (server.base_dir / "occupied").iterdir()) == ["inner.txt"]
+
+
+def test_upload_unicode_names(server: RuntimeServer) -> None:
+    assert _upload(server, "ünï/cödé 文件.txt", b"u").status_code == 200
+    assert (server.base_dir / "ünï" / "cödé 文件.txt").read_bytes() == b"u"
+    download = requests.get(f"{server.url}/download/" + requests.utils.quote("ünï/cödé 文件.txt", safe=""), timeout=30)
+    assert download.content == b"u"
 
 
 def test_list_reports_contract_shape(server: RuntimeServer) -> None:
@@ -279,6 +301,16 @@ def test_upload_over_limit_is_413_when_streamed(limited: RuntimeServer) -> None:
     assert reply.status_code == 413
     leftovers = list((limited.base_dir / "stream").iterdir()) if (limited.base_dir / "stream").exists() else []
     assert leftovers == [], "a rejected upload left files behind"
+
+
+def test_upload_over_limit_with_expect_continue_is_refused_before_the_body(limited: RuntimeServer) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as raw:
+        raw.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                    b"Content-Length: 1073741824\r\nExpect: 100-continue\r\n\r\n")
+        head = raw.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
 
 
 def test_upload_at_limit_is_accepted(limited: RuntimeServer) -> None:

@@ -10,6 +10,8 @@ import uvicorn
 from .app import create_app
 from .settings import ConfigError, Settings
 
+SHUTDOWN_GRACE_SECONDS = 5
+
 
 def main() -> int:
     """Start the server; exit with status 2 and a clear message on bad configuration."""
@@ -30,6 +32,9 @@ def main() -> int:
         access_log=settings.access_log,
         server_header=False,
         proxy_headers=False,
+        # On SIGTERM, running commands get this long to finish; then their requests are
+        # cancelled, which kills their process groups (see executor.CommandRunner.run).
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
     return 0
 

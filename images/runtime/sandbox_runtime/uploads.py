@@ -158,7 +158,9 @@ async def receive_upload(request: Request, base_dir: str, limit: int) -> str:
         raise UploadError(422, "POST /upload needs a multipart/form-data body with a part named 'file'.")
     declared = _declared_length(request)
     if declared is not None and declared > limit + MULTIPART_OVERHEAD_ALLOWANCE:
-        await _drain(request.stream())
+        # A client waiting for "100 Continue" has sent nothing yet: answer without reading.
+        if request.headers.get("expect", "").lower() != "100-continue":
+            await _drain(request.stream())
         raise UploadError(413, f"Upload of {declared} bytes exceeds the limit of {limit} bytes (SANDBOX_MAX_UPLOAD_BYTES).")
 
     sink = _UploadSink(base_dir, limit)

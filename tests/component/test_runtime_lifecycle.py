@@ -1,0 +1,55 @@
+"""Process lifecycle of ``python -m sandbox_runtime``: bad configuration, shutdown with running commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.component.test_runtime_support import RUNTIME_SOURCE, RuntimeServer, process_alive
+
+
+def test_bad_configuration_exits_2_with_the_variable_named(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(RUNTIME_SOURCE), "SANDBOX_BASE_DIR": str(tmp_path), "SANDBOX_PORT": "eighty"}
+    done = subprocess.run([sys.executable, "-m", "sandbox_runtime"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "SANDBOX_PORT='eighty'" in done.stderr and "65535" in done.stderr
+
+
+def test_sigterm_kills_running_commands_and_exits(tmp_path: Path) -> None:
+    server = RuntimeServer(tmp_path / "app").__enter__()
+    try:
+        payload = json.dumps({"command": "sh -c 'echo $$ > shell.pid; sleep 120'"}).encode()
+
+        def call() -> None:
+            # The connection is dropped at shutdown; only the server side matters here.
+            try:
+                server.request("POST", "/execute", payload, timeout=60)
+            except OSError:
+                pass
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        pid_file = server.base_dir / "shell.pid"
+        deadline = time.monotonic() + 10
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        shell = int(pid_file.read_text())
+        assert process_alive(shell)
+        started = time.monotonic()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        assert time.monotonic() - started < 15, "shutdown waited for the command instead of killing it"
+        worker.join(timeout=10)
+        deadline = time.monotonic() + 5
+        while process_alive(shell) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_alive(shell), "the command outlived the server"
+    finally:
+        server.__exit__(None, None, None)
