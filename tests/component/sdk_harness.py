@@ -333,3 +333,69 @@ def recording_upstream() -> Iterator[RecordingUpstream]:
         yield upstream
     finally:
         upstream.stop()
+
+
+@dataclass
+class RawResponse:
+    """A response read off a raw socket."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON."""
+        return json.loads(self.body)
+
+
+def raw_request(port: int, request: bytes, timeout: float = 10.0) -> RawResponse:
+    """Send raw bytes to 127.0.0.1:port and read one response (Content-Length or until close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed before a response head: {data!r}")
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding") == "chunked":
+            while not body.endswith(b"0\r\n\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            return RawResponse(status, headers, _dechunk(body))
+        length = int(headers.get("content-length", "-1"))
+        while length < 0 or len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return RawResponse(status, headers, body[:length] if length >= 0 else body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2:]
+    return out
+
+
+def build_request(headers: list[tuple[str, str]], method: str = "GET", target: str = "/probe",
+                  body: bytes = b"") -> bytes:
+    """Serialise a request with an exact header list (duplicates and odd values kept as given)."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: router"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

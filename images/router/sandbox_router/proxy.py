@@ -388,7 +388,7 @@ class ClientConnection(asyncio.Protocol):
         if extra:
             forwarded = [(n, v) for n, v in forwarded if n.lower() not in extra]
 
-        parts = [state.method, b" ", url, b" HTTP/1.1\r\nHost: ", target.authority.encode(), _CRLF]
+        parts = [state.method, b" ", url, b" HTTP/1.1\r\nHost: ", target.authority, _CRLF]
         for name, value in forwarded:
             parts += (name, b": ", value, _CRLF)
         if chunked:
@@ -427,13 +427,13 @@ class ClientConnection(asyncio.Protocol):
                            "forbidden_resolution")
             return
         except (OSError, ValueError) as exc:
-            log.debug("connect to %s failed: %s", target.authority, exc)
+            log.debug("connect to %r failed: %s", target.authority, exc)
             if self._still_waiting(state):
                 self._fail(state, 502, f"Could not connect to the backend sandbox: {target.sandbox_id}",
                            "connect_failed")
             return
         except Exception:  # noqa: BLE001 - any other failure must still answer the client
-            log.exception("unexpected error connecting to %s", target.authority)
+            log.exception("unexpected error connecting to %r", target.authority)
             if self._still_waiting(state):
                 self._fail(state, 502, f"Could not connect to the backend sandbox: {target.sandbox_id}",
                            "internal")

@@ -7,6 +7,7 @@ JSON `detail` text.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -59,12 +60,14 @@ class RouteTarget:
     port: int
     is_ip: bool
     timeout: float
+    authority: bytes = b""  # host:port for the upstream Host header (IPv6 bracketed)
 
-    @property
-    def authority(self) -> str:
-        """host:port as used in the upstream Host header (IPv6 bracketed)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+    @classmethod
+    def build(cls, sandbox_id: str, namespace: str, host: str, port: int, is_ip: bool,
+              timeout: float) -> RouteTarget:
+        """Create a target with its Host header value precomputed."""
+        bracketed = f"[{host}]" if ":" in host else host
+        return cls(sandbox_id, namespace, host, port, is_ip, timeout, f"{bracketed}:{port}".encode())
 
     @property
     def pool_key(self) -> tuple[str, int]:
@@ -78,7 +81,7 @@ class AddressPolicy:
     Refused always: unspecified, 0.0.0.0/8, multicast, broadcast, link-local (this includes
     169.254.169.254 metadata), reserved, site-local, known cloud metadata addresses and the
     router's own addresses. Loopback is refused unless explicitly allowed for local tests.
-    When pod CIDRs are configured, every other address must be inside one of them.
+    When pod CIDRs are configured, every address (loopback included) must be inside one of them.
     """
 
     def __init__(self, allowed_cidrs: Iterable[IPNetwork] = (), allow_loopback: bool = False,
@@ -104,11 +107,11 @@ class AddressPolicy:
             return "it is link-local (metadata endpoints live there)"
         if any(address in net for net in _METADATA_NETWORKS):
             return "it is a cloud metadata endpoint"
-        if address.is_loopback:
-            return None if self.allow_loopback else "it is loopback"
+        if address.is_loopback and not self.allow_loopback:
+            return "it is loopback"
         if address in self.own_addresses:
             return "it is the router's own address"
-        if address.is_reserved or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local):
+        if (address.is_reserved and not address.is_loopback) or (isinstance(address, ipaddress.IPv6Address) and address.is_site_local):
             return "it is reserved"
         if self.allowed_cidrs and not any(address in net for net in self.allowed_cidrs
                                           if net.version == address.version):
@@ -142,26 +145,43 @@ def parse_timeout(raw: str, maximum: float) -> float:
 class RouteResolver:
     """Turns the routing headers of one request into a RouteTarget (or a RoutingError)."""
 
+    CACHE_SIZE = 4096
+
     def __init__(self, settings: RouterSettings, policy: AddressPolicy) -> None:
         self.settings = settings
         self.policy = policy
         self._dns_suffix = f".svc.{settings.cluster_domain}"
+        # Validation is pure, and a client sends the same header values on every request:
+        # memoising it removes the IP parsing and policy checks from the hot path.
+        self._cached = functools.lru_cache(maxsize=self.CACHE_SIZE)(self._resolve_or_error)
 
     def resolve(self, values: Mapping[bytes, bytes]) -> RouteTarget:
         """Validate the collected routing header values (lower-case names -> raw values)."""
-        raw_id = values.get(HEADER_ID)
+        result = self._cached(values.get(HEADER_ID), values.get(HEADER_NAMESPACE), values.get(HEADER_PORT),
+                              values.get(HEADER_POD_IP), values.get(HEADER_TIMEOUT))
+        if isinstance(result, RoutingError):
+            raise RoutingError(result.status, result.detail)
+        return result
+
+    def _resolve_or_error(self, raw_id: bytes | None, raw_namespace: bytes | None, raw_port: bytes | None,
+                          raw_ip: bytes | None, raw_timeout: bytes | None) -> RouteTarget | RoutingError:
+        try:
+            return self._resolve(raw_id, raw_namespace, raw_port, raw_ip, raw_timeout)
+        except RoutingError as exc:
+            return exc
+
+    def _resolve(self, raw_id: bytes | None, raw_namespace: bytes | None, raw_port: bytes | None,
+                 raw_ip: bytes | None, raw_timeout: bytes | None) -> RouteTarget:
         if raw_id is None or not raw_id:
             raise RoutingError(400, "X-Sandbox-ID header is required.")
         sandbox_id = raw_id.decode("latin-1")
         if not _DNS1123_LABEL.fullmatch(sandbox_id):
             raise RoutingError(400, "Invalid sandbox ID format.")
 
-        raw_namespace = values.get(HEADER_NAMESPACE)
         namespace = DEFAULT_NAMESPACE if raw_namespace is None else raw_namespace.decode("latin-1")
         if not _DNS1123_LABEL.fullmatch(namespace):
             raise RoutingError(400, "Invalid namespace format.")
 
-        raw_port = values.get(HEADER_PORT)
         port = DEFAULT_PORT
         if raw_port is not None:
             text = raw_port.decode("latin-1")
@@ -170,16 +190,14 @@ class RouteResolver:
             port = int(text)
 
         timeout = self.settings.proxy_timeout_seconds
-        raw_timeout = values.get(HEADER_TIMEOUT)
         if raw_timeout is not None:
             timeout = parse_timeout(raw_timeout.decode("latin-1"), timeout)
 
-        raw_ip = values.get(HEADER_POD_IP)
         if raw_ip is not None:
             address = parse_pod_ip(raw_ip.decode("latin-1"))
             reason = self.policy.refusal(address, port)
             if reason is not None:
                 raise RoutingError(400, f"Invalid target IP address: {reason}.")
-            return RouteTarget(sandbox_id, namespace, str(address), port, True, timeout)
+            return RouteTarget.build(sandbox_id, namespace, str(address), port, True, timeout)
         host = f"{sandbox_id}.{namespace}{self._dns_suffix}"
-        return RouteTarget(sandbox_id, namespace, host, port, False, timeout)
+        return RouteTarget.build(sandbox_id, namespace, host, port, False, timeout)
