@@ -39,6 +39,9 @@ class RouterMetrics:
                                         "Open client connections.", registry=self.registry)
         self.upstream_connections = Gauge("sandbox_router_upstream_connections",
                                           "Open upstream connections (active and idle).", registry=self.registry)
+        self.upstream_connects = Counter("sandbox_router_upstream_connections_opened_total",
+                                         "Upstream connections opened (low relative to requests = pooling works).",
+                                         registry=self.registry)
         self.websockets = Gauge("sandbox_router_websocket_tunnels",
                                 "Open WebSocket tunnels.", registry=self.registry)
         self._by_code: dict[int, Counter] = {}

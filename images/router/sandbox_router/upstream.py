@@ -55,6 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Remember the transport and count the connection."""
         self.transport = transport  # type: ignore[assignment]
         self.pool.metrics.upstream_connections.inc()
+        self.pool.metrics.upstream_connects.inc()
 
     def data_received(self, data: bytes) -> None:
         """Feed response bytes to the parser (or relay them verbatim in tunnel mode)."""
