@@ -16,7 +16,7 @@ from sandbox_iac.pulumi_config import read_stack_config
 PROJECT_DIR = Path(__file__).resolve().parent
 
 config = read_stack_config()
-release_objects = manifests.parse_manifest(manifests.read_manifest_text(config.controller_manifest))
+release_objects = manifests.parse_manifest(manifests.read_manifest_text(config.controller_manifest, PROJECT_DIR))
 
 cluster = k8s.Provider("cluster", context=config.kube_context, kubeconfig=config.kubeconfig)
 in_cluster = pulumi.ResourceOptions(provider=cluster)

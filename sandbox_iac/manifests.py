@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -26,8 +26,8 @@ class ManifestError(ValueError):
     """The controller manifest is missing, unreadable or not the release we expect."""
 
 
-def read_manifest_text(source: str) -> str:
-    """Text of the manifest at a local path or an http(s) URL."""
+def read_manifest_text(source: str, base_dir: Optional[Path] = None) -> str:
+    """Text of the manifest at an http(s) URL or a local path (relative ones from ``base_dir``)."""
     if source.startswith(("https://", "http://")):
         try:
             with urllib.request.urlopen(source, timeout=60) as response:  # noqa: S310 (pinned URL)
@@ -39,6 +39,8 @@ def read_manifest_text(source: str) -> str:
                 "(pulumi config set agent-sandbox:controllerManifest /path/to/sandbox-with-extensions.yaml)"
             ) from error
     path = Path(source).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
     if not path.is_file():
         raise ManifestError(
             f"agent-sandbox:controllerManifest = {source!r} is not a readable file; "

@@ -149,3 +149,12 @@ def test_every_key_is_documented() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [key.name for key in CONFIG_KEYS if f"`{key.name}`" not in readme]
     assert not missing, f"README.md's configuration table lacks {missing}"
+
+
+def test_local_e2e_stack_file_is_valid_once_images_are_known() -> None:
+    data = yaml.safe_load((REPO_ROOT / "Pulumi.local.yaml").read_text())["config"]
+    raw = {key.split(":", 1)[1]: value for key, value in data.items()}
+    with pytest.raises(ConfigError, match="sandboxImage is not set"):
+        parse_stack_config(raw, "local")
+    config = parse_stack_config({**raw, "sandboxImage": "agent-sandbox/runtime:1", "routerImage": "agent-sandbox/router:1"}, "local")
+    assert (config.cluster_flavour, config.image_load_strategy, config.kube_context) == ("existing", "preloaded", None)

@@ -63,3 +63,8 @@ def test_a_manifest_without_the_crds_is_refused() -> None:
 def test_garbage_documents_are_refused() -> None:
     with pytest.raises(manifests.ManifestError, match="not a Kubernetes object"):
         manifests.parse_manifest("- just\n- a list\n")
+
+
+def test_relative_paths_resolve_from_the_project(tmp_path) -> None:
+    (tmp_path / "m.yaml").write_text("kind: x")
+    assert manifests.read_manifest_text("m.yaml", tmp_path) == "kind: x"
