@@ -1,0 +1,201 @@
+"""Both images built on a real Docker engine with no registry pull, then run hardened on loopback.
+
+The module starts the engine with e2e/docker-engine.sh when none answers (installing Debian's
+docker.io if needed) and builds the minimal runtime variant plus the router with
+images/base/build-images.sh, exactly what `make images IMAGES_VARIANT=minimal` does. Containers run
+with a read-only root filesystem, tmpfs /tmp, a writable /app and uid 1000, published on 127.0.0.1
+only. Cold (debootstrap + wheel downloads) takes several minutes; warm runs reuse $CACHE_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_SCRIPT = REPO_ROOT / "e2e" / "docker-engine.sh"
+BUILD_SCRIPT = REPO_ROOT / "images" / "base" / "build-images.sh"
+BUILD_TIMEOUT_SECONDS = 45 * 60
+READY_TIMEOUT_SECONDS = 60
+ROUTER_TOKEN = "image-test-" + uuid.uuid4().hex
+IMAGE_REF = re.compile(r"^agent-sandbox/(runtime|router):[0-9a-f]{12}$")
+
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_SECONDS + 600)
+
+
+def _why_no_engine_possible() -> str | None:
+    """A reason this machine cannot run a Docker engine at all, or None when it can."""
+    if sys.platform != "linux":
+        return f"a Docker engine needs Linux; this is {sys.platform}"
+    if os.geteuid() != 0:
+        return "installing and starting dockerd needs root (run the suite as root, as CI does)"
+    if not Path("/sys/fs/cgroup").is_dir():
+        return "no cgroup filesystem at /sys/fs/cgroup, so containers cannot run here"
+    for tool in ("bash", "flock", "setsid"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if shutil.which("dockerd") is None and shutil.which("apt-get") is None:
+        return "dockerd is absent and there is no apt-get to install Debian's docker.io"
+    return None
+
+
+@dataclass
+class Engine:
+    """The docker client that talks to the running engine."""
+
+    client: str
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a docker CLI command and return its completed process."""
+        return subprocess.run([self.client, *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    reason = _why_no_engine_possible()
+    if reason:
+        print(f"SKIP test_image_build: {reason}")
+        pytest.skip(reason)
+    started = subprocess.run(["bash", str(ENGINE_SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+    print(started.stderr)
+    assert started.returncode == 0, f"e2e/docker-engine.sh start failed:\n{started.stderr}"
+    client = started.stdout.strip().splitlines()[-1].removeprefix("DOCKER=")
+    return Engine(client)
+
+
+@pytest.fixture(scope="module")
+def images(engine: Engine) -> dict[str, str]:
+    """Build both images (minimal runtime variant); returns {"runtime": ref, "router": ref}."""
+    start = time.monotonic()
+    build = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--variant", "minimal"],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, cwd=REPO_ROOT,
+        env={**os.environ, "PY": sys.executable},
+    )
+    print(build.stderr)
+    print(f"image build took {time.monotonic() - start:.0f}s")
+    assert build.returncode == 0, f"images/base/build-images.sh failed:\n{build.stderr[-4000:]}"
+    last_two = build.stdout.strip().splitlines()[-2:]
+    assert [line.split("=", 1)[0] for line in last_two] == ["runtime", "router"], build.stdout
+    return dict(line.split("=", 1) for line in last_two)
+
+
+class Container:
+    """A detached container published on 127.0.0.1; removed on exit."""
+
+    def __init__(self, engine: Engine, image: str, port: int, extra: list[str]) -> None:
+        self.engine = engine
+        self.name = f"image-test-{uuid.uuid4().hex[:10]}"
+        self.engine.run("run", "--detach", "--name", self.name, "--read-only", "--tmpfs", "/tmp",
+                        "--user", "1000:1000", "--publish", f"127.0.0.1::{port}", *extra, image)
+        published = self.engine.run("port", self.name, f"{port}/tcp").stdout.split()[0]
+        self.url = f"http://{published}"
+
+    def wait_ready(self, path: str) -> requests.Response:
+        """Poll ``path`` until it answers 200; fail with the container log otherwise."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        last_error = "no attempt"
+        while time.monotonic() < deadline:
+            try:
+                response = requests.get(self.url + path, timeout=5)
+                if response.status_code == 200:
+                    return response
+                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except requests.RequestException as exc:
+                last_error = str(exc)
+            time.sleep(0.3)
+        pytest.fail(f"{self.name} not ready after {READY_TIMEOUT_SECONDS}s ({last_error}); log:\n{self.logs()}")
+
+    def logs(self) -> str:
+        """Container stdout+stderr."""
+        result = self.engine.run("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def remove(self) -> None:
+        """Force-remove the container."""
+        self.engine.run("rm", "--force", self.name, check=False)
+
+
+@pytest.fixture(scope="module")
+def runtime(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
+    container = Container(engine, images["runtime"], 8888, ["--tmpfs", "/app:uid=1000,gid=1000,mode=0750"])
+    try:
+        yield container
+    finally:
+        container.remove()
+
+
+@pytest.fixture(scope="module")
+def router(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
+    container = Container(engine, images["router"], 8080, ["--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}"])
+    try:
+        yield container
+    finally:
+        container.remove()
+
+
+def execute(runtime: Container, command: str) -> dict[str, object]:
+    """POST /execute and return the JSON body (asserting HTTP 200)."""
+    response = requests.post(runtime.url + "/execute", json={"command": command}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_refs_are_content_tagged(images: dict[str, str]) -> None:
+    for name, ref in images.items():
+        assert IMAGE_REF.match(ref), f"{name} ref {ref!r} is not agent-sandbox/{name}:<12 hex content tag>"
+
+
+def test_image_config_is_non_root_with_expected_ports(engine: Engine, images: dict[str, str]) -> None:
+    for name, port in (("runtime", "8888/tcp"), ("router", "8080/tcp")):
+        user = engine.run("image", "inspect", "--format", "{{.Config.User}}", images[name]).stdout.strip()
+        ports = engine.run("image", "inspect", "--format", "{{json .Config.ExposedPorts}}", images[name]).stdout
+        assert user == "1000:1000", f"{name} image runs as {user!r}"
+        assert port in ports, f"{name} image exposes {ports.strip()}"
+
+
+def test_runtime_health(runtime: Container) -> None:
+    body = runtime.wait_ready("/").json()
+    assert body.get("status") == "ok", body
+
+
+def test_runtime_executes_as_uid_1000(runtime: Container) -> None:
+    runtime.wait_ready("/")
+    result = execute(runtime, "python3 -c 'import os; print(os.getuid(), os.getcwd(), 6 * 7)'")
+    assert result["exit_code"] == 0, result
+    assert result["stdout"] == "1000 /app 42\n", result
+
+
+def test_runtime_root_is_read_only_and_app_writable(runtime: Container) -> None:
+    runtime.wait_ready("/")
+    denied = execute(runtime, "touch /opt/venv/written-by-test")
+    assert denied["exit_code"] != 0 and "Read-only file system" in str(denied["stderr"]), denied
+    allowed = execute(runtime, "touch /app/written-by-test")
+    assert allowed["exit_code"] == 0, allowed
+    assert requests.get(runtime.url + "/exists/written-by-test", timeout=10).json().get("exists") is True
+
+
+def test_router_health(router: Container) -> None:
+    assert router.wait_ready("/healthz").status_code == 200
+
+
+def test_router_refuses_unauthenticated_request(router: Container) -> None:
+    router.wait_ready("/healthz")
+    headers = {"X-Sandbox-ID": "some-sandbox", "X-Sandbox-Namespace": "default"}
+    missing = requests.post(router.url + "/execute", json={"command": "id"}, headers=headers, timeout=10)
+    wrong = requests.post(router.url + "/execute", json={"command": "id"},
+                          headers={**headers, "Authorization": "Bearer not-the-token"}, timeout=10)
+    assert missing.status_code == 401, missing.text
+    assert wrong.status_code == 401, wrong.text
+    assert "detail" in missing.json()
