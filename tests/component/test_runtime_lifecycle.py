@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.component.test_runtime_support import RUNTIME_SOURCE, RuntimeServer, process_alive
 
@@ -53,3 +56,27 @@ def test_sigterm_kills_running_commands_and_exits(tmp_path: Path) -> None:
         assert not process_alive(shell), "the command outlived the server"
     finally:
         server.__exit__(None, None, None)
+
+
+def test_as_pid_1_orphaned_zombies_are_reaped(tmp_path: Path) -> None:
+    """In its own PID namespace the server is PID 1 and must reap orphans of finished commands."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) to give the server its own PID namespace")
+    probe = subprocess.run(["unshare", "-p", "-f", "--mount-proc", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"PID namespaces are not available here: {probe.stderr.strip()}")
+    prefix = ["unshare", "-p", "-f", "--mount-proc"]
+    with RuntimeServer(tmp_path / "app", command_prefix=prefix) as server:
+        assert server.execute("sh -c 'echo $PPID'")["stdout"].strip() == "1"
+        orphans = []
+        for _ in range(5):
+            # The shell exits at once; its detached sleep is re-parented to PID 1 and exits soon after.
+            reply = server.execute("sh -c 'sleep 0.1 >/dev/null 2>&1 & echo $!'")
+            orphans.append(int(reply["stdout"]))
+        list_unreaped = "sh -c '" + "; ".join(f"test -e /proc/{pid} && echo {pid}" for pid in orphans) + "; true'"
+        deadline = time.monotonic() + 8
+        remaining = [str(pid) for pid in orphans]
+        while remaining and time.monotonic() < deadline:
+            time.sleep(0.3)
+            remaining = server.execute(list_unreaped)["stdout"].split()
+        assert not remaining, f"orphans {remaining} of PID 1 were never reaped (left as zombies)"
