@@ -1,19 +1,60 @@
 """Prometheus metrics of the router, rendered in the text exposition format on GET /metrics.
 
-Label children are created once and cached so the per-request cost is one counter increment
-and one histogram observation.
+The per-request series (count by status code, latency histogram) are plain integers updated on
+the event loop thread and turned into metric families only when scraped: that keeps the
+per-request cost to a dict increment and a bisect, instead of the lock-protected updates of
+prometheus_client's Counter/Histogram. Rare events (errors, refusals, connection gauges) use
+the regular prometheus_client types.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # The *_created series double the output and carry no information a scraper needs.
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0)
+
+
+class RequestStats(Collector):
+    """Request count by status code and the latency histogram, collected at scrape time."""
+
+    def __init__(self) -> None:
+        self.by_code: dict[int, int] = {}
+        self.bucket_hits = [0] * (len(LATENCY_BUCKETS) + 1)  # last slot: above the largest bucket
+        self.latency_sum = 0.0
+
+    def record(self, status: int, seconds: float) -> None:
+        """Count one finished request and its latency."""
+        by_code = self.by_code
+        by_code[status] = by_code.get(status, 0) + 1
+        self.bucket_hits[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """Metric families for the current values."""
+        requests = CounterMetricFamily("sandbox_router_requests", "Requests answered by the router, by HTTP "
+                                       "status code.", labels=["code"])
+        for code, count in sorted(self.by_code.items()):
+            requests.add_metric([str(code)], count)
+        yield requests
+        cumulative, buckets = 0, []
+        for bound, hits in zip((*LATENCY_BUCKETS, float("inf")), self.bucket_hits):
+            cumulative += hits
+            buckets.append((floatToGoString(bound), cumulative))
+        latency = HistogramMetricFamily("sandbox_router_request_duration_seconds",
+                                        "Time from the end of the request headers to the end of the response.")
+        latency.add_metric([], buckets, sum_value=self.latency_sum)
+        yield latency
 
 
 class RouterMetrics:
@@ -23,12 +64,9 @@ class RouterMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("sandbox_router_requests_total",
-                                "Requests answered by the router, by HTTP status code.",
-                                ["code"], registry=self.registry)
-        self.latency = Histogram("sandbox_router_request_duration_seconds",
-                                 "Time from the end of the request headers to the end of the response.",
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.stats = RequestStats()
+        self.registry.register(self.stats)
+        self.record = self.stats.record
         self.upstream_errors = Counter("sandbox_router_upstream_errors_total",
                                        "Failures talking to sandboxes, by kind.",
                                        ["kind"], registry=self.registry)
@@ -44,19 +82,9 @@ class RouterMetrics:
                                          registry=self.registry)
         self.websockets = Gauge("sandbox_router_websocket_tunnels",
                                 "Open WebSocket tunnels.", registry=self.registry)
-        self._by_code: dict[int, Counter] = {}
-        self._observe = self.latency.observe
-
-    def record(self, status: int, seconds: float) -> None:
-        """Count one finished request and its latency."""
-        child = self._by_code.get(status)
-        if child is None:
-            child = self._by_code[status] = self.requests.labels(code=str(status))
-        child.inc()
-        self._observe(seconds)
 
     def upstream_error(self, kind: str) -> None:
-        """Count one upstream failure (connect_refused, connect_timeout, timeout, reset, ...)."""
+        """Count one upstream failure (connect_failed, connect_timeout, timeout, reset, ...)."""
         self.upstream_errors.labels(kind=kind).inc()
 
     def reject(self, reason: str) -> None:

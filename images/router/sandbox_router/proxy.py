@@ -123,6 +123,12 @@ class ClientConnection(asyncio.Protocol):
         self.last_activity = app.now
         self.parse_error: tuple[int, str] | None = None
         self.client_eof = False
+        # Write coalescing: bytes produced while one socket read is being parsed are sent with a
+        # single writev at the end of that read instead of one send() per piece.
+        self.feeding = False
+        self.upstream_out: list[bytes] | None = None
+        self.upstream_out_target: UpstreamConnection | None = None
+        self.head_out: bytes | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -165,6 +171,7 @@ class ClientConnection(asyncio.Protocol):
         if self.upgrading:
             self._buffer_tunnel_bytes(data)
             return
+        self.feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -177,6 +184,15 @@ class ClientConnection(asyncio.Protocol):
                 status, detail = self.parse_error or (400, f"Malformed HTTP request: {exc}.")
                 self.app.metrics.reject("malformed")
                 self._refuse_connection(status, detail)
+        finally:
+            self.feeding = False
+            out = self.upstream_out
+            if out is not None:
+                self.upstream_out = None
+                target = self.upstream_out_target
+                self.upstream_out_target = None
+                if target is self.upstream and target is not None and not target.closed:
+                    target.transport.writelines(out)
 
     def eof_received(self) -> bool:
         """Keep the socket half-open so an in-flight response can still be delivered."""
@@ -255,7 +271,13 @@ class ClientConnection(asyncio.Protocol):
             return
         upstream = self.upstream
         if state.head_sent and upstream is not None and state is self.requests[0]:
-            if state.chunked_in:
+            out = self.upstream_out
+            if out is not None:
+                if state.chunked_in:
+                    out += (b"%x\r\n" % len(body), body, _CRLF)
+                else:
+                    out.append(body)
+            elif state.chunked_in:
                 upstream.transport.writelines((b"%x\r\n" % len(body), body, _CRLF))
             else:
                 upstream.transport.write(body)
@@ -278,7 +300,10 @@ class ClientConnection(asyncio.Protocol):
             return
         upstream = self.upstream
         if state.head_sent and upstream is not None and state.chunked_in and not state.discard:
-            upstream.transport.write(_LAST_CHUNK)
+            if self.upstream_out is not None:
+                self.upstream_out.append(_LAST_CHUNK)
+            else:
+                upstream.transport.write(_LAST_CHUNK)
         if state.response_done:
             self._finish(state)
 
@@ -459,7 +484,12 @@ class ClientConnection(asyncio.Protocol):
         state.pending = None
         state.pending_bytes = 0
         if not pending and not (state.body_done and state.chunked_in):
-            upstream.transport.write(state.head)
+            if self.feeding and not state.body_done:
+                # The body most likely follows in this same read: send head and body together.
+                self.upstream_out = [state.head]
+                self.upstream_out_target = upstream
+            else:
+                upstream.transport.write(state.head)
         else:
             out = [state.head]
             for piece in pending:
@@ -532,7 +562,7 @@ class ClientConnection(asyncio.Protocol):
         elif state.version == "1.0":
             out.append(b"Connection: keep-alive\r\n")
         out.append(_CRLF)
-        self.transport.write(b"".join(out))
+        self.head_out = b"".join(out)  # sent together with the first body piece (or flushed)
         if state.method == b"HEAD":
             # llhttp cannot be told the request was HEAD, so it would wait for a body that never
             # comes: finish here and do not reuse the connection.
@@ -546,7 +576,16 @@ class ClientConnection(asyncio.Protocol):
             self.app.metrics.upstream_error("response_too_large")
             self._abort_exchange()
             return
-        if state.out_mode == OUT_CHUNKED:
+        head = self.head_out
+        if head is not None:
+            self.head_out = None
+            if state.out_mode == OUT_CHUNKED:
+                self.transport.writelines((head, b"%x\r\n" % len(body), body, _CRLF))
+            elif state.out_mode == OUT_RAW:
+                self.transport.writelines((head, body))
+            else:
+                self.transport.write(head)
+        elif state.out_mode == OUT_CHUNKED:
             self.transport.writelines((b"%x\r\n" % len(body), body, _CRLF))
         elif state.out_mode == OUT_RAW:
             self.transport.write(body)
@@ -557,7 +596,9 @@ class ClientConnection(asyncio.Protocol):
         if state.status == 101:
             return  # llhttp completes the 101 message right before the protocol switch
         if state.out_mode == OUT_CHUNKED:
-            self.transport.write(_LAST_CHUNK)
+            head = self.head_out
+            self.head_out = None
+            self.transport.write(_LAST_CHUNK if head is None else head + _LAST_CHUNK)
         self._complete(state, upstream, reusable=keep_alive and state.body_done and not state.websocket)
 
     def upstream_upgraded(self, upstream: UpstreamConnection, rest: bytes) -> None:
@@ -609,6 +650,7 @@ class ClientConnection(asyncio.Protocol):
             self._fail(state, 502, f"Could not connect to the backend sandbox: {sandbox}", "reset")
             return
         if state.close_delimited:
+            self.flush_head()
             if state.out_mode == OUT_CHUNKED:
                 self.transport.write(_LAST_CHUNK)
             self._complete(state, upstream, reusable=False)
@@ -625,7 +667,16 @@ class ClientConnection(asyncio.Protocol):
         self._resume(PAUSE_UPSTREAM)
 
     # -- completion -----------------------------------------------------------------------
+    def flush_head(self) -> None:
+        """Send a response head that is still waiting for body bytes."""
+        head = self.head_out
+        if head is not None:
+            self.head_out = None
+            if not self.closing:
+                self.transport.write(head)
+
     def _complete(self, state: RequestState, upstream: UpstreamConnection, reusable: bool) -> None:
+        self.flush_head()
         app = self.app
         app.metrics.record(state.status, perf_counter() - state.started)
         state.response_done = True
@@ -710,6 +761,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _abort_exchange(self) -> None:
         """Drop both sides immediately (a response was already partly sent)."""
+        self.head_out = None
         upstream = self.upstream
         self.upstream = None
         if upstream is not None:

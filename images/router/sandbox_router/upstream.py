@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .proxy import ClientConnection
 
 PoolKey = tuple[str, int]
+MAX_RESPONSE_HEADER_BYTES = 256 * 1024
 
 
 class ForbiddenTargetError(OSError):
@@ -32,7 +33,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("pool", "key", "transport", "parser", "owner", "idle_since", "closed",
                  "reused", "received", "reading_paused", "tunnel", "_headers", "_reason",
-                 "_informational")
+                 "_informational", "_header_bytes")
 
     def __init__(self, pool: UpstreamPool, key: PoolKey) -> None:
         self.pool = pool
@@ -49,6 +50,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._informational = False
+        self._header_bytes = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,6 +80,8 @@ class UpstreamConnection(asyncio.Protocol):
             if self.owner is owner:
                 owner.upstream_failed(self, 502, "The backend sandbox sent an invalid HTTP response.",
                                       "bad_response")
+        if owner.head_out is not None:
+            owner.flush_head()  # a head whose body has not arrived yet must not wait for it
 
     def eof_received(self) -> bool:
         """Close our side too when the sandbox half-closes."""
@@ -108,13 +112,21 @@ class UpstreamConnection(asyncio.Protocol):
         """Reset per-response state."""
         self._headers = []
         self._reason = b""
+        self._header_bytes = 0
 
     def on_status(self, status: bytes) -> None:
         """Collect the reason phrase (may arrive in pieces)."""
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Collect one response header."""
+        """Collect one response header; a sandbox sending endless headers is cut off."""
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_RESPONSE_HEADER_BYTES:
+            owner = self.owner
+            if owner is not None:
+                owner.upstream_failed(self, 502, "The backend sandbox sent oversized response headers.",
+                                      "bad_response")
+            return
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
