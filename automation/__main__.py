@@ -1,0 +1,7 @@
+"""``python -m automation --help``."""
+
+import sys
+
+from automation.cli import main
+
+sys.exit(main())

@@ -1,0 +1,224 @@
+"""``python -m automation``: one entry point per stack for people and CI.
+
+  up STACK        prerequisites, cluster (kind/minikube) if missing, stack on the local backend, up, outputs
+  preview STACK   preview with the policy pack (mandatory policies fail it)
+  smoke STACK     the six end-to-end checks through the official SDK; out/<stack>/smoke.json
+  bench STACK     warm vs cold claim latency; out/<stack>/bench.json and bench.png
+  down STACK      destroy, verify nothing of ours remains, remove the stack (--cluster: and the cluster)
+
+Exit codes: 0 success, 1 the operation or a check failed, 2 usage or configuration error,
+3 prerequisites missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from automation import cluster as clusters
+from automation.prereqs import missing_prerequisites
+from automation.project import ProjectPaths, default_paths, kube_args, stack_config
+from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
+from automation.tunnel import install_signal_cleanup
+from sandbox_iac.config import ConfigError, StackConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREREQUISITES = 0, 1, 2, 3
+DEFAULT_BENCH_N = 10
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommand in ``args.command``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m automation",
+        description="Deploy, check, measure and remove an Agent Sandbox stack (Pulumi Automation API, "
+                    "local file backend in .pulumi-state).",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 prerequisites missing. "
+               "PULUMI_CONFIG_PASSPHRASE protects secrets in the local state (default: empty).",
+    )
+    parser.add_argument("--out-dir", help="where reports go (default $OUT_DIR or ./out); files land in <dir>/<stack>/")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stack_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("stack", metavar="STACK", help="stack name, e.g. gvisor or kata (Pulumi.<STACK>.yaml)")
+        return sub
+
+    up = stack_command("up", "check prerequisites, create the kind/minikube cluster if missing, deploy, print outputs")
+    up.add_argument("--skip-prerequisites", action="store_true", help="do not check for tools first")
+    up.add_argument("--show-secrets", action="store_true", help="print secret outputs (the router token) in clear")
+    up.add_argument("--policy", action="store_true", help="also enforce the policy pack during up")
+
+    preview = stack_command("preview", "preview the stack with the policy pack applied")
+    preview.add_argument("--policy-config", type=Path, help="JSON policy pack config (--policy-pack-config)")
+    preview.add_argument("--no-policy", action="store_true", help="preview without the policy pack")
+
+    stack_command("smoke", "run the end-to-end checks through the official SDK; writes out/<stack>/smoke.json")
+
+    bench = stack_command("bench", "measure warm vs cold claim latency; writes out/<stack>/bench.json and .png")
+    bench.add_argument("-n", type=_positive_int, default=DEFAULT_BENCH_N,
+                       help=f"claims per mode (default {DEFAULT_BENCH_N})")
+
+    down = stack_command("down", "destroy the stack, verify nothing remains, remove the stack")
+    down.add_argument("--cluster", action="store_true",
+                      help="also delete the kind/minikube cluster if this driver created it")
+    down.add_argument("--keep-stack", action="store_true", help="destroy resources but keep the stack record")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------- commands
+
+def _streamer() -> Callable[[str], None]:
+    def stream(line: str) -> None:
+        print(line, end="" if line.endswith("\n") else "\n", flush=True)
+    return stream
+
+
+def _color() -> str:
+    return "always" if sys.stdout.isatty() else "never"
+
+
+def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation.workspace import open_stack, printable_outputs
+
+    if not args.skip_prerequisites:
+        missing = missing_prerequisites(config)
+        if missing:
+            print(f"up {config.stack}: prerequisites missing:", *[f"  - {m}" for m in missing], sep="\n",
+                  file=sys.stderr)
+            return EXIT_PREREQUISITES
+        print(f"prerequisites: all present for {config.cluster_flavour}/{config.runtime}")
+    clusters.ensure_cluster(config, paths)
+    stack = open_stack(paths, config.stack)
+    print(f"stack: {config.stack} (backend {paths.state_dir})")
+    policy = [str(paths.policy_pack_dir)] if args.policy else None
+    result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy)
+    print(f"up: {result.summary.result}; changes {result.summary.resource_changes}")
+    outputs = printable_outputs(stack, show_secrets=args.show_secrets)
+    print(json.dumps(outputs, indent=2))
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation.workspace import open_stack
+
+    stack = open_stack(paths, config.stack)
+    policy = None if args.no_policy else [str(paths.policy_pack_dir)]
+    policy_config = [str(args.policy_config)] if args.policy_config else None
+    result = stack.preview(on_output=_streamer(), color=_color(), policy_packs=policy,
+                           policy_pack_configs=policy_config)
+    print(f"preview: {result.change_summary}" + ("" if args.no_policy else " (policy pack passed)"))
+    return EXIT_OK
+
+
+def _target_and_cluster(paths: ProjectPaths, config: StackConfig):
+    from automation.kube import Cluster, api_client
+    from automation.smoke import StackTarget
+    from automation.workspace import open_stack, plain_outputs
+
+    stack = open_stack(paths, config.stack, create=False)
+    target = StackTarget.from_outputs(config.stack, plain_outputs(stack))
+    return target, Cluster(api_client(config))
+
+
+def cmd_smoke(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation.smoke import run_smoke
+
+    target, cluster = _target_and_cluster(paths, config)
+    report = run_smoke(target, cluster, kube_args(config))
+    data = report.to_dict()
+    problems = validate_smoke_report(data)
+    if problems:  # a bug of ours; say so rather than write a report nobody can parse
+        raise RuntimeError(f"smoke report does not match its schema: {problems}")
+    path = write_json(paths.stack_out_dir(config.stack) / "smoke.json", data)
+    print(smoke_summary(report))
+    print(f"report: {path}")
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def cmd_bench(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation.bench import bench_summary, plot_bench, run_bench
+
+    target, cluster = _target_and_cluster(paths, config)
+    report = run_bench(target, cluster, kube_args(config), args.n)
+    problems = validate_bench_report(report)
+    if problems:
+        raise RuntimeError(f"bench report does not match its schema: {problems}")
+    out = paths.stack_out_dir(config.stack)
+    path = write_json(out / "bench.json", report)
+    plot = plot_bench(report, out / "bench.png")
+    print(bench_summary(report))
+    print(f"report: {path}" + (f", plot: {plot}" if plot else ""))
+    failed = sum(report[m]["failed"] for m in ("warm", "cold"))
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation.kube import Cluster, api_client
+    from automation.workspace import open_stack
+
+    stack = open_stack(paths, config.stack, create=False)
+    result = stack.destroy(on_output=_streamer(), color=_color(), show_secrets=False)
+    print(f"destroy: {result.summary.result}")
+    leftovers: Optional[list[str]] = None
+    try:
+        leftovers = Cluster(api_client(config)).wait_gone(config)
+    except Exception as error:  # noqa: BLE001 - an unreachable cluster cannot hold leftovers we could check
+        print(f"verify: could not reach the cluster to verify ({type(error).__name__}: {error})", file=sys.stderr)
+    if leftovers:
+        print("verify: still present after destroy:", *[f"  - {item}" for item in leftovers], sep="\n",
+              file=sys.stderr)
+    elif leftovers == []:
+        print("verify: no namespace, CRD or RuntimeClass of this stack remains")
+    if not args.keep_stack:
+        # preserve_config: `stack rm` would otherwise delete the tracked Pulumi.<stack>.yaml
+        stack.workspace.remove_stack(config.stack, preserve_config=True)
+        print(f"stack: removed {config.stack} from {paths.state_dir}")
+    if args.cluster:
+        clusters.delete_created_cluster(paths, config.stack)
+    return EXIT_FAILED if leftovers else EXIT_OK
+
+
+COMMANDS = {"up": cmd_up, "preview": cmd_preview, "smoke": cmd_smoke, "bench": cmd_bench, "down": cmd_down}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse, load and validate the stack config, run the command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    install_signal_cleanup()
+    paths = default_paths(args.out_dir)
+    try:
+        config = stack_config(paths, args.stack)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    from automation.workspace import DriverError
+
+    try:
+        return COMMANDS[args.command](args, paths, config)
+    except DriverError as error:
+        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
+        return EXIT_PREREQUISITES if str(error).startswith("missing ") else EXIT_FAILED
+    except clusters.ClusterError as error:
+        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:
+        from pulumi.automation import CommandError
+
+        if isinstance(error, CommandError):
+            print(f"{args.command} {args.stack}: the Pulumi command failed (see the output above):\n{error}",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        raise

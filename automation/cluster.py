@@ -1,0 +1,130 @@
+"""Local clusters the driver creates for ``kind`` / ``minikube`` stacks, and the memory of
+having created them (so ``down --cluster`` never deletes a cluster it did not make)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from automation.project import ProjectPaths, find_tool
+from sandbox_iac.config import StackConfig
+from sandbox_iac.kind_config import kind_cluster_config
+
+Runner = Callable[..., subprocess.CompletedProcess]
+MINIKUBE_START_FLAGS = ("--driver=kvm2", "--container-runtime=containerd", "--cpus=4", "--memory=8192")
+
+
+class ClusterError(RuntimeError):
+    """A cluster command failed; the message holds the command and its output."""
+
+
+@dataclass(frozen=True)
+class CreatedCluster:
+    """Record of a cluster this driver created (``.pulumi-state/driver/<stack>-cluster.json``)."""
+
+    flavour: str
+    name: str
+    created_at: float
+    kubeconfig: Optional[str] = None
+
+
+def _run(run: Runner, command: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
+    tool = find_tool(command[0]) or command[0]
+    result = run([tool, *command[1:]], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise ClusterError(f"`{' '.join(command)}` failed ({result.returncode}): {(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def record_path(paths: ProjectPaths, stack: str) -> Path:
+    return paths.driver_state_dir / f"{stack}-cluster.json"
+
+
+def read_record(paths: ProjectPaths, stack: str) -> Optional[CreatedCluster]:
+    """The cluster this driver created for ``stack``, if any."""
+    path = record_path(paths, stack)
+    if not path.is_file():
+        return None
+    return CreatedCluster(**json.loads(path.read_text()))
+
+
+def cluster_exists(config: StackConfig, run: Runner = subprocess.run) -> bool:
+    """Whether the stack's KIND cluster / minikube profile exists (``existing``: always true)."""
+    if config.cluster_flavour == "kind":
+        names = _run(run, ["kind", "get", "clusters"]).stdout.split()
+        return config.cluster_name in names
+    if config.cluster_flavour == "minikube":
+        result = _run(run, ["minikube", "profile", "list", "-o", "json"], check=False)
+        try:
+            profiles = json.loads(result.stdout or "{}").get("valid") or []
+        except json.JSONDecodeError:
+            return False
+        return any(p.get("Name") == config.cluster_name for p in profiles)
+    return True
+
+
+def create_command(config: StackConfig, kind_config_file: Optional[Path] = None) -> list[str]:
+    """The command that creates the stack's cluster with its secure runtime prepared."""
+    if config.cluster_flavour == "kind":
+        command = ["kind", "create", "cluster", "--name", config.cluster_name, "--wait", "180s"]
+        if config.runtime == "gvisor" and kind_config_file is not None:
+            command += ["--config", str(kind_config_file)]
+        if config.kubeconfig:
+            command += ["--kubeconfig", str(Path(config.kubeconfig).expanduser())]
+        return command
+    if config.cluster_flavour == "minikube":
+        return ["minikube", "start", *MINIKUBE_START_FLAGS, f"--profile={config.cluster_name}"]
+    raise ClusterError(f"clusterFlavour {config.cluster_flavour!r} is not created by the driver")
+
+
+def delete_command(record: CreatedCluster) -> list[str]:
+    if record.flavour == "kind":
+        command = ["kind", "delete", "cluster", "--name", record.name]
+        if record.kubeconfig:
+            command += ["--kubeconfig", record.kubeconfig]
+        return command
+    return ["minikube", "delete", f"--profile={record.name}"]
+
+
+def ensure_cluster(config: StackConfig, paths: ProjectPaths, run: Runner = subprocess.run,
+                   log: Callable[[str], None] = print) -> bool:
+    """Create the stack's cluster when its flavour is kind/minikube and it does not exist.
+
+    Returns True when this call created it (and records that)."""
+    if config.cluster_flavour == "existing":
+        log(f"cluster: using the existing cluster (context {config.kube_context or 'current'})")
+        return False
+    if cluster_exists(config, run):
+        log(f"cluster: {config.cluster_flavour} cluster {config.cluster_name!r} exists, reusing it")
+        return False
+    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
+    kind_file = None
+    if config.cluster_flavour == "kind" and config.runtime == "gvisor":
+        kind_file = paths.driver_state_dir / f"{config.stack}-kind-config.yaml"
+        kind_file.write_text(kind_cluster_config(config.cluster_name))
+    command = create_command(config, kind_file)
+    log(f"cluster: creating with `{' '.join(command)}`")
+    started = time.monotonic()
+    _run(run, command)
+    record = CreatedCluster(config.cluster_flavour, config.cluster_name, time.time(),
+                            str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None)
+    record_path(paths, config.stack).write_text(json.dumps(asdict(record), indent=2))
+    log(f"cluster: created in {time.monotonic() - started:.0f}s (recorded in {record_path(paths, config.stack)})")
+    return True
+
+
+def delete_created_cluster(paths: ProjectPaths, stack: str, run: Runner = subprocess.run,
+                           log: Callable[[str], None] = print) -> bool:
+    """Delete the stack's cluster only if this driver created it; True when deleted."""
+    record = read_record(paths, stack)
+    if record is None:
+        log("cluster: not deleted: the driver did not create this stack's cluster (delete it yourself if wanted)")
+        return False
+    _run(run, delete_command(record))
+    record_path(paths, stack).unlink()
+    log(f"cluster: deleted {record.flavour} cluster {record.name!r}")
+    return True

@@ -1,0 +1,132 @@
+"""Kubernetes API helpers of the driver (kubernetes Python client, the stack's kubeconfig and
+context): pool status, pod and node facts, and what is left after ``down``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sandbox_iac import constants, versions
+from sandbox_iac.config import StackConfig
+
+POOL_PLURAL = "sandboxwarmpools"
+POOL_GROUP, POOL_VERSION = versions.EXTENSIONS_API_VERSION.split("/")
+
+
+def api_client(config: StackConfig) -> Any:
+    """An ApiClient for the stack's cluster (its kubeconfig/context, else the defaults)."""
+    from kubernetes import config as kube_config
+
+    kubeconfig = str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None
+    return kube_config.new_client_from_config(config_file=kubeconfig, context=config.kube_context or None)
+
+
+@dataclass
+class Cluster:
+    """Typed access to the few objects the driver reads or patches."""
+
+    client: Any
+
+    @property
+    def core(self) -> Any:
+        from kubernetes import client
+        return client.CoreV1Api(self.client)
+
+    @property
+    def custom(self) -> Any:
+        from kubernetes import client
+        return client.CustomObjectsApi(self.client)
+
+    # --- warm pool -------------------------------------------------------------------------
+    def warm_pool(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(POOL_GROUP, POOL_VERSION, namespace, POOL_PLURAL, name)
+
+    def set_pool_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        self.custom.patch_namespaced_custom_object(POOL_GROUP, POOL_VERSION, namespace, POOL_PLURAL, name,
+                                                   {"spec": {"replicas": replicas}})
+
+    def wait_pool_ready(self, namespace: str, name: str, replicas: int, timeout: float = 600) -> float:
+        """Wait until the pool reports ``replicas`` ready members (and, for 0, no warm pods
+        left); returns the seconds waited, raises TimeoutError with the last status."""
+        started = time.monotonic()
+        status: dict[str, Any] = {}
+        while time.monotonic() - started < timeout:
+            status = self.warm_pool(namespace, name).get("status") or {}
+            ready = int(status.get("readyReplicas") or 0)
+            if replicas == 0:
+                if not self.pool_pods(namespace) and ready == 0:
+                    return time.monotonic() - started
+            elif ready >= replicas:
+                return time.monotonic() - started
+            time.sleep(1)
+        raise TimeoutError(f"SandboxWarmPool {namespace}/{name} did not reach {replicas} ready replicas within "
+                           f"{timeout:.0f}s (last status {status})")
+
+    # --- pods and nodes --------------------------------------------------------------------
+    def pods(self, namespace: str, selector: Optional[str] = None) -> dict[str, Any]:
+        """{pod name: pod} of a namespace."""
+        items = self.core.list_namespaced_pod(namespace, label_selector=selector or None).items
+        return {pod.metadata.name: pod for pod in items}
+
+    def pool_pods(self, namespace: str) -> dict[str, Any]:
+        """Pods still owned by a warm pool (not yet claimed)."""
+        return self.pods(namespace, "agents.x-k8s.io/warm-pool-sandbox")
+
+    def pod(self, namespace: str, name: str) -> Any:
+        return self.core.read_namespaced_pod(name, namespace)
+
+    def node_facts(self, node_name: str) -> dict[str, Any]:
+        """Kernel release and addresses of a node."""
+        node = self.core.read_node(node_name)
+        addresses = {a.type: a.address for a in (node.status.addresses or [])}
+        return {"name": node_name, "kernel": node.status.node_info.kernel_version,
+                "internal_ip": addresses.get("InternalIP"), "addresses": addresses}
+
+    def api_endpoints(self) -> dict[str, Any]:
+        """The ``kubernetes`` Service ClusterIP and the API server endpoint addresses."""
+        service = self.core.read_namespaced_service("kubernetes", "default")
+        endpoints: list[tuple[str, int]] = []
+        try:
+            subsets = self.core.read_namespaced_endpoints("kubernetes", "default").subsets or []
+            for subset in subsets:
+                port = next((p.port for p in subset.ports or []), 443)
+                endpoints += [(a.ip, port) for a in subset.addresses or []]
+        except Exception:  # noqa: BLE001 - endpoints are extra evidence only
+            pass
+        return {"cluster_ip": service.spec.cluster_ip, "port": service.spec.ports[0].port, "endpoints": endpoints}
+
+    # --- leftovers after down --------------------------------------------------------------
+    def leftovers(self, config: StackConfig) -> list[str]:
+        """Objects of ours still present: namespaces, agent-sandbox CRDs, the RuntimeClass."""
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        found = []
+        for namespace in (config.sandbox_namespace, constants.CONTROLLER_NAMESPACE):
+            try:
+                phase = self.core.read_namespace(namespace).status.phase
+                found.append(f"namespace {namespace} ({phase})")
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        crds = client.ApiextensionsV1Api(self.client).list_custom_resource_definition().items
+        found += [f"CRD {c.metadata.name}" for c in crds if c.metadata.name.endswith(versions.SANDBOX_API_GROUP)]
+        if config.manage_runtime_class or config.runtime.startswith("kata"):
+            try:
+                client.NodeV1Api(self.client).read_runtime_class(config.runtime)
+                found.append(f"RuntimeClass {config.runtime}")
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        return found
+
+    def wait_gone(self, config: StackConfig, timeout: float = 180) -> list[str]:
+        """Poll ``leftovers`` until empty or ``timeout``; returns what is still there."""
+        deadline = time.monotonic() + timeout
+        remaining = self.leftovers(config)
+        while remaining and time.monotonic() < deadline:
+            time.sleep(3)
+            remaining = self.leftovers(config)
+        return remaining

@@ -1,0 +1,80 @@
+"""Argument parsing and top-level error handling of ``python -m automation`` (no cluster)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from automation import cli
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["up", "gvisor"], {"command": "up", "stack": "gvisor", "skip_prerequisites": False, "policy": False}),
+    (["up", "kata", "--skip-prerequisites", "--show-secrets"], {"command": "up", "stack": "kata",
+                                                                "skip_prerequisites": True, "show_secrets": True}),
+    (["preview", "gvisor"], {"command": "preview", "no_policy": False, "policy_config": None}),
+    (["preview", "gvisor", "--policy-config", "p.json"], {"policy_config": Path("p.json")}),
+    (["smoke", "gvisor"], {"command": "smoke", "stack": "gvisor"}),
+    (["bench", "gvisor"], {"command": "bench", "n": cli.DEFAULT_BENCH_N}),
+    (["bench", "kata", "-n", "25"], {"command": "bench", "stack": "kata", "n": 25}),
+    (["down", "gvisor"], {"command": "down", "cluster": False, "keep_stack": False}),
+    (["down", "gvisor", "--cluster"], {"command": "down", "cluster": True}),
+    (["--out-dir", "/tmp/r", "smoke", "local"], {"out_dir": "/tmp/r", "stack": "local"}),
+])
+def test_valid_command_lines(argv, expected):
+    args = cli.build_parser().parse_args(argv)
+    for key, value in expected.items():
+        assert getattr(args, key) == value, key
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    ([], "required"),
+    (["up"], "STACK"),
+    (["bench", "gvisor", "-n", "0"], "expected a positive integer, got 0"),
+    (["bench", "gvisor", "-n", "many"], "expected a positive integer, got 'many'"),
+    (["launch", "gvisor"], "invalid choice"),
+    (["down", "gvisor", "--force"], "unrecognized arguments: --force"),
+])
+def test_invalid_command_lines_exit_2_with_a_reason(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_unknown_stack_is_a_usage_error_naming_the_known_stacks(capsys):
+    assert cli.main(["smoke", "no-such-stack"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "no stack file" in err and "gvisor" in err and "kata" in err
+
+
+def test_invalid_stack_config_is_reported_with_the_fix(tmp_path, monkeypatch, capsys):
+    from automation import project
+
+    (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  agent-sandbox:runtime: runc\n")
+    monkeypatch.setattr(cli, "default_paths", lambda out=None: project.ProjectPaths(root=tmp_path, out_dir=tmp_path))
+    assert cli.main(["up", "bad"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "agent-sandbox:runtime = 'runc' is invalid" in err and "allowInsecureRunc" in err
+
+
+def test_missing_prerequisites_stop_up_before_anything_runs(monkeypatch, capsys):
+    monkeypatch.setattr("shutil.which", lambda *args, **kwargs: None)
+    monkeypatch.setattr(cli.clusters, "ensure_cluster", lambda *a, **k: pytest.fail("must not touch clusters"))
+    assert cli.main(["up", "kata"]) == cli.EXIT_PREREQUISITES
+    err = capsys.readouterr().err
+    assert "missing pulumi (command not found)" in err
+    assert "missing minikube (command not found)" in err
+
+
+def test_help_runs_as_a_module():
+    done = subprocess.run([sys.executable, "-m", "automation", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for command in ("up", "preview", "smoke", "bench", "down"):
+        assert command in done.stdout

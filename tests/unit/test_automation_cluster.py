@@ -1,0 +1,103 @@
+"""Cluster creation for kind/minikube stacks with a fake command runner: created only when
+missing, with the generated gVisor KIND config, remembered, and deleted only if we created it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from automation import cluster as clusters
+from automation.project import ProjectPaths
+from sandbox_iac.config import parse_stack_config
+
+
+class FakeRunner:
+    def __init__(self, existing_kind=(), minikube_profiles=()):
+        self.calls: list[list[str]] = []
+        self.existing_kind, self.minikube_profiles = list(existing_kind), list(minikube_profiles)
+        self.kind_config_seen = None
+
+    def __call__(self, command, capture_output=True, text=True):
+        name = command[0].rsplit("/", 1)[-1]
+        args = [name, *command[1:]]
+        self.calls.append(args)
+        out = ""
+        if args[:3] == ["kind", "get", "clusters"]:
+            out = "\n".join(self.existing_kind)
+        elif args[:3] == ["minikube", "profile", "list"]:
+            out = json.dumps({"invalid": [], "valid": [{"Name": p} for p in self.minikube_profiles]})
+        elif args[:3] == ["kind", "create", "cluster"] and "--config" in args:
+            self.kind_config_seen = open(args[args.index("--config") + 1]).read()
+        return subprocess.CompletedProcess(command, 0, out, "")
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return ProjectPaths(root=tmp_path, out_dir=tmp_path / "out")
+
+
+def kind_config(**extra):
+    return parse_stack_config({"clusterFlavour": "kind", "clusterName": "demo", **extra}, "gvisor")
+
+
+def test_existing_kind_cluster_is_reused(paths):
+    runner = FakeRunner(existing_kind=["other", "demo"])
+    assert clusters.ensure_cluster(kind_config(), paths, run=runner, log=lambda m: None) is False
+    assert runner.calls == [["kind", "get", "clusters"]]
+    assert clusters.read_record(paths, "gvisor") is None
+
+
+def test_missing_kind_cluster_is_created_with_the_gvisor_config_and_remembered(paths):
+    runner = FakeRunner(existing_kind=["other"])
+    assert clusters.ensure_cluster(kind_config(), paths, run=runner, log=lambda m: None) is True
+    create = runner.calls[-1]
+    assert create[:5] == ["kind", "create", "cluster", "--name", "demo"]
+    generated = yaml.safe_load(runner.kind_config_seen)
+    assert generated["name"] == "demo"
+    assert "io.containerd.runsc.v1" in generated["containerdConfigPatches"][0]
+    assert {m["containerPath"] for m in generated["nodes"][0]["extraMounts"]} == {
+        "/usr/local/bin/runsc", "/usr/local/bin/containerd-shim-runsc-v1"}
+    record = clusters.read_record(paths, "gvisor")
+    assert (record.flavour, record.name) == ("kind", "demo")
+
+
+def test_kind_cluster_uses_the_stack_kubeconfig(paths):
+    runner = FakeRunner()
+    clusters.ensure_cluster(kind_config(kubeconfig="/tmp/kc"), paths, run=runner, log=lambda m: None)
+    assert runner.calls[-1][-2:] == ["--kubeconfig", "/tmp/kc"]
+
+
+def test_missing_minikube_profile_is_started_with_kvm2_and_containerd(paths):
+    config = parse_stack_config({"clusterFlavour": "minikube", "clusterName": "kata-demo", "runtime": "kata-qemu"}, "kata")
+    runner = FakeRunner(minikube_profiles=["something-else"])
+    assert clusters.ensure_cluster(config, paths, run=runner, log=lambda m: None) is True
+    assert runner.calls[-1] == ["minikube", "start", "--driver=kvm2", "--container-runtime=containerd",
+                                "--cpus=4", "--memory=8192", "--profile=kata-demo"]
+
+
+def test_existing_flavour_never_runs_a_cluster_command(paths):
+    config = parse_stack_config({"clusterFlavour": "existing", "imageRegistry": "r.example/x"}, "x")
+    runner = FakeRunner()
+    assert clusters.ensure_cluster(config, paths, run=runner, log=lambda m: None) is False
+    assert runner.calls == []
+
+
+def test_down_deletes_only_clusters_the_driver_created(paths):
+    runner = FakeRunner()
+    assert clusters.delete_created_cluster(paths, "gvisor", run=runner, log=lambda m: None) is False
+    assert runner.calls == []
+    clusters.ensure_cluster(kind_config(), paths, run=runner, log=lambda m: None)
+    assert clusters.delete_created_cluster(paths, "gvisor", run=runner, log=lambda m: None) is True
+    assert runner.calls[-1] == ["kind", "delete", "cluster", "--name", "demo"]
+    assert clusters.read_record(paths, "gvisor") is None
+
+
+def test_a_failing_cluster_command_reports_its_output(paths):
+    def failing(command, capture_output=True, text=True):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: failed to create cluster: docker not running")
+
+    with pytest.raises(clusters.ClusterError, match="docker not running"):
+        clusters.ensure_cluster(kind_config(), paths, run=failing, log=lambda m: None)

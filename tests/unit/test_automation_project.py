@@ -1,0 +1,73 @@
+"""Project paths, stack-file config and the Pulumi environment of the driver."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from automation import project
+from automation import workspace
+from sandbox_iac.config import parse_stack_config
+
+
+def test_stack_file_config_drops_secrets_and_stringifies_scalars(tmp_path):
+    (tmp_path / "Pulumi.s.yaml").write_text(
+        "config:\n"
+        "  agent-sandbox:clusterFlavour: existing\n"
+        "  agent-sandbox:manageRuntimeClass: false\n"
+        "  agent-sandbox:warmPoolReplicas: 3\n"
+        "  agent-sandbox:routerAuthToken:\n    secure: v1:abc\n"
+        "  kubernetes:context: ignored\n")
+    raw = project.read_stack_file(project.ProjectPaths(tmp_path, tmp_path), "s")
+    assert raw == {"clusterFlavour": "existing", "manageRuntimeClass": "false", "warmPoolReplicas": "3"}
+
+
+def test_the_project_stacks_parse():
+    paths = project.default_paths()
+    assert project.stack_config(paths, "gvisor").cluster_flavour == "kind"
+    assert project.stack_config(paths, "kata").runtime == "kata-qemu"
+
+
+def test_pulumi_env_defaults_to_the_local_backend_and_an_empty_passphrase(tmp_path, monkeypatch):
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path / "cache"))
+    paths = project.ProjectPaths(tmp_path, tmp_path / "out")
+    env = project.pulumi_env(paths, environ={"PATH": "/usr/bin"})
+    assert env["PULUMI_BACKEND_URL"] == f"file://{tmp_path}/.pulumi-state"
+    assert env["PULUMI_CONFIG_PASSPHRASE"] == ""
+    assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
+    assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert env["PATH"].split(":")[0] == "/usr/bin" and f"{tmp_path}/cache/bin" in env["PATH"]
+    assert "PULUMI_HOME" not in env
+
+
+def test_pulumi_env_keeps_what_the_user_set(tmp_path):
+    paths = project.ProjectPaths(tmp_path, tmp_path)
+    env = project.pulumi_env(paths, environ={"PULUMI_BACKEND_URL": "file:///elsewhere", "PULUMI_CONFIG_PASSPHRASE": "p",
+                                             "PULUMI_HOME": "/h", "PATH": ""})
+    assert (env["PULUMI_BACKEND_URL"], env["PULUMI_CONFIG_PASSPHRASE"], env["PULUMI_HOME"]) == (
+        "file:///elsewhere", "p", "/h")
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ({"clusterFlavour": "kind", "clusterName": "x"}, ["--context", "kind-x"]),
+    ({"clusterFlavour": "existing", "kubeconfig": "/k", "kubeContext": "c", "imageRegistry": "r/x"},
+     ["--kubeconfig", "/k", "--context", "c"]),
+    ({"clusterFlavour": "existing", "imageRegistry": "r/x"}, []),
+])
+def test_kube_args_follow_the_stack_config(raw, expected):
+    assert project.kube_args(parse_stack_config(raw, "s")) == expected
+
+
+def test_missing_pulumi_cli_is_a_prerequisite_error(monkeypatch):
+    monkeypatch.setattr(workspace, "find_tool", lambda name: None)
+    with pytest.raises(workspace.DriverError, match=r"^missing pulumi \(command not found\)"):
+        workspace.pulumi_command()
+
+
+def test_inline_program_runs_the_project_main_from_the_project_dir(tmp_path, monkeypatch):
+    (tmp_path / "__main__.py").write_text("import os, pathlib\npathlib.Path('ran').write_text(os.getcwd())\n")
+    monkeypatch.chdir("/")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    workspace.inline_program(project.ProjectPaths(tmp_path, tmp_path))()
+    assert (tmp_path / "ran").read_text() == str(tmp_path)
