@@ -1,0 +1,74 @@
+"""The driver's Automation API path against the real Pulumi CLI (skipped with a reason when the
+toolchain is not built): an inline program that runs a project's ``__main__.py`` with
+``work_dir`` = the project (stack-file config applies), the local file backend, secret outputs,
+destroy + stack removal that keeps ``Pulumi.<stack>.yaml``, and a preview with our policy pack
+that fails on a mandatory stack policy. No cluster and no provider plugin are involved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from automation import project, workspace
+
+pytestmark = pytest.mark.timeout(300)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_project(tmp_path):
+    if project.find_tool("pulumi") is None:
+        pytest.skip("Pulumi CLI not found on PATH or in $CACHE_DIR (build it with `make toolchain-pulumi`)")
+    (tmp_path / "Pulumi.yaml").write_text("name: drivertest\nruntime:\n  name: python\n")
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  drivertest:greeting: hello from the stack file\n")
+    (tmp_path / "__main__.py").write_text(
+        "import os, pulumi\n"
+        "pulumi.export('greeting', pulumi.Config().require('greeting'))\n"
+        "pulumi.export('cwd', os.getcwd())\n"
+        "pulumi.export('token', pulumi.Output.secret('s3cret-token'))\n")
+    return project.ProjectPaths(tmp_path, tmp_path / "out")
+
+
+def open_dev(paths):
+    from pulumi import automation as auto
+
+    return auto.create_or_select_stack("dev", project_name="drivertest", program=workspace.inline_program(paths),
+                                       opts=workspace.workspace_options(paths))
+
+
+def test_inline_program_with_project_work_dir_on_the_local_backend(tiny_project, monkeypatch):
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    monkeypatch.chdir("/")
+    stack = open_dev(tiny_project)
+    lines: list[str] = []
+    result = stack.up(on_output=lines.append, color="never", show_secrets=False)
+    assert result.summary.result == "succeeded"
+    assert any("Updating (dev)" in line for line in lines)  # progress was streamed
+    assert "s3cret-token" not in "".join(lines)
+    outputs = workspace.plain_outputs(stack)
+    assert outputs["greeting"] == "hello from the stack file"
+    assert outputs["cwd"] == str(tiny_project.root)
+    assert outputs["token"] == "s3cret-token"
+    assert workspace.printable_outputs(stack)["token"] == "[secret]"
+    assert (tiny_project.state_dir / ".pulumi" / "stacks").is_dir()
+    stack.destroy(on_output=lambda line: None)
+    stack.workspace.remove_stack("dev", preserve_config=True)
+    assert (tiny_project.root / "Pulumi.dev.yaml").is_file()
+
+
+def test_preview_with_the_policy_pack_fails_on_a_mandatory_violation(tiny_project, monkeypatch):
+    from pulumi.automation import CommandError
+
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    monkeypatch.chdir("/")
+    stack = open_dev(tiny_project)
+    try:
+        with pytest.raises(CommandError) as failure:
+            stack.preview(on_output=lambda line: None, color="never", policy_packs=[str(REPO_ROOT / "policy")])
+        message = str(failure.value)
+        assert "agent-sandbox-guardrails" in message
+        assert "[mandatory]  sandbox-stack-consistency" in message
+        assert "The stack has no router Deployment" in message
+    finally:
+        stack.workspace.remove_stack("dev", preserve_config=True)
