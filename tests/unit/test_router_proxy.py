@@ -1,0 +1,250 @@
+"""Unit tests for sandbox_router.proxy: the protocol state machine driven with fake transports.
+
+No sockets: a ClientConnection and a pooled UpstreamConnection get in-memory transports, raw
+bytes are fed in, and the bytes each side would have sent are inspected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "images" / "router"))
+
+from sandbox_router.app import RouterApp  # noqa: E402
+from sandbox_router.proxy import ClientConnection  # noqa: E402
+from sandbox_router.settings import load_settings  # noqa: E402
+from sandbox_router.upstream import UpstreamConnection  # noqa: E402
+
+TOKEN = "unit-test-token-123456"
+
+
+class FakeTransport(asyncio.Transport):
+    """Collects written bytes and records pause/close calls."""
+
+    def __init__(self, peer: tuple[str, int] = ("10.1.1.1", 40000)) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+        self.peer = peer
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def writelines(self, chunks) -> None:  # type: ignore[override]
+        for chunk in chunks:
+            self.data += chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.peer if name == "peername" else default
+
+    def take(self) -> bytes:
+        out = bytes(self.data)
+        self.data.clear()
+        return out
+
+
+@pytest.fixture()
+def app() -> Iterator[RouterApp]:
+    loop = asyncio.new_event_loop()
+    settings = load_settings({"ROUTER_AUTH_TOKEN": TOKEN, "ROUTER_ALLOW_LOOPBACK_POD_IP": "true",
+                              "ROUTER_MAX_REQUEST_BODY_BYTES": "1000"})
+    yield RouterApp(settings, loop)
+    loop.close()
+
+
+def pooled_upstream(app: RouterApp, port: int = 9000) -> tuple[UpstreamConnection, FakeTransport]:
+    conn = UpstreamConnection(app.pool, ("127.0.0.1", port))
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    app.pool.release(conn, app.now)
+    return conn, transport
+
+
+def client(app: RouterApp) -> tuple[ClientConnection, FakeTransport]:
+    conn = ClientConnection(app)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    return conn, transport
+
+
+def request(target: str = "/run", method: str = "GET", extra: str = "", body: bytes = b"", port: int = 9000) -> bytes:
+    head = (f"{method} {target} HTTP/1.1\r\nHost: router\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"X-Sandbox-ID: sbx\r\nX-Sandbox-Pod-IP: 127.0.0.1\r\nX-Sandbox-Port: {port}\r\n{extra}\r\n")
+    return head.encode() + body
+
+
+def test_get_is_forwarded_with_rewritten_head_and_response_relayed(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/a%2Fb?q=1", extra="X-Keep: 1\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n"))
+    sent = up_transport.take()
+    assert sent.startswith(b"GET /a%2Fb?q=1 HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n")
+    assert b"X-Keep: 1" in sent
+    for forbidden in (b"Authorization", b"X-Sandbox", b"X-Drop", b"Connection", b"router"):
+        assert forbidden not in sent
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-hop\r\nX-Hop: 1\r\n"
+                           b"X-Other: 2\r\n\r\nok")
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
+    assert b"Content-Length: 2" in reply and b"X-Other: 2" in reply and b"X-Hop" not in reply
+    assert app.pool.take_idle(("127.0.0.1", 9000), app.now) is upstream  # returned to the pool
+    assert not transport.closed
+
+
+def test_chunked_upstream_response_is_rechunked_and_request_body_streamed(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/echo", "POST", "Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\n"))
+    conn.data_received(b"2\r\nde\r\n0\r\n\r\n")
+    sent = up_transport.take()
+    assert b"Transfer-Encoding: chunked" in sent
+    assert sent.endswith(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    upstream.data_received(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n")
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 201 Created\r\n") and b"Transfer-Encoding: chunked" in reply
+    assert reply.endswith(b"4\r\nwxyz\r\n0\r\n\r\n")
+
+
+def test_pipelined_requests_are_answered_in_order(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/one") + request("/two"))
+    assert up_transport.take().startswith(b"GET /one ")
+    assert not transport.reading  # the queued request holds reading back
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    assert up_transport.take().startswith(b"GET /two ")
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+    replies = transport.take()
+    assert replies.index(b"\r\n\r\n1") < replies.index(b"\r\n\r\n2")
+    assert transport.reading
+
+
+def test_head_and_204_have_no_body(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/h", "HEAD"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    reply = transport.take()
+    assert reply.endswith(b"Content-Length: 10\r\n\r\n")
+    assert upstream.closed  # llhttp would wait for 10 bytes, so it is not reused
+    upstream2, _ = pooled_upstream(app)
+    conn.data_received(request("/n"))
+    upstream2.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert transport.take() == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def test_close_delimited_response_is_completed_on_eof(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/stream"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart1")
+    upstream.connection_lost(None)
+    reply = transport.take()
+    assert b"Transfer-Encoding: chunked" in reply and reply.endswith(b"5\r\npart1\r\n0\r\n\r\n")
+    assert app.metrics.stats.by_code == {200: 1}
+
+
+def test_expect_continue_is_answered_by_the_router(app: RouterApp) -> None:
+    _, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/upload", "POST", "Content-Length: 3\r\nExpect: 100-continue\r\n"))
+    assert transport.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    conn.data_received(b"abc")
+    sent = up_transport.take()
+    assert b"Expect" not in sent and sent.endswith(b"Content-Length: 3\r\n\r\nabc")
+
+
+def test_streamed_body_over_limit_is_413_and_upstream_dropped(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/up", "POST", "Transfer-Encoding: chunked\r\n"))
+    conn.data_received(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
+    assert not transport.data
+    conn.data_received(b"1\r\ny\r\n")
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 413 ") and json.loads(reply.split(b"\r\n\r\n", 1)[1])["detail"]
+    assert transport.closed and up_transport.aborted
+
+
+def test_101_for_plain_request_is_502(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/x"))
+    upstream.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert transport.take().startswith(b"HTTP/1.1 502 ")
+
+
+def test_websocket_becomes_a_byte_tunnel(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/ws", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                                            "Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n") + b"early")
+    sent = up_transport.take()
+    assert b"Connection: Upgrade\r\nUpgrade: websocket\r\n" in sent and b"Sec-WebSocket-Key: abc" in sent
+    upstream.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           b"Sec-WebSocket-Accept: zz\r\n\r\nserver-frame")
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 101 ") and reply.endswith(b"\r\n\r\nserver-frame")
+    assert up_transport.take() == b"early"
+    conn.data_received(b"client-frame")
+    assert up_transport.take() == b"client-frame"
+    upstream.data_received(b"more")
+    assert transport.take() == b"more"
+
+
+def test_backpressure_pauses_the_other_side(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/big"))
+    conn.pause_writing()
+    assert not up_transport.reading
+    conn.resume_writing()
+    assert up_transport.reading
+    upstream.pause_writing()
+    assert not transport.reading
+    upstream.resume_writing()
+    assert transport.reading
+
+
+def test_request_timeout_gives_504(app: RouterApp) -> None:
+    pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/slow", extra="X-Sandbox-Timeout: 2\r\n"))
+    conn.check_timers(app.now + 1)
+    assert not transport.data
+    conn.check_timers(app.now + 2.5)
+    assert transport.take().startswith(b"HTTP/1.1 504 ")
+
+
+def test_per_client_connection_limit(app: RouterApp) -> None:
+    limit = app.settings.max_connections_per_client
+    conns = [client(app) for _ in range(limit)]
+    assert all(not t.closed for _, t in conns)
+    _, refused = client(app)
+    assert refused.take().startswith(b"HTTP/1.1 429 ") and refused.closed
+    conns[0][0].connection_lost(None)
+    _, accepted = client(app)
+    assert not accepted.closed
