@@ -15,6 +15,12 @@ POOL_PLURAL = "sandboxwarmpools"
 POOL_GROUP, POOL_VERSION = versions.EXTENSIONS_API_VERSION.split("/")
 
 
+def pod_is_ready(pod: Any) -> bool:
+    """Whether a pod (kubernetes client model) has condition Ready=True."""
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
 def api_client(config: StackConfig) -> Any:
     """An ApiClient for the stack's cluster (its kubeconfig/context, else the defaults)."""
     from kubernetes import config as kube_config
@@ -63,6 +69,22 @@ class Cluster:
             time.sleep(1)
         raise TimeoutError(f"SandboxWarmPool {namespace}/{name} did not reach {replicas} ready replicas within "
                            f"{timeout:.0f}s (last status {status})")
+
+    def wait_pool_refilled(self, namespace: str, name: str, replicas: int, claimed_pod: str,
+                           timeout: float = 180) -> float:
+        """Wait until, besides ``claimed_pod``, ``replicas`` Ready pods carry the pool's label and
+        the pool reports them ready (a refill really happened); returns the seconds waited."""
+        started = time.monotonic()
+        ready_others: list[str] = []
+        while time.monotonic() - started < timeout:
+            ready_others = [pod_name for pod_name, pod in self.pool_pods(namespace).items()
+                            if pod_name != claimed_pod and pod_is_ready(pod)]
+            reported = int((self.warm_pool(namespace, name).get("status") or {}).get("readyReplicas") or 0)
+            if len(ready_others) >= replicas and reported >= replicas:
+                return time.monotonic() - started
+            time.sleep(1)
+        raise TimeoutError(f"SandboxWarmPool {namespace}/{name} was not refilled to {replicas} ready pods within "
+                           f"{timeout:.0f}s (ready besides the claimed pod: {ready_others})")
 
     # --- pods and nodes --------------------------------------------------------------------
     def pods(self, namespace: str, selector: Optional[str] = None) -> dict[str, Any]:

@@ -249,12 +249,11 @@ class SmokeRun:
         existed = pod_name in self.pods_before and _pod_created_before(self.pods_before[pod_name],
                                                                       self.claim["requested_at"])
         adopted = self.claim["sandbox"] != self.claim["claim"]
-        waited = self.cluster.wait_pool_ready(target.namespace, target.warm_pool, target.warm_pool_replicas,
-                                              timeout=POOL_REFILL_TIMEOUT)
-        still_pooled = pod_name in self.cluster.pool_pods(target.namespace)
+        waited = self.cluster.wait_pool_refilled(target.namespace, target.warm_pool, target.warm_pool_replicas,
+                                                 claimed_pod=pod_name, timeout=POOL_REFILL_TIMEOUT)
         result.data = {"pod": pod_name, "pod_existed_before_claim": existed, "sandbox_adopted": adopted,
                        "pool_refill_seconds": round(waited, 3), "replicas": target.warm_pool_replicas}
-        ok = existed and adopted and not still_pooled
+        ok = existed and adopted
         result.status = "pass" if ok else "fail"
         result.detail = (f"pod {pod_name} existed before the claim: {existed}; sandbox adopted from the pool: "
                          f"{adopted}; pool back at {target.warm_pool_replicas} ready after {waited:.1f}s")

@@ -119,7 +119,8 @@ class FakeCluster:
     def pool_pods(self, namespace):
         return {"pool-fghij": object()}
 
-    def wait_pool_ready(self, namespace, name, replicas, timeout):
+    def wait_pool_refilled(self, namespace, name, replicas, claimed_pod, timeout):
+        self.refill_wait = (replicas, claimed_pod)
         return 0.25
 
     def pod(self, namespace, name):
@@ -169,6 +170,7 @@ def test_full_run_against_fakes(tmp_path):
     egress = report.checks[4].data["outcome"]
     assert egress and all(v.startswith("blocked") for v in egress.values())
     assert (tmp_path / "smoke" / "nested" / "dir" / "data.txt").is_file()
+    assert cluster.refill_wait == (2, "pool-abcde")  # the refill excludes the claimed pod
     assert [h.get("Authorization") for h in router.seen] == [None, "Bearer not-the-token", f"Bearer {TOKEN}"]
     assert all(h["X-Sandbox-ID"] == "pool-abcde" for h in router.seen)
 

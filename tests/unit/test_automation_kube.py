@@ -1,0 +1,68 @@
+"""Pool waits of the driver's Kubernetes helper, with the API calls replaced by scripted states."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from automation import kube
+
+
+def pod(ready: bool):
+    condition = SimpleNamespace(type="Ready", status="True" if ready else "False")
+    return SimpleNamespace(status=SimpleNamespace(conditions=[condition]))
+
+
+class ScriptedCluster(kube.Cluster):
+    """Each poll returns the next (pool pods, reported readyReplicas) state; the last one repeats."""
+
+    def __init__(self, states):
+        super().__init__(client=None)
+        self.states, self.polls = list(states), 0
+
+    def _state(self):
+        state = self.states[min(self.polls, len(self.states) - 1)]
+        return state
+
+    def pool_pods(self, namespace):
+        return self._state()[0]
+
+    def warm_pool(self, namespace, name):
+        state = self._state()
+        self.polls += 1
+        return {"status": {"readyReplicas": state[1]}}
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(kube.time, "sleep", lambda seconds: None)
+
+
+def test_pod_readiness():
+    assert kube.pod_is_ready(pod(True)) and not kube.pod_is_ready(pod(False))
+    assert not kube.pod_is_ready(SimpleNamespace(status=None))
+
+
+def test_refill_waits_for_ready_pods_besides_the_claimed_one():
+    cluster = ScriptedCluster([
+        ({"claimed": pod(True), "a": pod(True)}, 2),            # status not updated yet: not a refill
+        ({"claimed": pod(True), "a": pod(True), "b": pod(False)}, 1),
+        ({"a": pod(True), "b": pod(True)}, 2),                  # refilled
+    ])
+    cluster.wait_pool_refilled("ns", "pool", 2, claimed_pod="claimed", timeout=60)
+    assert cluster.polls == 3
+
+
+def test_refill_times_out_with_what_it_saw(monkeypatch):
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(kube.time, "monotonic", lambda: next(clock))
+    cluster = ScriptedCluster([({"claimed": pod(True), "a": pod(True)}, 2)])
+    with pytest.raises(TimeoutError, match=r"not refilled to 2 ready pods.*\['a'\]"):
+        cluster.wait_pool_refilled("ns", "pool", 2, claimed_pod="claimed", timeout=30)
+
+
+def test_pool_of_zero_is_ready_when_no_warm_pod_is_left():
+    cluster = ScriptedCluster([({"x": pod(True)}, 1), ({}, 0)])
+    cluster.wait_pool_ready("ns", "pool", 0, timeout=60)
+    assert cluster.polls == 2
