@@ -320,21 +320,29 @@ def test_upload_at_limit_is_accepted(limited: RuntimeServer) -> None:
 # --- concurrency --------------------------------------------------------------------------
 
 def test_200_concurrent_requests_without_errors_or_leaked_processes(server: RuntimeServer) -> None:
-    def one(index: int) -> bool:
+    def one(index: int) -> str | None:
+        """None on success, else what went wrong."""
         kind = index % 4
         if kind == 0:
-            return server.execute(f"echo req-{index}")["stdout"] == f"req-{index}\n"
+            reply = server.execute(f"echo req-{index}")
+            return None if reply["stdout"] == f"req-{index}\n" else f"execute {index}: {reply}"
         if kind == 1:
-            return _upload(server, f"conc/{index}.txt", str(index).encode()).status_code == 200
+            response = _upload(server, f"conc/{index}.txt", str(index).encode())
+            return None if response.status_code == 200 else f"upload {index}: {response.status_code} {response.text}"
         if kind == 2:
-            return server.execute(f"sh -c 'sleep 0.2; echo {index}'")["stdout"] == f"{index}\n"
+            reply = server.execute(f"sh -c 'sleep 0.2; echo {index}'")
+            return None if reply["stdout"] == f"{index}\n" else f"execute {index}: {reply}"
         status, body = server.request("GET", "/exists/conc")
-        return status == 200 and json.loads(body)["path"] == "conc"
+        return None if status == 200 and json.loads(body)["path"] == "conc" else f"exists: {status} {body!r}"
 
+    open_fds_before = len(os.listdir(f"/proc/{server.pid}/fd"))
     with ThreadPoolExecutor(200) as pool:
-        results = list(pool.map(one, range(200)))
-    assert all(results), f"{results.count(False)} of 200 requests failed"
+        failures = [problem for problem in pool.map(one, range(200)) if problem]
+    assert not failures, f"{len(failures)} of 200 requests failed: {failures[:5]}"
     deadline = time.monotonic() + 5
     while children_of(server.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert children_of(server.pid) == [], "commands left processes (or zombies) behind"
+    while len(os.listdir(f"/proc/{server.pid}/fd")) > open_fds_before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(f"/proc/{server.pid}/fd")) <= open_fds_before + 2, "pipes or files were left open"

@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> Starlette:
             return _message(404, "File not found")
         os.set_blocking(fd, True)
         return StreamingResponse(
-            _read_file(fd),
+            _read_file(fd, info.st_size),
             media_type="application/octet-stream",
             headers={"Content-Length": str(info.st_size), "Content-Disposition": _attachment(os.path.basename(path))},
         )
@@ -214,10 +214,16 @@ def _scan_directory(path: str) -> list[dict[str, object]]:
     return entries
 
 
-async def _read_file(fd: int) -> AsyncIterator[bytes]:
-    """Yield the file in chunks, reading in a worker thread; always closes ``fd``."""
+async def _read_file(fd: int, size: int) -> AsyncIterator[bytes]:
+    """Yield the first ``size`` bytes (the announced Content-Length) in chunks read in a worker
+    thread, so a file growing meanwhile cannot overrun the header; always closes ``fd``."""
+    remaining = size
     try:
-        while chunk := await anyio.to_thread.run_sync(os.read, fd, _DOWNLOAD_CHUNK):
+        while remaining > 0:
+            chunk = await anyio.to_thread.run_sync(os.read, fd, min(_DOWNLOAD_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
             yield chunk
     finally:
         os.close(fd)

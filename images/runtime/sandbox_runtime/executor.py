@@ -24,6 +24,7 @@ TIMEOUT_EXIT_CODE = 124  # the convention of coreutils timeout(1); timed_out is 
 # After SIGKILL the pipes close as soon as the group is gone; only processes that escaped the
 # group (setsid) can keep them open, and they are not worth waiting for.
 _PIPE_GRACE_AFTER_KILL_SECONDS = 0.5
+_READ_CHUNK = 64 * 1024
 _EXIT_POLL_MAX_SECONDS = 0.05
 _REAP_PATIENCE_SECONDS = 60.0
 
@@ -66,30 +67,52 @@ class _CappedBuffer:
         return decoded
 
 
-class _CappedPipe(asyncio.Protocol):
-    """Reads one output pipe into a _CappedBuffer; ``closed`` resolves at EOF."""
+class _PipeReader:
+    """Reads one pipe (read end owned by this object) into a _CappedBuffer via ``add_reader``.
 
-    def __init__(self, sink: _CappedBuffer, closed: asyncio.Future[None]) -> None:
+    The descriptor is closed exactly once, here. (Handing Popen's file objects to
+    ``connect_read_pipe`` closes it twice on uvloop, libuv's close followed by the file object's,
+    which can hit a descriptor another thread has just been given.)
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, sink: _CappedBuffer) -> None:
+        self._loop = loop
+        self._fd: int | None = fd
         self._sink = sink
-        self._closed = closed
+        self.closed: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_readable)
 
-    def data_received(self, data: bytes) -> None:
-        self._sink.feed(data)
+    def _on_readable(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            data = os.read(self._fd, _READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._sink.feed(data)
+        else:
+            self.close()
 
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
+    def close(self) -> None:
+        """Stop reading and close the descriptor (idempotent); resolves ``closed``."""
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class CommandRunner:
     """Starts commands and remembers the live process groups so shutdown can kill them.
 
     Processes are started with ``subprocess.Popen`` (vfork/exec: about a millisecond, where
-    uvloop's own spawn takes 5-15 ms here), their pipes are attached to the running event loop,
-    and the exit is collected with non-blocking ``waitpid`` once both pipes reach EOF. No thread
+    uvloop's own spawn takes 5-15 ms here), the read ends of their pipes are watched by the
+    running event loop (``add_reader``), and the exit is collected with non-blocking ``waitpid`` once both pipes reach EOF. No thread
     is parked per command and no SIGCHLD handler is involved, so it works the same on uvloop and
     on the standard asyncio loop.
     """
@@ -112,38 +135,36 @@ class CommandRunner:
             return _failure(f"cannot parse command: {exc}")
         if not argv:
             return _failure("command is empty")
+        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+        stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
         try:
             process = subprocess.Popen(
                 argv,
                 cwd=self._cwd,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=stdout_write,
+                stderr=stderr_write,
                 start_new_session=True,
             )
         except OSError as exc:
+            os.close(stdout_read)
+            os.close(stderr_read)
             return _failure(f"[Errno {exc.errno}] {exc.strerror}: {argv[0]!r}")
         except ValueError as exc:  # e.g. an argument with an embedded NUL byte
+            os.close(stdout_read)
+            os.close(stderr_read)
             return _failure(str(exc))
+        finally:
+            # The child has its copies; the parent must not keep the write ends open or EOF never comes.
+            os.close(stdout_write)
+            os.close(stderr_write)
         # start_new_session makes the child a session and group leader: its pgid is its pid.
         group = process.pid
         self._live_groups.add(group)
         loop = asyncio.get_running_loop()
         stdout, stderr = _CappedBuffer(self._max_output_bytes), _CappedBuffer(self._max_output_bytes)
-        transports: list[asyncio.BaseTransport] = []
-        pipes_closed: list[asyncio.Future[None]] = []
-        try:
-            for pipe, sink in ((process.stdout, stdout), (process.stderr, stderr)):
-                closed: asyncio.Future[None] = loop.create_future()
-                transport, _ = await loop.connect_read_pipe(lambda sink=sink, closed=closed: _CappedPipe(sink, closed), pipe)
-                transports.append(transport)
-                pipes_closed.append(closed)
-        except BaseException:
-            kill_process_group(group)
-            _close_all(transports, process)
-            self._live_groups.discard(group)
-            loop.create_task(_reap_eventually(process))
-            raise
+        readers = [_PipeReader(loop, stdout_read, stdout), _PipeReader(loop, stderr_read, stderr)]
+        pipes_closed = [reader.closed for reader in readers]
         finished = asyncio.ensure_future(_settle(process, pipes_closed))
         try:
             done, _ = await asyncio.wait({finished}, timeout=timeout_seconds)
@@ -162,7 +183,8 @@ class CommandRunner:
             await asyncio.shield(_kill_and_settle(group, finished))
             raise
         finally:
-            _close_all(transports, process)
+            for reader in readers:
+                reader.close()
             self._live_groups.discard(group)
             if process.returncode is None:
                 loop.create_task(_reap_eventually(process))
@@ -210,14 +232,6 @@ async def _reap_eventually(process: subprocess.Popen[bytes]) -> None:
             return
         await asyncio.sleep(_EXIT_POLL_MAX_SECONDS)
     logger.warning("command process %d did not exit after SIGKILL", process.pid)
-
-
-def _close_all(transports: list[asyncio.BaseTransport], process: subprocess.Popen[bytes]) -> None:
-    for transport in transports:
-        transport.close()
-    for pipe in (process.stdout, process.stderr):
-        if pipe is not None:
-            pipe.close()
 
 
 def _failure(reason: str) -> CommandResult:

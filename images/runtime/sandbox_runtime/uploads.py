@@ -176,7 +176,11 @@ async def receive_upload(request: Request, base_dir: str, limit: int) -> str:
             except MultipartParseError as exc:
                 raise UploadError(400, f"Malformed multipart body: {exc}") from None
             if sink.filename is not None and not sink.opened and sink.error is None:
-                await anyio.to_thread.run_sync(sink.open_target)
+                try:
+                    await anyio.to_thread.run_sync(sink.open_target)
+                except UploadError as refused:
+                    sink.error = refused  # answered after draining, like an oversized body
+                    continue
             if sink.pending_bytes >= _FLUSH_THRESHOLD or (sink.complete and sink.pending):
                 await anyio.to_thread.run_sync(sink.write_pending)
         if sink.error is not None:
