@@ -112,15 +112,16 @@ class CommandRunner:
 
     Processes are started with ``subprocess.Popen`` (vfork/exec: about a millisecond, where
     uvloop's own spawn takes 5-15 ms here), the read ends of their pipes are watched by the
-    running event loop (``add_reader``), and the exit is collected with non-blocking ``waitpid`` once both pipes reach EOF. No thread
-    is parked per command and no SIGCHLD handler is involved, so it works the same on uvloop and
-    on the standard asyncio loop.
+    running event loop (``add_reader``), and the exit is collected with non-blocking
+    ``waitpid`` once both pipes reach EOF. No thread is parked per command and no SIGCHLD
+    handler is involved, so it works the same on uvloop and on the standard asyncio loop.
     """
 
     def __init__(self, cwd: str, max_output_bytes: int) -> None:
         self._cwd = cwd
         self._max_output_bytes = max_output_bytes
         self._live_groups: set[int] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def live_process_groups(self) -> frozenset[int]:
@@ -187,7 +188,10 @@ class CommandRunner:
                 reader.close()
             self._live_groups.discard(group)
             if process.returncode is None:
-                loop.create_task(_reap_eventually(process))
+                reaping = loop.create_task(_reap_eventually(process))
+                # The loop only keeps weak references to tasks; hold this one until it is done.
+                self._background.add(reaping)
+                reaping.add_done_callback(self._background.discard)
 
     def kill_all(self) -> None:
         """SIGKILL every live command's process group (used at shutdown)."""
