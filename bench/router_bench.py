@@ -80,8 +80,18 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, connections: int, seconds: int, headers: dict[str, str]) -> dict[str, Any]:
-    """One wrk run; returns req/s, p50/p90/p99 in ms and error counts."""
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time a process has used so far (from /proc; clock ticks -> seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, connections: int, seconds: int, headers: dict[str, str],
+            watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """One wrk run; returns req/s, p50/p90/p99 in ms, error counts and, for each watched
+    process, the CPU microseconds it spent per request (robust against a loaded machine)."""
+    watch = watch or {}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     threads = 1 if connections == 1 else 2
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     for name, value in headers.items():
@@ -97,6 +107,9 @@ def run_wrk(url: str, connections: int, seconds: int, headers: dict[str, str]) -
     result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
     result["socket_errors"] = socket_errors.group(1).strip() if socket_errors else ""
     result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    for name, pid in watch.items():
+        spent = cpu_seconds(pid) - cpu_before[name]
+        result[f"{name}_cpu_us_per_request"] = round(spent * 1e6 / max(result["requests"], 1), 1)
     return result
 
 
@@ -168,9 +181,10 @@ def main() -> int:
         for _ in range(args.rounds):
             for connections in levels:
                 rounds["direct"].setdefault(connections, []).append(
-                    run_wrk(direct_url, connections, args.seconds, {}))
+                    run_wrk(direct_url, connections, args.seconds, {}, {"runtime": runtime.pid}))
                 rounds["router"].setdefault(connections, []).append(
-                    run_wrk(router_url, connections, args.seconds, routing))
+                    run_wrk(router_url, connections, args.seconds, routing,
+                            {"runtime": runtime.pid, "router": router.pid}))
         execute = {"direct": execute_latency(runtime_port, {}, args.execute_count),
                    "router": execute_latency(router_port, routing, args.execute_count)}
     finally:
@@ -220,6 +234,11 @@ def main() -> int:
         print(f"{level['connections']:>5} {d['rps']:>13.0f} {r['rps']:>13.0f} {level['ratio']:>6.2f} "
               f"{d['p50_ms']:>8.3f}/{d['p99_ms']:<9.3f} {r['p50_ms']:>8.3f}/{r['p99_ms']:<9.3f} "
               f"{level['added_p50_ms']:>13.3f}")
+    for level in levels_out:
+        r = level["router"]
+        print(f"CPU per request at c={level['connections']}: router {r.get('router_cpu_us_per_request')} us, "
+              f"runtime {r.get('runtime_cpu_us_per_request')} us (direct run: runtime "
+              f"{level['direct'].get('runtime_cpu_us_per_request')} us)")
     for side in ("direct", "router"):
         e = execute[side]
         print(f"execute `true` {side:>6}: p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms (n={e['count']})")

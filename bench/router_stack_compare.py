@@ -3,7 +3,7 @@ alternative Python stacks, measured side by side against the same runtime on thi
 
 Candidates (each a minimal forwarder of GET / to the runtime, no validation or auth, so the
 comparison flatters the alternatives):
-  relay          plain asyncio/uvloop TCP byte relay (no HTTP at all): the lower bound of cost
+  relay          uvloop protocol byte relay (no HTTP parsing at all): the lower bound of cost
   fastapi-httpx  FastAPI catch-all route + one shared httpx.AsyncClient, streamed response
   aiohttp        aiohttp.web catch-all handler + one shared aiohttp.ClientSession
   sandbox-router this project's router (full validation, auth and metrics on)
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,23 +30,40 @@ from router_bench import REPO, TOKEN, ensure_wrk, free_port, run_wrk, start, sto
 
 
 def serve_relay(port: int, upstream_port: int) -> None:
-    """Byte relay: every accepted connection is piped to a new runtime connection."""
+    """Byte relay: each accepted connection is spliced to its own runtime connection (protocols)."""
     import uvloop
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
+    class Pipe(asyncio.Protocol):
+        def __init__(self, peer: Pipe | None = None) -> None:
+            self.peer = peer
+            self.transport: asyncio.Transport | None = None
+            self.backlog: list[bytes] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+            if self.peer is not None:  # the runtime side: flush what the client already sent
+                self.peer.peer = self
+                transport.writelines(self.peer.backlog)  # type: ignore[attr-defined]
+                self.peer.backlog = []
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.write(data)
+            else:
+                self.backlog.append(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+    class Front(Pipe):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+            asyncio.get_running_loop().create_task(asyncio.get_running_loop().create_connection(
+                lambda: Pipe(self), "127.0.0.1", upstream_port))
 
     async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+        server = await asyncio.get_running_loop().create_server(Front, "127.0.0.1", port, backlog=4096)
         await server.serve_forever()
 
     uvloop.run(main())
@@ -125,6 +144,7 @@ def main() -> int:
     parser.add_argument("--upstream-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / os.environ.get("OUT_DIR", "out") / "bench" / "router_stacks.json"))
     args = parser.parse_args()
     if args.serve:
@@ -137,21 +157,15 @@ def main() -> int:
                     {"SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": str(runtime_port), "SANDBOX_BASE_DIR": str(base),
                      "SANDBOX_LOG_LEVEL": "warning", "SANDBOX_ACCESS_LOG": "false"},
                     f"http://127.0.0.1:{runtime_port}/")
-    results: dict[str, dict] = {}
+    candidates: dict[str, tuple[Any, int, dict[str, str]]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"direct": []}
     load_before = os.getloadavg()
     try:
-        run_wrk(f"http://127.0.0.1:{runtime_port}/", args.connections, 1, {})
-        results["direct"] = run_wrk(f"http://127.0.0.1:{runtime_port}/", args.connections, args.seconds, {})
-        candidates = ["relay", "fastapi-httpx", "aiohttp", "sandbox-router"]
-        for name in candidates:
-            if name == "aiohttp":
-                try:
-                    import aiohttp  # noqa: F401
-                except ImportError:
-                    print("aiohttp not installed: skipped (pip install -r images/router/requirements-bench.txt)")
-                    continue
+        for name in ("relay", "fastapi-httpx", "aiohttp", "sandbox-router"):
+            if name == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
+                print("aiohttp not installed: skipped (pip install -r images/router/requirements-bench.txt)")
+                continue
             port = free_port()
-            headers: dict[str, str] = {}
             if name == "sandbox-router":
                 proc = start("sandbox_router", REPO / "images" / "router",
                              {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(port), "ROUTER_AUTH_TOKEN": TOKEN,
@@ -160,32 +174,39 @@ def main() -> int:
                 headers = {"Authorization": f"Bearer {TOKEN}", "X-Sandbox-ID": "bench",
                            "X-Sandbox-Port": str(runtime_port), "X-Sandbox-Pod-IP": "127.0.0.1"}
             else:
-                health = "/" if name == "relay" else "/healthz"
-                proc = _start_script(name, port, runtime_port, health)
-            try:
-                run_wrk(f"http://127.0.0.1:{port}/", args.connections, 1, headers)
-                results[name] = run_wrk(f"http://127.0.0.1:{port}/", args.connections, args.seconds, headers)
-            finally:
-                stop(proc)
-            time.sleep(0.5)
+                proc = _start_script(name, port, runtime_port, "/" if name == "relay" else "/healthz")
+                headers = {}
+            candidates[name] = (proc, port, headers)
+            runs[name] = []
+            run_wrk(f"http://127.0.0.1:{port}/", args.connections, 1, headers)  # warm-up
+        for _ in range(args.rounds):  # interleaved, so slow phases of the shared machine hit all stacks
+            runs["direct"].append(run_wrk(f"http://127.0.0.1:{runtime_port}/", args.connections, args.seconds,
+                                          {}, {"runtime": runtime.pid}))
+            for name, (proc, port, headers) in candidates.items():
+                runs[name].append(run_wrk(f"http://127.0.0.1:{port}/", args.connections, args.seconds, headers,
+                                          {"runtime": runtime.pid, "proxy": proc.pid}))
     finally:
+        for proc, _port, _headers in candidates.values():
+            stop(proc)
         stop(runtime)
+    results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
     direct_rps = results["direct"]["rps"]
-    for name, result in results.items():
+    for result in results.values():
         result["ratio_to_direct"] = round(result["rps"] / direct_rps, 3)
-    report = {"connections": args.connections, "seconds": args.seconds, "cpus": os.cpu_count(),
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in os.getloadavg()], "results": results,
+    report = {"connections": args.connections, "seconds": args.seconds, "rounds": args.rounds,
+              "cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()], "results": results, "all_runs": runs,
               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"stack comparison at c={args.connections}, {args.seconds}s each "
+    print(f"stack comparison at c={args.connections}, {args.rounds} interleaved round(s) x {args.seconds}s, median "
           f"(load avg {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
-    print(f"{'stack':>15} {'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'stack':>15} {'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU us/req':>17}")
     for name, result in results.items():
+        cpu = result.get("proxy_cpu_us_per_request", "-")
         print(f"{name:>15} {result['rps']:>9.0f} {result['ratio_to_direct']:>6.2f} "
-              f"{result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}")
+              f"{result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f} {cpu:>17}")
     print(f"json: {out}")
     return 0
 
