@@ -325,10 +325,16 @@ def gvisor_prebuilt_run():
     return pulumi_harness.run_program("gvisor", PREBUILT)
 
 
-@pytest.fixture(params=["gvisor_run", "kata_run", "gvisor_prebuilt_run"])
+@pytest.fixture(scope="module")
+def local_prebuilt_run():
+    return pulumi_harness.run_program("local", PREBUILT)
+
+
+@pytest.fixture(params=["gvisor_run", "kata_run", "gvisor_prebuilt_run", "local_prebuilt_run"])
 def program_run(request):
     """The project's stacks as their stack files declare them (images built with pulumi-docker),
-    and gvisor with prebuilt image refs (the offline e2e path); the first two come from conftest."""
+    gvisor with prebuilt image refs and the local e2e stack (existing cluster, preloaded images);
+    the first two come from conftest."""
     return request.getfixturevalue(request.param)
 
 
