@@ -45,7 +45,21 @@ def _why_not_runnable() -> str | None:
     probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"mount namespaces are not available here: {probe.stderr.strip()}"
+    # The checkout and the venv must be readable by uid 1000 with an interpreter it may run.
+    imports = subprocess.run(
+        ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", SYSTEM_PYTHON, "-c", "import sandbox_runtime.app"],
+        env={"PYTHONPATH": _server_path(), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True, text=True, cwd="/",
+    )
+    if imports.returncode != 0:
+        last_line = (imports.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"uid {UID} cannot import the runtime with {SYSTEM_PYTHON} and this venv's packages: {last_line}"
     return None
+
+
+def _server_path() -> str:
+    """PYTHONPATH for the system interpreter: the runtime package and this venv's packages."""
+    return os.pathsep.join([str(RUNTIME_SOURCE), *site.getsitepackages()])
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +76,7 @@ def locked_down() -> Iterator[RuntimeServer]:
         os.chown(base, UID, UID)
         # The venv interpreter lives under /root (mode 0700); the system interpreter of the same
         # minor version runs the server with the venv's packages on its path instead.
-        packages = os.pathsep.join([str(RUNTIME_SOURCE), *site.getsitepackages()])
-        env = {"PYTHONPATH": packages, "HOME": str(base), "TMPDIR": "/nonexistent-tmp"}
+        env = {"PYTHONPATH": _server_path(), "HOME": str(base), "TMPDIR": "/nonexistent-tmp"}
         prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", LOCKDOWN, "lockdown"]
         with RuntimeServer(base, env=env, command_prefix=prefix, python=SYSTEM_PYTHON) as server:
             yield server
