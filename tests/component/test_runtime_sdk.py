@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,7 +95,7 @@ def test_sdk_sees_commands_and_files_in_the_same_place(sandbox: Sandbox) -> None
     sandbox.commands.run("sh -c 'mkdir -p made && echo by-command > made/out.txt'")
     assert sandbox.files.read("made/out.txt") == b"by-command\n"
     sandbox.files.write("script.py", "print(6 * 7)")
-    assert sandbox.commands.run("python3 script.py").stdout == "42\n"
+    assert sandbox.commands.run(f"{sys.executable} script.py").stdout == "42\n"
 
 
 def test_sdk_escape_attempts_are_refused(sandbox: Sandbox) -> None:
