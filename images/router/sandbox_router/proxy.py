@@ -120,7 +120,8 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = False
         self.tunnel_started = 0.0
         self.tunnel_backlog: list[bytes] = []
-        self.last_activity = app.now
+        self.clock = app.loop.time
+        self.last_activity = self.clock()
         self.parse_error: tuple[int, str] | None = None
         self.client_eof = False
         # Write coalescing: bytes produced while one socket read is being parsed are sent with a
@@ -162,7 +163,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse request bytes; in tunnel mode relay them verbatim."""
-        self.last_activity = self.app.now
+        self.last_activity = self.clock()  # exact: timeouts are measured from here
         if self.tunnel:
             upstream = self.upstream
             if upstream is not None:
@@ -220,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
         """Start a new request; it queues behind any request still in flight."""
-        state = RequestState(self.app.now)
+        state = RequestState(self.last_activity)
         self.parsing = state
         self.requests.append(state)
 

@@ -67,7 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
             # keep-alive as we expect; never hand such a connection out again.
             self.close()
             return
-        owner.last_activity = owner.app.now
+        owner.last_activity = owner.clock()
         if self.tunnel:
             owner.transport.write(data)
             return
