@@ -20,7 +20,17 @@ from typing import Callable, Optional, Sequence
 
 from automation import cluster as clusters
 from automation.prereqs import missing_prerequisites
-from automation.project import ProjectPaths, default_paths, kube_args, stack_config
+from automation.project import (
+    OverrideError,
+    ProjectPaths,
+    default_paths,
+    kube_args,
+    load_overrides,
+    overrides_path,
+    parse_overrides,
+    save_overrides,
+    stack_config,
+)
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
 from automation.tunnel import install_signal_cleanup
 from sandbox_iac.config import ConfigError, StackConfig
@@ -47,11 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     up = stack_command("up", "check prerequisites, create the kind/minikube cluster if missing, deploy, print outputs")
+    _config_option(up)
     up.add_argument("--skip-prerequisites", action="store_true", help="do not check for tools first")
     up.add_argument("--show-secrets", action="store_true", help="print secret outputs (the router token) in clear")
     up.add_argument("--policy", action="store_true", help="also enforce the policy pack during up")
 
     preview = stack_command("preview", "preview the stack with the policy pack applied")
+    _config_option(preview)
     preview.add_argument("--policy-config", type=Path, help="JSON policy pack config (--policy-pack-config)")
     preview.add_argument("--no-policy", action="store_true", help="preview without the policy pack")
 
@@ -66,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also delete the kind/minikube cluster if this driver created it")
     down.add_argument("--keep-stack", action="store_true", help="destroy resources but keep the stack record")
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", metavar="KEY=VALUE",
+                        help="set agent-sandbox:KEY for this stack without editing Pulumi.<STACK>.yaml "
+                             "(repeatable; remembered by later commands until `down` removes the stack)")
 
 
 def _positive_int(text: str) -> int:
@@ -101,7 +119,7 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
             return EXIT_PREREQUISITES
         print(f"prerequisites: all present for {config.cluster_flavour}/{config.runtime}")
     clusters.ensure_cluster(config, paths)
-    stack = open_stack(paths, config.stack)
+    stack = open_stack(paths, config.stack, args.overrides)
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = [str(paths.policy_pack_dir)] if args.policy else None
     result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy)
@@ -114,7 +132,7 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
 def cmd_preview(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.workspace import open_stack
 
-    stack = open_stack(paths, config.stack)
+    stack = open_stack(paths, config.stack, args.overrides)
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config else None
     result = stack.preview(on_output=_streamer(), color=_color(), policy_packs=policy,
@@ -123,12 +141,12 @@ def cmd_preview(args: argparse.Namespace, paths: ProjectPaths, config: StackConf
     return EXIT_OK
 
 
-def _target_and_cluster(paths: ProjectPaths, config: StackConfig):
+def _target_and_cluster(paths: ProjectPaths, config: StackConfig, overrides: dict[str, str]):
     from automation.kube import Cluster, api_client
     from automation.smoke import StackTarget
     from automation.workspace import open_stack, plain_outputs
 
-    stack = open_stack(paths, config.stack, create=False)
+    stack = open_stack(paths, config.stack, overrides, create=False)
     target = StackTarget.from_outputs(config.stack, plain_outputs(stack))
     return target, Cluster(api_client(config))
 
@@ -136,7 +154,7 @@ def _target_and_cluster(paths: ProjectPaths, config: StackConfig):
 def cmd_smoke(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.smoke import run_smoke
 
-    target, cluster = _target_and_cluster(paths, config)
+    target, cluster = _target_and_cluster(paths, config, args.overrides)
     report = run_smoke(target, cluster, kube_args(config))
     data = report.to_dict()
     problems = validate_smoke_report(data)
@@ -151,7 +169,7 @@ def cmd_smoke(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig
 def cmd_bench(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.bench import bench_summary, plot_bench, run_bench
 
-    target, cluster = _target_and_cluster(paths, config)
+    target, cluster = _target_and_cluster(paths, config, args.overrides)
     report = run_bench(target, cluster, kube_args(config), args.n)
     problems = validate_bench_report(report)
     if problems:
@@ -167,9 +185,9 @@ def cmd_bench(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig
 
 def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.kube import Cluster, api_client
-    from automation.workspace import open_stack
+    from automation.workspace import open_stack, remove_work_dir
 
-    stack = open_stack(paths, config.stack, create=False)
+    stack = open_stack(paths, config.stack, args.overrides, create=False)
     result = stack.destroy(on_output=_streamer(), color=_color(), show_secrets=False)
     print(f"destroy: {result.summary.result}")
     leftovers: Optional[list[str]] = None
@@ -185,7 +203,9 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
     if not args.keep_stack:
         # preserve_config: `stack rm` would otherwise delete the tracked Pulumi.<stack>.yaml
         stack.workspace.remove_stack(config.stack, preserve_config=True)
-        print(f"stack: removed {config.stack} from {paths.state_dir}")
+        remove_work_dir(paths, config.stack)
+        overrides_path(paths, config.stack).unlink(missing_ok=True)
+        print(f"stack: removed {config.stack} (and its --config overrides) from {paths.state_dir}")
     if args.cluster:
         clusters.delete_created_cluster(paths, config.stack)
     return EXIT_FAILED if leftovers else EXIT_OK
@@ -200,10 +220,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     install_signal_cleanup()
     paths = default_paths(args.out_dir)
     try:
-        config = stack_config(paths, args.stack)
-    except (ConfigError, FileNotFoundError) as error:
+        given = parse_overrides(getattr(args, "config", None))
+        args.overrides = {**load_overrides(paths, args.stack), **given}
+        config = stack_config(paths, args.stack, args.overrides)
+    except (ConfigError, FileNotFoundError, OverrideError) as error:
         print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if given:
+        save_overrides(paths, args.stack, args.overrides)
     from automation.workspace import DriverError
 
     try:

@@ -3,6 +3,7 @@ Pulumi command runs with (local file backend, no update checks, no plugin downlo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -110,8 +111,41 @@ def pulumi_env(paths: ProjectPaths, environ: Optional[Mapping[str, str]] = None)
     return env
 
 
-def read_stack_file(paths: ProjectPaths, stack: str) -> dict[str, Any]:
-    """Raw project config (keys without the ``agent-sandbox:`` prefix) from ``Pulumi.<stack>.yaml``.
+class OverrideError(ValueError):
+    """A ``--config KEY=VALUE`` argument is malformed."""
+
+
+def parse_overrides(items: Optional[list[str]]) -> dict[str, str]:
+    """``["key=value", "agent-sandbox:key=value"]`` -> ``{"key": "value"}``."""
+    overrides: dict[str, str] = {}
+    prefix = f"{constants.PROJECT_NAME}:"
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise OverrideError(f"--config {item!r} is not KEY=VALUE (e.g. --config kubeconfig=/path/to/kubeconfig)")
+        overrides[key[len(prefix):] if key.startswith(prefix) else key] = value
+    return overrides
+
+
+def overrides_path(paths: ProjectPaths, stack: str) -> Path:
+    """Per-stack ``--config`` values of earlier commands (kept until ``down`` removes the stack)."""
+    return paths.driver_state_dir / f"{stack}-overrides.json"
+
+
+def load_overrides(paths: ProjectPaths, stack: str) -> dict[str, str]:
+    path = overrides_path(paths, stack)
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def save_overrides(paths: ProjectPaths, stack: str, overrides: Mapping[str, str]) -> None:
+    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
+    overrides_path(paths, stack).write_text(json.dumps(dict(overrides), indent=2, sort_keys=True) + "\n")
+
+
+def read_stack_file(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """Raw project config (keys without the ``agent-sandbox:`` prefix) from ``Pulumi.<stack>.yaml``,
+    with ``overrides`` (``--config`` values) on top.
 
     Encrypted values (``{secure: ...}``) are left out: this view serves decisions taken before
     Pulumi runs (prerequisites, cluster creation), none of which needs a secret."""
@@ -129,6 +163,7 @@ def read_stack_file(paths: ProjectPaths, stack: str) -> dict[str, Any]:
         if not key.startswith(prefix) or (isinstance(value, dict) and "secure" in value):
             continue
         raw[key[len(prefix):]] = _as_config_value(value)
+    raw.update(overrides or {})
     return raw
 
 
@@ -141,9 +176,9 @@ def _as_config_value(value: Any) -> Any:
     return str(value)
 
 
-def stack_config(paths: ProjectPaths, stack: str) -> StackConfig:
-    """The validated config of ``stack`` from its stack file (raises ConfigError with fixes)."""
-    return parse_stack_config(read_stack_file(paths, stack), stack)
+def stack_config(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None) -> StackConfig:
+    """The validated config of ``stack`` from its stack file and overrides (raises ConfigError with fixes)."""
+    return parse_stack_config(read_stack_file(paths, stack, overrides), stack)
 
 
 def kube_args(config: StackConfig) -> list[str]:

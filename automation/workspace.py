@@ -1,19 +1,29 @@
 """The Automation API stack of the driver.
 
 The program runs INLINE: the driver hands the engine a function that executes the project's
-own ``__main__.py`` in-process (``--client`` mode), so no Python language host binary is
-needed. ``work_dir`` is the project directory, which makes the engine use Pulumi.yaml and
-``Pulumi.<stack>.yaml`` (the inline helper only writes default project settings when
-``work_dir`` has no Pulumi.yaml). State lives in the local file backend ``.pulumi-state``.
+own ``__main__.py`` in-process (``--client`` mode, from the project directory), so no Python
+language host binary is needed. State lives in the local file backend ``.pulumi-state``.
+
+The engine's ``work_dir`` is a mirror of the project's settings kept under
+``.pulumi-state/driver/workspaces/<stack>/``: ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml`` copied
+from the project, plus the ``--config`` overrides. The engine therefore applies exactly the
+tracked stack configuration (the inline helper only invents project settings when ``work_dir``
+has no Pulumi.yaml), while what the engine writes back - the passphrase ``encryptionsalt`` on
+``stack init`` - lands in the mirror instead of dirtying the tracked files. Non-config keys of
+the tracked stack file (its own salt, if any) win, so secrets set with ``pulumi config set
+--secret`` in the project still decrypt.
 """
 
 from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional
+
+import yaml
 
 from automation.prereqs import PULUMI
 from automation.project import ProjectPaths, find_tool, pulumi_env
@@ -51,14 +61,47 @@ def pulumi_command() -> Any:
     return auto.PulumiCommand()
 
 
-def workspace_options(paths: ProjectPaths) -> Any:
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def stack_work_dir(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None) -> Path:
+    """(Re)write the engine's work dir for ``stack``; returns it."""
+    work = paths.driver_state_dir / "workspaces" / stack
+    work.mkdir(parents=True, exist_ok=True)
+    project = _read_yaml(paths.root / "Pulumi.yaml")
+    if not project:
+        raise DriverError(f"no Pulumi.yaml in {paths.root}: run the driver from the project checkout")
+    options = (project.get("runtime") or {}).get("options") if isinstance(project.get("runtime"), dict) else None
+    if isinstance(options, dict) and options.get("virtualenv") and not Path(options["virtualenv"]).is_absolute():
+        options["virtualenv"] = str(paths.root / options["virtualenv"])
+    (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+
+    mirror = work / f"Pulumi.{stack}.yaml"
+    tracked, previous = _read_yaml(paths.stack_file(stack)), _read_yaml(mirror)
+    settings = {key: value for key, value in previous.items() if key != "config"}
+    settings.update({key: value for key, value in tracked.items() if key != "config"})
+    config = dict(tracked.get("config") or {})
+    config.update({f"{project['name']}:{key}": value for key, value in (overrides or {}).items()})
+    settings["config"] = config
+    mirror.write_text(
+        f"# Written by the driver from {paths.stack_file(stack)} and --config overrides; edit those.\n"
+        + yaml.safe_dump(settings, sort_keys=False))
+    return work
+
+
+def remove_work_dir(paths: ProjectPaths, stack: str) -> None:
+    shutil.rmtree(paths.driver_state_dir / "workspaces" / stack, ignore_errors=True)
+
+
+def workspace_options(paths: ProjectPaths, work_dir: Path) -> Any:
     from pulumi import automation as auto
 
     env = pulumi_env(paths)
     if env["PULUMI_BACKEND_URL"].startswith("file://"):
         Path(env["PULUMI_BACKEND_URL"][len("file://"):]).mkdir(parents=True, exist_ok=True)
     return auto.LocalWorkspaceOptions(
-        work_dir=str(paths.root),
+        work_dir=str(work_dir),
         pulumi_home=env.get("PULUMI_HOME"),
         env_vars=env,
         secrets_provider="passphrase",
@@ -66,11 +109,12 @@ def workspace_options(paths: ProjectPaths) -> Any:
     )
 
 
-def open_stack(paths: ProjectPaths, stack: str, create: bool = True) -> Any:
+def open_stack(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None,
+               create: bool = True) -> Any:
     """Select ``stack`` (creating it on the local backend when ``create``)."""
     from pulumi import automation as auto
 
-    options = workspace_options(paths)
+    options = workspace_options(paths, stack_work_dir(paths, stack, overrides))
     program = inline_program(paths)
     try:
         if create:

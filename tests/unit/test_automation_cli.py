@@ -78,3 +78,27 @@ def test_help_runs_as_a_module():
     assert done.returncode == 0
     for command in ("up", "preview", "smoke", "bench", "down"):
         assert command in done.stdout
+
+
+def test_config_overrides_are_validated_remembered_and_used(tmp_path, monkeypatch, capsys):
+    from automation import project
+
+    (tmp_path / "Pulumi.s.yaml").write_text("config:\n  agent-sandbox:clusterFlavour: existing\n"
+                                            "  agent-sandbox:imageBuild: prebuilt\n")
+    paths = project.ProjectPaths(root=tmp_path, out_dir=tmp_path)
+    monkeypatch.setattr(cli, "default_paths", lambda out=None: paths)
+    monkeypatch.setattr("shutil.which", lambda *args, **kwargs: None)
+
+    assert cli.main(["up", "s", "--config", "warmPoolReplicas=lots"]) == cli.EXIT_USAGE
+    assert "agent-sandbox:warmPoolReplicas = 'lots' is invalid" in capsys.readouterr().err
+    assert project.load_overrides(paths, "s") == {}  # invalid values are not remembered
+
+    assert cli.main(["up", "s", "--config", "novalue"]) == cli.EXIT_USAGE
+    assert "is not KEY=VALUE" in capsys.readouterr().err
+
+    refs = ["--config", "sandboxImage=a/r:1", "--config", "routerImage=a/o:1", "--config", "imageRegistry=r/x"]
+    assert cli.main(["up", "s", *refs]) == cli.EXIT_PREREQUISITES  # valid: config ok, tools missing
+    assert project.load_overrides(paths, "s") == {"sandboxImage": "a/r:1", "routerImage": "a/o:1",
+                                                  "imageRegistry": "r/x"}
+    # a later command without --config still sees them (prebuilt would fail without the refs)
+    assert cli.main(["up", "s"]) == cli.EXIT_PREREQUISITES

@@ -1,14 +1,15 @@
 """The driver's Automation API path against the real Pulumi CLI (skipped with a reason when the
-toolchain is not built): an inline program that runs a project's ``__main__.py`` with
-``work_dir`` = the project (stack-file config applies), the local file backend, secret outputs,
-destroy + stack removal that keeps ``Pulumi.<stack>.yaml``, and a preview with our policy pack
-that fails on a mandatory stack policy. No cluster and no provider plugin are involved."""
+toolchain is not built): an inline program that runs a project's ``__main__.py`` with the
+project's stack-file config (plus ``--config`` overrides) on the local file backend, secret
+outputs, the tracked stack file left untouched, and a preview with our policy pack that fails on
+a mandatory stack policy. No cluster and no provider plugin are involved."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from automation import project, workspace
 
@@ -30,31 +31,37 @@ def tiny_project(tmp_path):
     return project.ProjectPaths(tmp_path, tmp_path / "out")
 
 
-def open_dev(paths):
-    from pulumi import automation as auto
-
-    return auto.create_or_select_stack("dev", project_name="drivertest", program=workspace.inline_program(paths),
-                                       opts=workspace.workspace_options(paths))
-
-
-def test_inline_program_with_project_work_dir_on_the_local_backend(tiny_project, monkeypatch):
+def test_inline_program_with_the_project_settings_on_the_local_backend(tiny_project, monkeypatch):
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
     monkeypatch.chdir("/")
-    stack = open_dev(tiny_project)
+    tracked = (tiny_project.root / "Pulumi.dev.yaml").read_text()
+    stack = workspace.open_stack(tiny_project, "dev")
     lines: list[str] = []
-    result = stack.up(on_output=lines.append, color="never", show_secrets=False)
-    assert result.summary.result == "succeeded"
-    assert any("Updating (dev)" in line for line in lines)  # progress was streamed
-    assert "s3cret-token" not in "".join(lines)
-    outputs = workspace.plain_outputs(stack)
-    assert outputs["greeting"] == "hello from the stack file"
-    assert outputs["cwd"] == str(tiny_project.root)
-    assert outputs["token"] == "s3cret-token"
-    assert workspace.printable_outputs(stack)["token"] == "[secret]"
-    assert (tiny_project.state_dir / ".pulumi" / "stacks").is_dir()
-    stack.destroy(on_output=lambda line: None)
-    stack.workspace.remove_stack("dev", preserve_config=True)
-    assert (tiny_project.root / "Pulumi.dev.yaml").is_file()
+    try:
+        result = stack.up(on_output=lines.append, color="never", show_secrets=False)
+        assert result.summary.result == "succeeded"
+        assert any("Updating (dev)" in line for line in lines)  # progress was streamed
+        assert "s3cret-token" not in "".join(lines)
+        outputs = workspace.plain_outputs(stack)
+        assert outputs["greeting"] == "hello from the stack file"
+        assert outputs["cwd"] == str(tiny_project.root)  # the program ran from the project directory
+        assert outputs["token"] == "s3cret-token"
+        assert workspace.printable_outputs(stack)["token"] == "[secret]"
+        assert (tiny_project.state_dir / ".pulumi" / "stacks").is_dir()
+        # The engine's writes (the passphrase salt) went to the mirror, not to the tracked file.
+        assert (tiny_project.root / "Pulumi.dev.yaml").read_text() == tracked
+        mirror = tiny_project.driver_state_dir / "workspaces" / "dev" / "Pulumi.dev.yaml"
+        salt = yaml.safe_load(mirror.read_text())["encryptionsalt"]
+
+        stack = workspace.open_stack(tiny_project, "dev", {"greeting": "from --config"}, create=False)
+        stack.up(on_output=lambda line: None, color="never")
+        assert workspace.plain_outputs(stack)["greeting"] == "from --config"
+        assert workspace.plain_outputs(stack)["token"] == "s3cret-token"  # same salt, secrets still decrypt
+        assert yaml.safe_load(mirror.read_text())["encryptionsalt"] == salt
+        stack.destroy(on_output=lambda line: None)
+    finally:
+        stack.workspace.remove_stack("dev")
+    assert (tiny_project.root / "Pulumi.dev.yaml").read_text() == tracked
 
 
 def test_preview_with_the_policy_pack_fails_on_a_mandatory_violation(tiny_project, monkeypatch):
@@ -62,7 +69,7 @@ def test_preview_with_the_policy_pack_fails_on_a_mandatory_violation(tiny_projec
 
     monkeypatch.setattr("sys.path", list(__import__("sys").path))
     monkeypatch.chdir("/")
-    stack = open_dev(tiny_project)
+    stack = workspace.open_stack(tiny_project, "dev")
     try:
         with pytest.raises(CommandError) as failure:
             stack.preview(on_output=lambda line: None, color="never", policy_packs=[str(REPO_ROOT / "policy")])
@@ -71,4 +78,9 @@ def test_preview_with_the_policy_pack_fails_on_a_mandatory_violation(tiny_projec
         assert "[mandatory]  sandbox-stack-consistency" in message
         assert "The stack has no router Deployment" in message
     finally:
-        stack.workspace.remove_stack("dev", preserve_config=True)
+        stack.workspace.remove_stack("dev")
+
+
+def test_selecting_a_stack_that_does_not_exist_says_how_to_create_it(tiny_project):
+    with pytest.raises(workspace.DriverError, match="run `python -m automation up nope` first"):
+        workspace.open_stack(tiny_project, "nope", create=False)

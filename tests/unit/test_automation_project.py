@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import yaml
 
 from automation import project
 from automation import workspace
@@ -71,3 +72,63 @@ def test_inline_program_runs_the_project_main_from_the_project_dir(tmp_path, mon
     monkeypatch.setattr(sys, "path", list(sys.path))
     workspace.inline_program(project.ProjectPaths(tmp_path, tmp_path))()
     assert (tmp_path / "ran").read_text() == str(tmp_path)
+
+
+@pytest.mark.parametrize("items,expected", [
+    (["kubeconfig=/tmp/kc"], {"kubeconfig": "/tmp/kc"}),
+    (["agent-sandbox:sandboxImage=a/r:1", "x=a=b", "empty="], {"sandboxImage": "a/r:1", "x": "a=b", "empty": ""}),
+    (None, {}),
+])
+def test_config_overrides_parse(items, expected):
+    assert project.parse_overrides(items) == expected
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=v"])
+def test_malformed_overrides_say_what_is_expected(bad):
+    with pytest.raises(project.OverrideError, match="is not KEY=VALUE"):
+        project.parse_overrides([bad])
+
+
+def test_overrides_apply_on_top_of_the_stack_file(tmp_path):
+    (tmp_path / "Pulumi.s.yaml").write_text("config:\n  agent-sandbox:clusterFlavour: kind\n")
+    paths = project.ProjectPaths(tmp_path, tmp_path)
+    project.save_overrides(paths, "s", {"clusterFlavour": "existing", "imageRegistry": "r/x"})
+    config = project.stack_config(paths, "s", project.load_overrides(paths, "s"))
+    assert config.cluster_flavour == "existing" and config.image_registry == "r/x"
+
+
+def write_project(root, stack_file):
+    (root / "Pulumi.yaml").write_text("name: agent-sandbox\nruntime:\n  name: python\n  options:\n"
+                                      "    toolchain: pip\n    virtualenv: .venv\n")
+    (root / "Pulumi.s.yaml").write_text(stack_file)
+    return project.ProjectPaths(root, root / "out")
+
+
+def test_engine_work_dir_mirrors_the_project_and_keeps_the_engine_salt(tmp_path):
+    tracked = "config:\n  agent-sandbox:runtime: gvisor\n"
+    paths = write_project(tmp_path, tracked)
+    work = workspace.stack_work_dir(paths, "s", {"warmPoolReplicas": "5"})
+    settings = yaml.safe_load((work / "Pulumi.yaml").read_text())
+    assert settings["name"] == "agent-sandbox"
+    assert settings["runtime"]["options"]["virtualenv"] == str(tmp_path / ".venv")
+    mirror = work / "Pulumi.s.yaml"
+    assert yaml.safe_load(mirror.read_text())["config"] == {"agent-sandbox:runtime": "gvisor",
+                                                            "agent-sandbox:warmPoolReplicas": "5"}
+    # what `pulumi stack init` writes into the mirror survives the next regeneration
+    data = yaml.safe_load(mirror.read_text())
+    data["encryptionsalt"] = "v1:engine-salt"
+    mirror.write_text(yaml.safe_dump(data))
+    workspace.stack_work_dir(paths, "s", {})
+    again = yaml.safe_load(mirror.read_text())
+    assert again["encryptionsalt"] == "v1:engine-salt"
+    assert again["config"] == {"agent-sandbox:runtime": "gvisor"}
+    assert (tmp_path / "Pulumi.s.yaml").read_text() == tracked
+
+
+def test_a_salt_in_the_tracked_stack_file_wins(tmp_path):
+    paths = write_project(tmp_path, "encryptionsalt: v1:tracked\nconfig:\n  agent-sandbox:routerAuthToken:\n"
+                                    "    secure: v1:abc\n")
+    work = workspace.stack_work_dir(paths, "s")
+    mirror = yaml.safe_load((work / "Pulumi.s.yaml").read_text())
+    assert mirror["encryptionsalt"] == "v1:tracked"
+    assert mirror["config"]["agent-sandbox:routerAuthToken"] == {"secure": "v1:abc"}
