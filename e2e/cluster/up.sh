@@ -10,7 +10,7 @@ set -euo pipefail
 START=$(date +%s)
 trap 'say "cluster-up failed; logs of every component: $LOG_DIR (make cluster-down cleans up)" >&2' ERR
 
-PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack openssl socat iproute2 busybox-static)
+PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack openssl socat iproute2 busybox-static curl)
 
 ensure_packages() {
   local missing=() package

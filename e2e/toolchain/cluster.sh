@@ -39,12 +39,6 @@ die() { say "ERROR: $*" >&2; exit 1; }
 
 [[ -x $GO ]] || die "no Go toolchain found (looked for 'go' on PATH and /usr/local/go/bin/go); install Go >= 1.26"
 
-# Serialise concurrent runs (make in two shells, the test fixture and a person).
-exec 9>"$CACHE_DIR/.toolchain-cluster.lock"
-if ! flock -n 9; then
-  say "another toolchain-cluster build holds $CACHE_DIR/.toolchain-cluster.lock; waiting"
-  flock 9
-fi
 
 # run_logged NAME LOG CMD...: run a long command with its output in LOG and a heartbeat every
 # 30 s (elapsed time and how many packages Go has reported so far) so progress stays visible.
@@ -71,6 +65,13 @@ run_logged() {
 component() {
   local name=$1 version=$2 fn=$3
   local dest=$CACHE_DIR/$name/$version
+  # One builder per artefact at a time (two shells, the test fixture, a person); others wait.
+  mkdir -p "$CACHE_DIR/.locks"
+  exec 9>"$CACHE_DIR/.locks/$name-$version.lock"
+  if ! flock -n 9; then
+    say "$name $version: another build holds its lock; waiting"
+    flock 9
+  fi
   if [[ -f $dest/.complete ]]; then
     say "$name $version: cached in $dest/bin"
     SKIPPED+=("$name")
@@ -86,6 +87,7 @@ component() {
     say "$name $version: built in $(( $(date +%s) - start ))s"
     BUILT+=("$name:$(( $(date +%s) - start ))s")
   fi
+  flock -u 9
   local binary
   for binary in "$dest"/bin/*; do
     [[ -f $binary && -x $binary ]] && ln -sfn "$binary" "$BIN_LINKS/$(basename "$binary")"
@@ -170,7 +172,7 @@ build_agent_sandbox() {
 }
 
 build_gvisor() {
-  build_wrapped "$1" "$2" "gvisor.dev/gvisor@$GVISOR_VERSION" "-s -w" \
+  build_wrapped "$1" "$2" "gvisor.dev/gvisor@$GVISOR_VERSION" "-s -w -X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
     runsc=gvisor.dev/gvisor/runsc containerd-shim-runsc-v1=gvisor.dev/gvisor/shim
 }
 
