@@ -248,3 +248,44 @@ def test_per_client_connection_limit(app: RouterApp) -> None:
     conns[0][0].connection_lost(None)
     _, accepted = client(app)
     assert not accepted.closed
+
+
+def test_invalid_upstream_response_is_502(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/bad"))
+    upstream.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 502 ") and b"invalid HTTP response" in reply
+    assert up_transport.aborted and transport.closed
+
+
+def test_http10_client_gets_close_delimited_body_and_connection_close(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/old").replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+    assert up_transport.take().startswith(b"GET /old HTTP/1.1\r\n")  # upstream side is always 1.1
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    reply = transport.take()
+    assert b"Transfer-Encoding" not in reply and b"Connection: close" in reply
+    assert reply.endswith(b"\r\n\r\nabc") and transport.closed
+
+
+def test_upstream_that_closes_before_answering_is_502(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    upstream.reused = False  # a fresh connection: nothing to retry
+    conn, transport = client(app)
+    conn.data_received(request("/x", "POST", "Content-Length: 2\r\n", b"hi"))
+    upstream.connection_lost(ConnectionResetError())
+    assert transport.take().startswith(b"HTTP/1.1 502 ")
+    assert app.metrics.upstream_errors.labels(kind="reset")._value.get() == 1
+
+
+def test_unknown_method_and_metrics_endpoint(app: RouterApp) -> None:
+    conn, transport = client(app)
+    conn.data_received(request("/x", "PROPFIND"))
+    assert transport.take().startswith(b"HTTP/1.1 405 ")
+    conn, transport = client(app)
+    conn.data_received(f"GET /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 200 ") and b'sandbox_router_requests_total{code="405"} 1.0' in reply
