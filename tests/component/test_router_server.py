@@ -70,6 +70,7 @@ def test_headers_are_stripped_before_forwarding(router: RouterProcess, upstream:
         ("Keep-Alive", "timeout=5"), ("Proxy-Authorization", "Basic abc"), ("Proxy-Connection", "keep-alive"),
         ("TE", "trailers"), ("Trailer", "X-T"), ("Upgrade", "websocket"), ("X-Sandbox-Uid", "1234"),
         ("X-Sandbox-Anything", "x"), ("X-Kept", "yes"), ("User-Agent", "hostile/1.0"),
+        ("X_Sandbox_Pod_IP", "10.0.0.1"), ("Proxy_Authorization", "x"), ("authorization_", "ok-to-keep"),
     ], target="/dir/a%2Fb%2E%2E?x=1&y=%2F")
     response = raw_request(router.port, request)
     assert response.status == 200
@@ -81,6 +82,8 @@ def test_headers_are_stripped_before_forwarding(router: RouterProcess, upstream:
                     "x-sandbox-anything"):
         assert dropped not in names, f"{dropped} reached the upstream"
     assert seen.header("host") == [f"127.0.0.1:{upstream.port}"]
+    assert "x_sandbox_pod_ip" not in names and "proxy_authorization" not in names
+    assert seen.header("authorization_") == ["ok-to-keep"]  # underscore names do reach the upstream
     assert seen.header("x-kept") == ["yes"] and seen.header("user-agent") == ["hostile/1.0"]
     assert seen.raw_path == "/dir/a%2Fb%2E%2E" and seen.query == "x=1&y=%2F"
     # Response side: hop-by-hop and Connection-nominated headers of the sandbox are dropped too.

@@ -336,6 +336,13 @@ class ClientConnection(asyncio.Protocol):
         duplicate: bytes | None = None
         for name, value in state.headers:
             lower = name.lower()
+            if b"_" in lower:
+                # Some servers treat "_" like "-" in header names: never let X_Sandbox_ID or
+                # Proxy_Authorization slip past as an innocent-looking header.
+                normalised = lower.replace(b"_", b"-")
+                if normalised.startswith(b"x-sandbox-") or normalised in _REQUEST_DROP \
+                        or normalised == b"authorization":
+                    continue
             if lower.startswith(b"x-sandbox-"):
                 if lower in _ROUTING:
                     if lower in routing:
