@@ -156,8 +156,10 @@ class SmokeRun:
     """One smoke session: a claim from the warm pool and the six checks against it."""
 
     def __init__(self, target: StackTarget, cluster: Cluster, sdk_client: Any, router_url: str,
-                 log: Callable[[str], None] = print, http: Any = None):
+                 log: Callable[[str], None] = print, http: Any = None,
+                 sandbox_port: int = constants.SANDBOX_PORT):
         self.target = target
+        self.sandbox_port = sandbox_port
         self.cluster = cluster
         self.client = sdk_client
         self.router_url = router_url
@@ -288,13 +290,19 @@ class SmokeRun:
     def check_tokens(self, result: CheckResult) -> None:
         probe = _json_run(self.sandbox, python_command(TOKEN_PROBE, SERVICE_ACCOUNT_DIR))
         pod = self.cluster.pod(self.target.namespace, self.claim["pod"])
+        # The same routing headers the SDK sends (its pod-IP hint included), so only the
+        # Authorization header differs between the three requests.
+        routing = {"X-Sandbox-ID": self.claim["sandbox"], "X-Sandbox-Namespace": self.target.namespace,
+                   "X-Sandbox-Port": str(self.sandbox_port)}
+        pod_ip = self.sandbox.get_pod_ip()
+        if pod_ip:
+            routing["X-Sandbox-Pod-IP"] = pod_ip
         statuses = {}
         for label, headers in (("no_token", {}), ("wrong_token", {"Authorization": "Bearer not-the-token"}),
                                ("right_token", {"Authorization": f"Bearer {self.target.router_token}"})):
             response = self.http.post(
                 f"{self.router_url}/execute", json={"command": "true"}, timeout=30,
-                headers={**headers, "X-Sandbox-ID": self.claim["sandbox"], "X-Sandbox-Namespace": self.target.namespace,
-                         "X-Sandbox-Port": str(constants.SANDBOX_PORT)})
+                headers={**headers, **routing})
             statuses[label] = response.status_code
         router_status, router_detail = evaluate_router_auth(statuses["no_token"], statuses["wrong_token"],
                                                             statuses["right_token"])

@@ -94,6 +94,9 @@ class LocalSandbox:
     def get_pod_name(self) -> str:
         return self.sandbox_id
 
+    def get_pod_ip(self) -> str:
+        return "10.244.0.7"
+
 
 class FakeSdk:
     def __init__(self, sandbox=None, error=None):
@@ -172,7 +175,7 @@ def test_full_run_against_fakes(tmp_path):
     assert (tmp_path / "smoke" / "nested" / "dir" / "data.txt").is_file()
     assert cluster.refill_wait == (2, "pool-abcde")  # the refill excludes the claimed pod
     assert [h.get("Authorization") for h in router.seen] == [None, "Bearer not-the-token", f"Bearer {TOKEN}"]
-    assert all(h["X-Sandbox-ID"] == "pool-abcde" for h in router.seen)
+    assert all(h["X-Sandbox-ID"] == "pool-abcde" and h["X-Sandbox-Pod-IP"] == "10.244.0.7" for h in router.seen)
 
 
 def test_cold_claim_fails_the_warm_pool_check(tmp_path):
