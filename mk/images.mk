@@ -2,7 +2,7 @@
 # IMAGES_VARIANT=full (pandas, scikit-learn, lightgbm) or minimal (server only; CI and tests use it).
 # IMAGES_BASE_IMAGE empty = the local debootstrap base (images/base/build-base.sh); any other ref must
 # already be in the local engine. Archives for `ctr -n k8s.io images import` go to IMAGES_ARCHIVE_DIR.
-.PHONY: images images-save images-base docker-engine docker-engine-stop
+.PHONY: images images-save images-base images-prune docker-engine docker-engine-stop
 
 IMAGES_VARIANT ?= full
 IMAGES_BASE_IMAGE ?=
@@ -24,3 +24,6 @@ docker-engine: ## start Debian's dockerd (installing docker.io if absent) unless
 
 docker-engine-stop: ## stop the dockerd/containerd that e2e/docker-engine.sh started (nothing else)
 	@e2e/docker-engine.sh stop
+
+images-prune: ## remove all but the 3 newest agent-sandbox/runtime and router tags (KEEP=n to change)
+	@images/base/prune-images.sh $(or $(KEEP),3)

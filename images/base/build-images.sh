@@ -8,8 +8,8 @@
 #    (the image must already be in the engine: nothing is pulled),
 # 3. downloads wheels on the host for the base image's Python/glibc (images/base/wheelhouse.sh) and
 #    links them into images/<name>/.wheels/ (git-ignored by a .gitignore inside it),
-# 4. builds each image under a content-derived tag (sandbox_iac.content_tag over the build context and
-#    build args, the same tag the Pulumi program computes), skipping builds whose tag already exists,
+# 4. builds each image under a content-derived tag (sandbox_iac.content_tag, as the Pulumi program uses,
+#    over the build context, the build args and the base image's ID), skipping tags that already exist,
 # 5. with --save DIR, writes docker-archive tarballs (importable with `ctr -n k8s.io images import`).
 # Prints as its last two lines `runtime=<ref>` and `router=<ref>` (after `*_archive=` lines with --save).
 #
@@ -54,6 +54,8 @@ elif ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 	exit 1
 fi
 
+BASE_IMAGE_ID=$("$DOCKER" image inspect --format '{{.Id}}' "$BASE_IMAGE")
+
 # The wheels must match the base image's interpreter and C library, so ask the image itself.
 read -r PY_VERSION GLIBC < <("$DOCKER" run --rm --network none --user 65534 --entrypoint python3 "$BASE_IMAGE" -c \
 	'import os, sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}", os.confstr("CS_GNU_LIBC_VERSION").split()[1])')
@@ -74,7 +76,8 @@ build() {
 	local name=$1
 	shift
 	local context=$REPO/images/$name args=() tag ref start
-	local -a tag_args=()
+	# The tag also covers the base image's ID: a re-made base under the same name must give new tags.
+	local -a tag_args=("BASE_IMAGE_ID=$BASE_IMAGE_ID")
 	for kv in "$@"; do args+=(--build-arg "$kv"); tag_args+=("$kv"); done
 	tag=$(cd "$REPO" && "$PY" -c 'import sys
 from pathlib import Path
@@ -118,6 +121,7 @@ if [[ -n $SAVE_DIR ]]; then
 		archive=$SAVE_DIR/${name}-${ref##*:}.tar
 		if [[ ! -s $archive ]]; then
 			"$DOCKER" save --output "$archive.tmp" "$ref"
+			chmod 0644 "$archive.tmp"
 			mv "$archive.tmp" "$archive"
 		fi
 		say "saved $ref to $archive ($(du -h "$archive" | cut -f1))"

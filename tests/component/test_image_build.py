@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ BUILD_TIMEOUT_SECONDS = 45 * 60
 READY_TIMEOUT_SECONDS = 60
 ROUTER_TOKEN = "image-test-" + uuid.uuid4().hex
 IMAGE_REF = re.compile(r"^agent-sandbox/(runtime|router):[0-9a-f]{12}$")
+# CI builds the minimal runtime; IMAGES_TEST_VARIANT=full also checks the data stack in the default image.
+VARIANT = os.environ.get("IMAGES_TEST_VARIANT", "minimal")
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_SECONDS + 600)
 
@@ -76,10 +79,10 @@ def engine() -> Engine:
 
 @pytest.fixture(scope="module")
 def images(engine: Engine) -> dict[str, str]:
-    """Build both images (minimal runtime variant); returns {"runtime": ref, "router": ref}."""
+    """Build both images (runtime variant VARIANT); returns {"runtime": ref, "router": ref}."""
     start = time.monotonic()
     build = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), "--variant", "minimal"],
+        ["bash", str(BUILD_SCRIPT), "--variant", VARIANT],
         capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, cwd=REPO_ROOT,
         env={**os.environ, "PY": sys.executable},
     )
@@ -184,6 +187,19 @@ def test_runtime_root_is_read_only_and_app_writable(runtime: Container) -> None:
     allowed = execute(runtime, "touch /app/written-by-test")
     assert allowed["exit_code"] == 0, allowed
     assert requests.get(runtime.url + "/exists/written-by-test", timeout=10).json().get("exists") is True
+
+
+def test_runtime_data_stack_in_full_variant(runtime: Container) -> None:
+    if VARIANT != "full":
+        pytest.skip(f"runtime variant {VARIANT!r} has no data stack (IMAGES_TEST_VARIANT=full checks it)")
+    runtime.wait_ready("/")
+    script = ("import numpy as np, pandas as pd, lightgbm as lgb; from sklearn.linear_model import LogisticRegression; "
+              "x = np.arange(40.0).reshape(20, 2); y = (x[:, 0] > 19).astype(int); "
+              "print(pd.DataFrame(x).shape, LogisticRegression().fit(x, y).score(x, y), "
+              "lgb.LGBMClassifier(n_estimators=5, min_child_samples=2, verbose=-1).fit(x, y).predict(x).sum())")
+    result = execute(runtime, f"python -c {shlex.quote(script)}")
+    assert result["exit_code"] == 0, result
+    assert result["stdout"].startswith("(20, 2) 1.0 "), result
 
 
 def test_router_health(router: Container) -> None:
