@@ -63,39 +63,48 @@ def section(samples: Sequence[dict[str, Any]], pool_replicas: int, prepare_secon
     }
 
 
+def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Warm then cold claims through ``sdk``; the pool's original replica count is restored in
+    any case (errors, Ctrl-C). Returns the report without timestamps of the overall run."""
+    original = int((cluster.warm_pool(target.namespace, target.warm_pool).get("spec") or {}).get("replicas") or 0)
+    report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "stack": target.stack, "runtime": target.runtime_class,
+                              "n": n, "original_pool_replicas": original}
+    try:
+        for mode, replicas in (("warm", n), ("cold", 0)):
+            log(f"bench: {mode}: pool {target.warm_pool} -> {replicas} replicas")
+            cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
+            prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
+            samples = []
+            for index in range(n):
+                sample = claim_sample(sdk, target)
+                samples.append(sample)
+                log(f"bench: {mode} {index + 1}/{n}: ready {sample['claim_ready_seconds']}s, first exec "
+                    f"{sample['first_exec_seconds']}s, warm={sample['warm']}"
+                    + (f", error: {sample['error']}" if sample["error"] else ""))
+            report[mode] = section(samples, replicas, prepared)
+    finally:
+        log(f"bench: restoring pool {target.warm_pool} to {original} replicas")
+        cluster.set_pool_replicas(target.namespace, target.warm_pool, original)
+        if original:
+            cluster.wait_pool_ready(target.namespace, target.warm_pool, original)
+    return report
+
+
 def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n: int,
               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Warm then cold claims; the pool's original replica count is restored in any case."""
+    """Open the tunnel, connect the official SDK with the bearer token and measure both modes."""
     from k8s_agent_sandbox import SandboxClient
     from k8s_agent_sandbox.models import SandboxDirectConnectionConfig
 
-    original = int((cluster.warm_pool(target.namespace, target.warm_pool).get("spec") or {}).get("replicas") or 0)
-    report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "stack": target.stack, "runtime": target.runtime_class,
-                              "n": n, "started_at": time.time(), "original_pool_replicas": original}
+    started = time.time()
     with PortForwardTunnel(kube_args) as tunnel:
         connection = SandboxDirectConnectionConfig(
             api_url=tunnel.url, server_port=constants.SANDBOX_PORT,
             extra_headers={"Authorization": f"Bearer {target.router_token}"})
-        try:
-            with SandboxClient(connection_config=connection, api_client=cluster.client) as sdk:
-                for mode, replicas in (("warm", n), ("cold", 0)):
-                    log(f"bench: {mode}: pool {target.warm_pool} -> {replicas} replicas")
-                    cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
-                    prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
-                    samples = []
-                    for index in range(n):
-                        sample = claim_sample(sdk, target)
-                        samples.append(sample)
-                        log(f"bench: {mode} {index + 1}/{n}: ready {sample['claim_ready_seconds']}s, first exec "
-                            f"{sample['first_exec_seconds']}s, warm={sample['warm']}"
-                            + (f", error: {sample['error']}" if sample["error"] else ""))
-                    report[mode] = section(samples, replicas, prepared)
-        finally:
-            log(f"bench: restoring pool {target.warm_pool} to {original} replicas")
-            cluster.set_pool_replicas(target.namespace, target.warm_pool, original)
-            if original:
-                cluster.wait_pool_ready(target.namespace, target.warm_pool, original)
-    report["finished_at"] = time.time()
+        with SandboxClient(connection_config=connection, api_client=cluster.client) as sdk:
+            report = measure_modes(target, cluster, sdk, n, log)
+    report["started_at"], report["finished_at"] = started, time.time()
     return report
 
 
