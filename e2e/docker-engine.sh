@@ -83,11 +83,19 @@ EOF
 	echo "$cfg"
 }
 
+# Running and not a zombie. Only for a child we just forked: until it has exec'd, its cmdline is still
+# the forked shell's, so _de_pid_alive's name check would race.
+_de_child_running() {
+	local state
+	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z ]]
+}
+
 _de_wait_for() {
-	local what=$1 check=$2 pidfile=$3 name=$4 log=$5 i
+	local what=$1 check=$2 pid=$3 log=$4 i
 	for ((i = 0; i < DOCKER_ENGINE_WAIT_SECONDS * 2; i++)); do
 		if $check; then return 0; fi
-		if ! _de_pid_alive "$pidfile" "$name"; then
+		if ! _de_child_running "$pid"; then
 			_de_say "$what exited during startup; last lines of $log:"
 			tail -n 20 "$log" >&2 || true
 			return 1
@@ -135,7 +143,7 @@ docker_engine_start() {
 		setsid containerd --config "$cfg" >>"$ctr_log" 2>&1 </dev/null &
 		echo $! >"$DOCKER_ENGINE_RUN_DIR/containerd.pid"
 		_de_say "started containerd pid $! (config $cfg, log $ctr_log)"
-		_de_wait_for containerd _de_containerd_ready "$DOCKER_ENGINE_RUN_DIR/containerd.pid" containerd "$ctr_log" ||
+		_de_wait_for containerd _de_containerd_ready "$(<"$DOCKER_ENGINE_RUN_DIR/containerd.pid")" "$ctr_log" ||
 			{ flock -u "$lockfd"; return 1; }
 	fi
 
@@ -150,7 +158,7 @@ docker_engine_start() {
 		"${net_flags[@]}" >>"$dockerd_log" 2>&1 </dev/null &
 	echo $! >"$DOCKER_ENGINE_RUN_DIR/dockerd.pid"
 	_de_say "started dockerd pid $! (${net_flags[*]:-docker default networking}, log $dockerd_log)"
-	_de_wait_for dockerd _de_answers "$DOCKER_ENGINE_RUN_DIR/dockerd.pid" dockerd "$dockerd_log" ||
+	_de_wait_for dockerd _de_answers "$(<"$DOCKER_ENGINE_RUN_DIR/dockerd.pid")" "$dockerd_log" ||
 		{ flock -u "$lockfd"; return 1; }
 	flock -u "$lockfd"
 	_de_say "engine ready: $(DOCKER_HOST=unix://$DOCKER_ENGINE_SOCKET "$(docker_engine_client)" version --format 'server {{.Server.Version}} (API {{.Server.APIVersion}}), client {{.Client.Version}}')"
