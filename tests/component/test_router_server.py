@@ -272,3 +272,29 @@ def test_explicit_dev_opt_out_serves_without_token(upstream: RecordingUpstream) 
         headers.pop("Authorization")
         response = requests.get(f"{open_router.url}/open", headers=headers, timeout=5)
         assert response.status_code == 200 and json.loads(response.text)["raw_path"] == "/open"
+
+
+def test_sigterm_drains_in_flight_requests(upstream: RecordingUpstream) -> None:
+    import threading
+
+    router_ = RouterProcess().start()
+    try:
+        with requests.Session() as idle:  # an idle keep-alive connection must not delay the exit
+            assert idle.get(f"{router_.url}/idle", headers=routing(upstream), timeout=5).ok
+            result: dict[str, int] = {}
+
+            def slow() -> None:
+                result["status"] = requests.get(f"{router_.url}/slow?seconds=2", headers=routing(upstream),
+                                                timeout=15).status_code
+
+            worker = threading.Thread(target=slow)
+            worker.start()
+            time.sleep(0.5)
+            started = time.monotonic()
+            router_.process.terminate()
+            assert router_.process.wait(timeout=20) == 0
+            worker.join(timeout=15)
+            assert result == {"status": 200}
+            assert time.monotonic() - started < 8
+    finally:
+        router_.stop()

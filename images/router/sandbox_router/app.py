@@ -107,10 +107,10 @@ class RouterApp:
         finally:
             self.server.close()
             deadline = self.loop.time() + SHUTDOWN_GRACE_SECONDS
-            for conn in list(self.connections):
-                if not conn.requests:
-                    conn.transport.close()
             while self.connections and self.loop.time() < deadline:
+                for conn in list(self.connections):
+                    if not conn.requests and not conn.tunnel:  # idle keep-alive: nothing to finish
+                        conn.transport.close()
                 await asyncio.sleep(0.05)
             for conn in list(self.connections):
                 conn.transport.abort()
