@@ -7,7 +7,8 @@
 # 2. makes the local debootstrap base image (images/base/build-base.sh) unless --base-image is given
 #    (the image must already be in the engine: nothing is pulled),
 # 3. downloads wheels on the host for the base image's Python/glibc (images/base/wheelhouse.sh) and
-#    links them into images/<name>/.wheels/ (git-ignored by a .gitignore inside it),
+#    links them into images/<name>/.wheels/ (git-ignored by a .gitignore inside it; the runtime's holds
+#    the wheels of both variants),
 # 4. builds each image under a content-derived tag (sandbox_iac.content_tag, as the Pulumi program uses,
 #    over the build context, the build args and the base image's ID), skipping tags that already exist,
 # 5. with --save DIR, writes docker-archive tarballs (importable with `ctr -n k8s.io images import`).
@@ -105,8 +106,9 @@ mkdir -p "$CACHE_DIR"
 exec {lockfd}>"$CACHE_DIR/.images-build.lock"
 flock -w 3600 "$lockfd"
 
-runtime_reqs=("$REPO/images/runtime/requirements.txt")
-[[ $VARIANT == full ]] && runtime_reqs+=("$REPO/images/runtime/requirements-datascience.txt")
+# The runtime's wheelhouse always holds both variants' wheels: .wheels/ then suits any VARIANT, also
+# when the Pulumi program builds this context itself (default VARIANT=full) after a minimal `make images`.
+runtime_reqs=("$REPO/images/runtime/requirements.txt" "$REPO/images/runtime/requirements-datascience.txt")
 export PIP_PYTHON=$PY
 stage_wheels "$REPO/images/runtime" "$("$REPO/images/base/wheelhouse.sh" "$PY_VERSION" "$GLIBC" "${runtime_reqs[@]}" | last_line)"
 stage_wheels "$REPO/images/router" "$("$REPO/images/base/wheelhouse.sh" "$PY_VERSION" "$GLIBC" "$REPO/images/router/requirements.txt" | last_line)"
