@@ -59,6 +59,7 @@ router = SandboxRouter("router", RouterArgs(
     replicas=config.router_replicas,
     resources=config.router_resources,
     auth_token=config.router_auth_token,
+    allowed_pod_cidrs=config.router_allowed_pod_cidrs,
 ), opts=pulumi.ResourceOptions(provider=cluster, depends_on=[controller, *images.load_resources]))
 
 pulumi.export("namespace", pool.namespace)

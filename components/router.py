@@ -34,6 +34,8 @@ class RouterArgs:
     """Requests and limits of the router container."""
     auth_token: Optional[pulumi.Input[str]] = None
     """Bearer token clients must send; when None one is generated once and then kept."""
+    allowed_pod_cidrs: tuple[str, ...] = ()
+    """Pod CIDRs the router may proxy to; empty allows any non-restricted unicast address."""
     cluster_domain: str = "cluster.local"
     """Cluster DNS domain used for ``<id>.<ns>.svc.<domain>`` targets."""
 
@@ -83,6 +85,10 @@ class SandboxRouter(pulumi.ComponentResource):
                 {"name": constants.ROUTER_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
                     "name": constants.ROUTER_SECRET_NAME, "key": constants.ROUTER_TOKEN_SECRET_KEY}}},
                 {"name": "CLUSTER_DOMAIN", "value": args.cluster_domain},
+                # The router refuses to proxy to its own address.
+                {"name": "ROUTER_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                *([{"name": "ROUTER_ALLOWED_POD_CIDRS", "value": ",".join(args.allowed_pod_cidrs)}]
+                  if args.allowed_pod_cidrs else []),
             ],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": constants.ROUTER_PORT}, "periodSeconds": 2},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": constants.ROUTER_PORT}, "periodSeconds": 10},

@@ -11,6 +11,7 @@ a Pulumi engine; ``sandbox_iac.pulumi_config.read_stack_config`` feeds it from `
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only)."),
     ConfigKey("routerReplicas", 2, "Router Deployment replicas."),
     ConfigKey("routerAuthToken", None, "Router bearer token (secret); generated once and kept if unset.", secret=True),
+    ConfigKey("routerAllowedPodCidrs", None, "Comma-separated pod CIDRs the router may proxy to (e.g. `10.244.0.0/16`); unset: any non-restricted unicast address."),
     ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`)."),
     ConfigKey("imageBuild", "docker", "`docker`: build images with pulumi-docker; `prebuilt`: use `sandboxImage`/`routerImage` (e.g. from `make images`)."),
     ConfigKey("imageVariant", "full", "Runtime image variant: `full` (pandas, scikit-learn, lightgbm) | `minimal`."),
@@ -123,6 +125,7 @@ class StackConfig:
     warm_pool_replicas: int
     router_replicas: int
     router_auth_token: Optional[str]
+    router_allowed_pod_cidrs: tuple[str, ...]
     router_image: Optional[str]
     image_build: str
     image_variant: str
@@ -225,6 +228,20 @@ class _Validator:
             self.fail(key, value, "expected an image reference with a tag or digest other than 'latest'", "example.org/img:1.0")
             return None
         return value
+
+    def cidrs(self, key: str) -> tuple[str, ...]:
+        value = self.value(key)
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else str(value).split(",")
+        cidrs: list[str] = []
+        for item in (str(i).strip() for i in items):
+            try:
+                cidrs.append(str(ipaddress.ip_network(item, strict=True)))
+            except ValueError:
+                self.fail(key, value, f"{item!r} is not a CIDR network (e.g. 10.244.0.0/16)", "10.244.0.0/16")
+                return ()
+        return tuple(cidrs)
 
     def resources(self, key: str) -> Resources:
         value = self.value(key)
@@ -334,6 +351,7 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         warm_pool_replicas=check.integer("warmPoolReplicas", 0, 1000),
         router_replicas=check.integer("routerReplicas", 1, 100),
         router_auth_token=check.optional_text("routerAuthToken"),
+        router_allowed_pod_cidrs=check.cidrs("routerAllowedPodCidrs"),
         router_image=router_image,
         image_build=image_build,
         image_variant=check.choice("imageVariant", IMAGE_VARIANTS),

@@ -127,6 +127,9 @@ INVALID = [
     ({"sandboxResources": "{not json"},
      "agent-sandbox:sandboxResources = '{not json' is invalid: expected a JSON object {requests: {...}, limits: {...}} "
      "(fix: pulumi config set --path agent-sandbox:sandboxResources.limits.cpu 500m)"),
+    ({"routerAllowedPodCidrs": "10.244.0.0/16,10.0.0.1/8"},
+     "agent-sandbox:routerAllowedPodCidrs = '10.244.0.0/16,10.0.0.1/8' is invalid: '10.0.0.1/8' is not a CIDR network "
+     f"(e.g. 10.244.0.0/16) ({FIX}routerAllowedPodCidrs 10.244.0.0/16)"),
     ({"runtimeClass": "gvisor"},
      "agent-sandbox:runtimeClass is not a known key: did you mean 'runtime'? see the configuration table in "
      "README.md (fix: pulumi config rm agent-sandbox:runtimeClass)"),

@@ -27,3 +27,11 @@ def test_configured_token_rolls_the_pods_when_changed() -> None:
 def test_replicas_follow_config() -> None:
     run = run_program("gvisor", {"routerReplicas": "3"})
     assert run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment").inputs["spec"]["replicas"] == 3
+
+
+def test_router_knows_its_address_and_the_pod_cidrs() -> None:
+    run = run_program("gvisor", {"routerAllowedPodCidrs": "10.244.0.0/16, fd00:10::/56"})
+    container = run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment").inputs["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ROUTER_ALLOWED_POD_CIDRS"]["value"] == "10.244.0.0/16,fd00:10::/56"
+    assert env["ROUTER_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
