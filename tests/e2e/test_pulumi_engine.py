@@ -4,7 +4,8 @@ With the toolchain cached under $CACHE_DIR these tests run the real CLI against 
 backend (empty passphrase, automatic plugin acquisition disabled):
 - `pulumi version` is the pinned release;
 - a local Python program (through our Python language host) does `pulumi up` then `pulumi destroy`,
-  using the real pulumi-resource-kubernetes plugin in render-to-directory mode (no cluster needed);
+  with a pulumi.dynamic resource (a file) and with the real pulumi-resource-kubernetes plugin in
+  render-to-directory mode (no cluster needed);
 - an Automation API inline program does the same in-process;
 - a trivial policy pack lets a compliant preview pass and blocks a violating one.
 Without the toolchain they skip, naming `make toolchain-pulumi`. The language host's helpers are also
@@ -51,10 +52,20 @@ def toolchain_env() -> dict[str, str]:
     """Skip loudly unless the toolchain is built; else the env.sh environment."""
     missing = [p for p in (PULUMI_ROOT / "bin" / "pulumi", PULUMI_ROOT / "bin" / "pulumi-language-python") if not p.exists()]
     if missing:
-        reason = f"Pulumi toolchain not built (missing {', '.join(map(str, missing))}): run `make toolchain-pulumi`"
-        print(f"\n*** SKIP test_pulumi_engine: {reason}", flush=True)
-        pytest.skip(reason)
+        _skip_loudly(f"Pulumi toolchain not built (missing {', '.join(map(str, missing))}): run `make toolchain-pulumi`")
     return _toolchain_env()
+
+
+def _skip_loudly(reason: str) -> None:
+    """Print the reason where a CI log reader sees it, then skip."""
+    print(f"\n*** SKIP test_pulumi_engine: {reason}", flush=True)
+    pytest.skip(reason)
+
+
+def _require_kubernetes_plugin() -> None:
+    """Skip unless pulumi-resource-kubernetes is installed in the toolchain's PULUMI_HOME."""
+    if not KUBERNETES_PLUGIN.exists():
+        _skip_loudly(f"kubernetes provider not installed at {KUBERNETES_PLUGIN}: run `make toolchain-pulumi`")
 
 
 @pytest.fixture()
@@ -116,8 +127,7 @@ def test_pulumi_version_is_the_pinned_release(toolchain_env: dict[str, str], tmp
 
 def test_local_program_up_then_destroy(backend: dict[str, str], tmp_path: Path) -> None:
     """A local program runs through the language host and the real kubernetes provider, then is destroyed."""
-    if not KUBERNETES_PLUGIN.exists():
-        pytest.skip(f"kubernetes provider not installed at {KUBERNETES_PLUGIN}: run `make toolchain-pulumi`")
+    _require_kubernetes_plugin()
     project, render_dir = _local_project(tmp_path, backend, greeting="hello-from-up")
 
     up = _pulumi(backend, project, "up", "--yes", "--skip-preview")
@@ -135,13 +145,57 @@ def test_local_program_up_then_destroy(backend: dict[str, str], tmp_path: Path) 
     _pulumi(backend, project, "stack", "rm", "dev", "--yes")
 
 
+DYNAMIC_PROGRAM = textwrap.dedent(
+    """
+    import pathlib
+    import pulumi
+    import pulumi.dynamic as dyn
+
+    class FileProvider(dyn.ResourceProvider):
+        def create(self, props):
+            pathlib.Path(props["path"]).write_text(props["text"])
+            return dyn.CreateResult(id_=props["path"], outs=props)
+
+        def delete(self, id, props):
+            pathlib.Path(id).unlink()
+
+    class File(dyn.Resource):
+        def __init__(self, name, path, text):
+            super().__init__(FileProvider(), name, {"path": path, "text": text})
+
+    config = pulumi.Config()
+    marker = File("marker", config.require("path"), config.require("text"))
+    pulumi.export("path", marker.id)
+    """
+)
+
+
+def test_local_program_with_dynamic_provider_creates_and_destroys_a_file(backend: dict[str, str], tmp_path: Path) -> None:
+    """No provider build needed: a pulumi.dynamic resource (bundled pulumi-resource-pulumi-python) has a real side effect."""
+    project = tmp_path / "dynamic"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: engine-dynamic\nruntime: python\n")
+    (project / "__main__.py").write_text(DYNAMIC_PROGRAM)
+    marker = tmp_path / "marker.txt"
+    _pulumi(backend, project, "stack", "init", "dev", "--secrets-provider", "passphrase")
+    _pulumi(backend, project, "config", "set", "path", str(marker))
+    _pulumi(backend, project, "config", "set", "text", "created-by-pulumi-up")
+
+    _pulumi(backend, project, "up", "--yes", "--skip-preview")
+    assert marker.read_text() == "created-by-pulumi-up"
+    assert json.loads(_pulumi(backend, project, "stack", "output", "--json").stdout) == {"path": str(marker)}
+
+    _pulumi(backend, project, "destroy", "--yes", "--skip-preview")
+    assert not marker.exists(), "destroy did not run the provider's delete"
+    _pulumi(backend, project, "stack", "rm", "dev", "--yes")
+
+
 def test_automation_api_inline_program(backend: dict[str, str], tmp_path: Path) -> None:
     """An inline program runs in-process through the Automation API against the cached CLI."""
     from pulumi import automation as auto
     import pulumi
 
-    if not KUBERNETES_PLUGIN.exists():
-        pytest.skip(f"kubernetes provider not installed at {KUBERNETES_PLUGIN}: run `make toolchain-pulumi`")
+    _require_kubernetes_plugin()
     render_dir = tmp_path / "inline-rendered"
 
     def program() -> None:
@@ -198,8 +252,7 @@ POLICY_PACK = textwrap.dedent(
 
 def test_policy_pack_blocks_a_violating_preview(backend: dict[str, str], tmp_path: Path) -> None:
     """`pulumi preview --policy-pack` runs the pack through the language host: compliant passes, violating fails."""
-    if not KUBERNETES_PLUGIN.exists():
-        pytest.skip(f"kubernetes provider not installed at {KUBERNETES_PLUGIN}: run `make toolchain-pulumi`")
+    _require_kubernetes_plugin()
     pack = tmp_path / "policy"
     pack.mkdir()
     (pack / "PulumiPolicy.yaml").write_text("description: engine check\nruntime: python\n")

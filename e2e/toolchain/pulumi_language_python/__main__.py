@@ -51,8 +51,13 @@ def main(argv: list[str]) -> int:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
+    # The engine ends plugins with SIGINT, then SIGKILL: stop quietly instead of printing a traceback.
     signal.signal(signal.SIGTERM, lambda *_: server.stop(0))
-    server.wait_for_termination()
+    signal.signal(signal.SIGINT, lambda *_: server.stop(0))
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(0)
     return 0
 
 
