@@ -30,6 +30,7 @@ BUILD_SCRIPT = REPO_ROOT / "images" / "base" / "build-images.sh"
 BUILD_TIMEOUT_SECONDS = 45 * 60
 READY_TIMEOUT_SECONDS = 60
 ROUTER_TOKEN = "image-test-" + uuid.uuid4().hex
+PAIRED_ROUTER_PORT = 8081
 IMAGE_REF = re.compile(r"^agent-sandbox/(runtime|router):[0-9a-f]{12}$")
 # CI builds the minimal runtime; IMAGES_TEST_VARIANT=full also checks the data stack in the default image.
 VARIANT = os.environ.get("IMAGES_TEST_VARIANT", "minimal")
@@ -97,13 +98,15 @@ def images(engine: Engine) -> dict[str, str]:
 class Container:
     """A detached container published on 127.0.0.1; removed on exit."""
 
-    def __init__(self, engine: Engine, image: str, port: int, extra: list[str]) -> None:
+    def __init__(self, engine: Engine, image: str, ports: list[int], extra: list[str]) -> None:
         self.engine = engine
         self.name = f"image-test-{uuid.uuid4().hex[:10]}"
+        publish = [arg for port in ports for arg in ("--publish", f"127.0.0.1::{port}")]
         self.engine.run("run", "--detach", "--name", self.name, "--read-only", "--tmpfs", "/tmp",
-                        "--user", "1000:1000", "--publish", f"127.0.0.1::{port}", *extra, image)
-        published = self.engine.run("port", self.name, f"{port}/tcp").stdout.split()[0]
-        self.url = f"http://{published}"
+                        "--user", "1000:1000", *publish, *extra, image)
+        self.urls = {port: f"http://{self.engine.run('port', self.name, f'{port}/tcp').stdout.split()[0]}"
+                     for port in ports}
+        self.url = self.urls[ports[0]] if ports else ""
 
     def wait_ready(self, path: str) -> requests.Response:
         """Poll ``path`` until it answers 200; fail with the container log otherwise."""
@@ -132,7 +135,9 @@ class Container:
 
 @pytest.fixture(scope="module")
 def runtime(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
-    container = Container(engine, images["runtime"], 8888, ["--tmpfs", "/app:uid=1000,gid=1000,mode=0750"])
+    # Also publishes PAIRED_ROUTER_PORT for the router that shares this container's network namespace.
+    container = Container(engine, images["runtime"], [8888, PAIRED_ROUTER_PORT],
+                          ["--tmpfs", "/app:uid=1000,gid=1000,mode=0750"])
     try:
         yield container
     finally:
@@ -141,9 +146,30 @@ def runtime(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
 
 @pytest.fixture(scope="module")
 def router(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
-    container = Container(engine, images["router"], 8080, ["--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}"])
+    container = Container(engine, images["router"], [8080], ["--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}"])
     try:
         yield container
+    finally:
+        container.remove()
+
+
+@pytest.fixture(scope="module")
+def paired_router(engine: Engine, images: dict[str, str], runtime: Container) -> Iterator[str]:
+    """A router in the runtime container's network namespace; yields its published URL.
+
+    Sharing the namespace makes the runtime reachable at 127.0.0.1:8888 without any bridge
+    forwarding (the engine runs without iptables); loopback pod IPs are allowed for that only.
+    """
+    container = Container(engine, images["router"], [], [
+        "--network", f"container:{runtime.name}",
+        "--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}",
+        "--env", f"ROUTER_PORT={PAIRED_ROUTER_PORT}",
+        "--env", "ROUTER_ALLOW_LOOPBACK_POD_IP=true",
+    ])
+    container.url = runtime.urls[PAIRED_ROUTER_PORT]
+    try:
+        container.wait_ready("/healthz")
+        yield container.url
     finally:
         container.remove()
 
@@ -215,3 +241,15 @@ def test_router_refuses_unauthenticated_request(router: Container) -> None:
     assert missing.status_code == 401, missing.text
     assert wrong.status_code == 401, wrong.text
     assert "detail" in missing.json()
+
+
+def test_official_sdk_through_router_image_to_runtime_image(runtime: Container, paired_router: str) -> None:
+    from tests.component.sdk_harness import make_sdk_sandbox
+
+    runtime.wait_ready("/")
+    sandbox = make_sdk_sandbox(paired_router, 8888, token=ROUTER_TOKEN, sandbox_id="image-test")
+    result = sandbox.commands.run("echo through both images")
+    assert (result.exit_code, result.stdout) == (0, "through both images\n"), result
+    sandbox.files.write("nested/dir/data.bin", b"\x00\x01 bytes")
+    assert sandbox.files.read("nested/dir/data.bin") == b"\x00\x01 bytes"
+    assert sandbox.files.exists("nested/dir/data.bin")
