@@ -140,7 +140,7 @@ docker_engine_start() {
 		cfg=$(_de_write_containerd_config)
 		rm -f "$DOCKER_ENGINE_RUN_DIR/containerd.sock"
 		# setsid: the daemons must outlive the calling shell, make, or pytest process group.
-		setsid containerd --config "$cfg" >>"$ctr_log" 2>&1 </dev/null &
+		setsid containerd --config "$cfg" >>"$ctr_log" 2>&1 </dev/null {lockfd}>&- &
 		echo $! >"$DOCKER_ENGINE_RUN_DIR/containerd.pid"
 		_de_say "started containerd pid $! (config $cfg, log $ctr_log)"
 		_de_wait_for containerd _de_containerd_ready "$(<"$DOCKER_ENGINE_RUN_DIR/containerd.pid")" "$ctr_log" ||
@@ -155,7 +155,7 @@ docker_engine_start() {
 		--data-root "$DOCKER_ENGINE_DATA_DIR" \
 		--exec-root "$DOCKER_ENGINE_RUN_DIR/exec" \
 		--pidfile "$DOCKER_ENGINE_RUN_DIR/dockerd.daemon.pid" \
-		"${net_flags[@]}" >>"$dockerd_log" 2>&1 </dev/null &
+		"${net_flags[@]}" >>"$dockerd_log" 2>&1 </dev/null {lockfd}>&- &
 	echo $! >"$DOCKER_ENGINE_RUN_DIR/dockerd.pid"
 	_de_say "started dockerd pid $! (${net_flags[*]:-docker default networking}, log $dockerd_log)"
 	_de_wait_for dockerd _de_answers "$(<"$DOCKER_ENGINE_RUN_DIR/dockerd.pid")" "$dockerd_log" ||
