@@ -60,7 +60,13 @@ _de_install() {
 	[[ $(id -u) == 0 ]] || { _de_say "dockerd is absent and installing it needs root (run as root)"; return 1; }
 	_de_say "installing Debian's docker.io (engine 20.10) with apt-get"
 	# policy-rc.d style start prevention is not needed: without an init system invoke-rc.d starts nothing.
-	apt-get -o DPkg::Lock::Timeout=600 update -q >&2
+	# Retried: a concurrent apt run may hold the lists lock (DPkg::Lock::Timeout covers dpkg's lock only).
+	local attempt
+	for attempt in 1 2 3 4 5 6; do
+		apt-get -o DPkg::Lock::Timeout=600 update -q >&2 && break
+		[[ $attempt == 6 ]] && { _de_say "apt-get update kept failing"; return 1; }
+		sleep 10
+	done
 	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
 		docker.io >&2
 }

@@ -4,10 +4,10 @@
 #
 #   images/base/build-base.sh          prints progress on stderr and, as its last line, BASE_IMAGE=<ref>
 #
-# The rootfs tarball is cached under $CACHE_DIR/base/ keyed by a hash of this script, so a re-run (or a
-# fresh dockerd) only needs `docker import` (seconds); the image itself is reused when already present.
+# The rootfs tarball is cached under $CACHE_DIR/base/ keyed by a hash of what decides its content, so a
+# re-run (or a fresh dockerd) only needs `docker import` (seconds); an image already present is reused.
 # The image has Debian's python3 (3.11) at /usr/bin with EXTERNALLY-MANAGED, python3-venv (so Dockerfiles
-# build a venv at /opt/venv), CA certificates, libgomp1 (LightGBM's OpenMP) and tini (PID 1 reaper).
+# build a venv at /opt/venv), CA certificates and libgomp1 (LightGBM's OpenMP).
 # Needs root (debootstrap) and a running engine (e2e/docker-engine.sh start).
 set -euo pipefail
 
@@ -15,7 +15,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE_DIR=${CACHE_DIR:-/var/cache/agent-sandbox-iac}
 BASE_CACHE=$CACHE_DIR/base
 SUITE=bookworm
-PACKAGES=python3,python3-venv,ca-certificates,libgomp1,tini
+PACKAGES=python3,python3-venv,ca-certificates,libgomp1
+IMPORT_CHANGES=(
+	--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+	--change 'ENV LANG=C.UTF-8'
+	--change 'CMD ["python3"]'
+)
 DOCKER=${DOCKER:-$("$HERE/../../e2e/docker-engine.sh" client)}
 
 say() { echo "base-image: $*" >&2; }
@@ -29,38 +34,9 @@ debian_mirror() {
 	echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# The key covers everything that decides the rootfs content: this script (suite, packages, trimming).
-KEY=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
-TAG=agent-sandbox-base/python:3.11-$SUITE-$KEY
-TARBALL=$BASE_CACHE/python-3.11-$SUITE-$KEY.tar.gz
-
-if "$DOCKER" image inspect "$TAG" >/dev/null 2>&1; then
-	say "image $TAG already present"
-	echo "BASE_IMAGE=$TAG"
-	exit 0
-fi
-
-mkdir -p "$BASE_CACHE"
-exec {lockfd}>"$BASE_CACHE/.lock"
-flock -w 1800 "$lockfd"
-
-if [[ ! -s $TARBALL ]]; then
-	command -v debootstrap >/dev/null || {
-		say "installing debootstrap with apt-get"
-		apt-get -o DPkg::Lock::Timeout=600 update -q >&2
-		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends debootstrap >&2
-	}
-	mirror=$(debian_mirror)
-	root=$(mktemp -d "$BASE_CACHE/rootfs.XXXXXX")
-	trap 'rm -rf "$root"' EXIT
-	say "debootstrap $SUITE (minbase + $PACKAGES) from $mirror into $root"
-	start=$SECONDS
-	debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >"$root.log" 2>&1 || {
-		tail -n 30 "$root.log" >&2
-		exit 1
-	}
-	rm -f "$root.log"
-	say "debootstrap took $((SECONDS - start))s; trimming"
+# Debian-slim-like trimming of the fresh rootfs ROOT bootstrapped from MIRROR.
+trim_rootfs() {
+	local root=$1 mirror=$2
 	# Later apt installs inside derived images skip docs too (same idea as Debian's slim images).
 	cat >"$root/etc/dpkg/dpkg.cfg.d/01-no-docs" <<'EOF'
 path-exclude /usr/share/doc/*
@@ -77,6 +53,47 @@ EOF
 		"$root"/tmp/* "$root"/var/tmp/* "$root"/etc/machine-id
 	# Debian's default apt source inside the image: the same mirror the rootfs came from.
 	echo "deb $mirror $SUITE main" >"$root/etc/apt/sources.list"
+}
+
+# The key covers what decides the image content (suite, packages, trimming, import settings), not the
+# rest of this script, so fixing how the script runs doesn't force a new base and new image tags.
+KEY=$( { echo "v2 $SUITE $PACKAGES ${IMPORT_CHANGES[*]}"; declare -f trim_rootfs; } | sha256sum | cut -c1-12)
+TAG=agent-sandbox-base/python:3.11-$SUITE-$KEY
+TARBALL=$BASE_CACHE/python-3.11-$SUITE-$KEY.tar.gz
+
+if "$DOCKER" image inspect "$TAG" >/dev/null 2>&1; then
+	say "image $TAG already present"
+	echo "BASE_IMAGE=$TAG"
+	exit 0
+fi
+
+mkdir -p "$BASE_CACHE"
+exec {lockfd}>"$BASE_CACHE/.lock"
+flock -w 1800 "$lockfd"
+
+if [[ ! -s $TARBALL ]]; then
+	command -v debootstrap >/dev/null || {
+		say "installing debootstrap with apt-get"
+		# Retried: a concurrent apt run may hold the lists lock (DPkg::Lock::Timeout covers dpkg's lock only).
+		for attempt in 1 2 3 4 5 6; do
+			apt-get -o DPkg::Lock::Timeout=600 update -q >&2 && break
+			[[ $attempt == 6 ]] && { say "apt-get update kept failing"; exit 1; }
+			sleep 10
+		done
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends debootstrap >&2
+	}
+	mirror=$(debian_mirror)
+	root=$(mktemp -d "$BASE_CACHE/rootfs.XXXXXX")
+	trap 'rm -rf "$root"' EXIT
+	say "debootstrap $SUITE (minbase + $PACKAGES) from $mirror into $root"
+	start=$SECONDS
+	debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >"$root.log" 2>&1 || {
+		tail -n 30 "$root.log" >&2
+		exit 1
+	}
+	rm -f "$root.log"
+	say "debootstrap took $((SECONDS - start))s; trimming"
+	trim_rootfs "$root" "$mirror"
 	tar -C "$root" --numeric-owner --xattrs -czf "$TARBALL.tmp" .
 	mv "$TARBALL.tmp" "$TARBALL"
 	rm -rf "$root"
@@ -86,10 +103,7 @@ else
 	say "using cached rootfs $TARBALL"
 fi
 
-"$DOCKER" image inspect "$TAG" >/dev/null 2>&1 || "$DOCKER" import \
-	--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-	--change 'ENV LANG=C.UTF-8' \
-	--change 'CMD ["python3"]' \
+"$DOCKER" image inspect "$TAG" >/dev/null 2>&1 || "$DOCKER" import "${IMPORT_CHANGES[@]}" \
 	--message "debootstrap $SUITE minbase + $PACKAGES (images/base/build-base.sh $KEY)" \
 	"$TARBALL" "$TAG" >/dev/null
 say "imported $TAG ($("$DOCKER" image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}'))"
