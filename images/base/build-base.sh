@@ -36,7 +36,9 @@ debian_mirror() {
 
 # Debian-slim-like trimming of the fresh rootfs ROOT bootstrapped from MIRROR.
 trim_rootfs() {
-	local root=$1 mirror=$2
+	local root=${1:?rootfs directory} mirror=${2:?mirror URL}
+	# Never let an empty or wrong path turn the rm -rf below onto the host's own /dev, /tmp or /var.
+	[[ $root != / && -x $root/usr/bin/python3 ]] || { say "refusing to trim $root: not a bootstrapped rootfs"; return 1; }
 	# Later apt installs inside derived images skip docs too (same idea as Debian's slim images).
 	cat >"$root/etc/dpkg/dpkg.cfg.d/01-no-docs" <<'EOF'
 path-exclude /usr/share/doc/*
@@ -48,9 +50,9 @@ EOF
 	chroot "$root" apt-get clean
 	find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
 	find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
-	rm -rf "$root"/usr/share/{man,info,locale}/* "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin \
-		"$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/cache/debconf/*-old "$root"/dev/* \
-		"$root"/tmp/* "$root"/var/tmp/* "$root"/etc/machine-id
+	rm -rf "${root:?}"/usr/share/{man,info,locale}/* "${root:?}"/var/lib/apt/lists/* "${root:?}"/var/cache/apt/*.bin \
+		"${root:?}"/var/log/*.log "${root:?}"/var/log/apt/* "${root:?}"/var/cache/debconf/*-old "${root:?}"/dev/* \
+		"${root:?}"/tmp/* "${root:?}"/var/tmp/* "${root:?}"/etc/machine-id
 	# Debian's default apt source inside the image: the same mirror the rootfs came from.
 	echo "deb $mirror $SUITE main" >"$root/etc/apt/sources.list"
 }

@@ -47,7 +47,7 @@ if [[ ! -e $dest/.complete ]]; then
 	start=$SECONDS
 	# --no-deps is not used: transitive wheels are needed offline. PIP_FIND_LINKS from the host's
 	# environment is ignored so the wheelhouse only holds what the index serves for these pins.
-	PIP_FIND_LINKS= "$PIP_PYTHON" -m pip download --disable-pip-version-check --quiet --only-binary=:all: \
+	PIP_FIND_LINKS="" "$PIP_PYTHON" -m pip download --disable-pip-version-check --quiet --only-binary=:all: \
 		--implementation cp --python-version "$PY_VERSION" --abi "$abi" "${platforms[@]}" \
 		--dest "$tmp" "${reqs[@]}" >&2
 	touch "$tmp/.complete"
