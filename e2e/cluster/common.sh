@@ -59,6 +59,8 @@ running() {
   [[ -f $file ]] || return 1
   local pid; pid=$(cat "$file")
   [[ -n $pid && -d /proc/$pid ]] || return 1
+  # An exited process that its parent has not reaped yet (a zombie) no longer runs.
+  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
   # The PID file also records the start time, so a recycled PID is never mistaken for ours.
   local started; started=$(cat "$file.start" 2>/dev/null || true)
   [[ -z $started || $(awk '{print $22}' "/proc/$pid/stat" 2>/dev/null) == "$started" ]]

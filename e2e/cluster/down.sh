@@ -28,7 +28,7 @@ our_processes() {
   for dir in /proc/[0-9]*; do
     pid=${dir#/proc/}
     [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    cmdline=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null) || continue
+    cmdline=$( { tr '\0' ' ' <"$dir/cmdline"; } 2>/dev/null ) || continue
     [[ $cmdline == *"$RUN_DIR/"* || $cmdline == *"$STATE_DIR/"* ]] && echo "$pid"
   done
 }

@@ -73,6 +73,9 @@ state = "$RUN_DIR/containerd/state"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   stream_server_address = "127.0.0.1"
+  # This machine's root lacks CAP_SYS_RESOURCE: a negative oom_score_adj (pause -998, Guaranteed
+  # pods) cannot be set, and runc treats that as fatal. Clamp to containerd's own score instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN_DIR"
     conf_dir = "$CNI_CONF_DIR"
@@ -204,6 +207,7 @@ start_control_plane() {
     --tls-cert-file="$PKI_DIR/kube-apiserver.crt" --tls-private-key-file="$PKI_DIR/kube-apiserver.key" \
     --kubelet-client-certificate="$PKI_DIR/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$PKI_DIR/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-key-file="$PKI_DIR/sa.pub" --service-account-signing-key-file="$PKI_DIR/sa.key" \
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
     --enable-aggregator-routing=true \
@@ -296,13 +300,14 @@ start_node() {
     --root-dir="$STATE_DIR/kubelet/root" --cert-dir="$STATE_DIR/kubelet/pki"
   start kube-proxy "$K8S_BIN/kube-proxy" --config="$STATE_DIR/kube-proxy.yaml"
   start coredns "$COREDNS_BIN" -conf "$STATE_DIR/Corefile"
-  # Firewall only: kube-proxy does Services and the bridge CNI does routing.
+  wait_for "node $NODE_NAME Ready" 180 kubelet \
+    bash -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_PATH' get node '$NODE_NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  # After the node exists (kube-router looks it up at start). Firewall only: kube-proxy does Services and the bridge CNI does routing.
   start kube-router "$KUBE_ROUTER_BIN" --kubeconfig="$STATE_DIR/kube-router.kubeconfig" \
     --hostname-override="$NODE_NAME" --run-firewall=true --run-router=false --run-service-proxy=false \
     --enable-cni=false --enable-ipv6=false --health-port=0 --metrics-port=0 \
     --service-cluster-ip-range="$SERVICE_CIDR"
-  wait_for "node $NODE_NAME Ready" 180 kubelet \
-    bash -c "'$KUBECTL' --kubeconfig '$KUBECONFIG_PATH' get node '$NODE_NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  wait_for "kube-router's NetworkPolicy chains" 60 kube-router iptables -w -n -L KUBE-ROUTER-FORWARD
   wait_for "CoreDNS answering for kubernetes.default.svc.$CLUSTER_DOMAIN" 60 coredns \
     busybox nslookup "kubernetes.default.svc.$CLUSTER_DOMAIN" "$CLUSTER_DNS_IP"
   wait_for "the default ServiceAccount" 60 kube-controller-manager kc get serviceaccount default -n default
@@ -331,6 +336,10 @@ main() {
   start_containerd
   start_control_plane
   start_node
+  local name
+  for name in "${COMPONENTS[@]}"; do
+    running "$name" || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name exited during start-up; logs of every component: $LOG_DIR"; }
+  done
   say "cluster up in $(( $(date +%s) - START ))s (node $NODE_NAME, API https://$NODE_IP:$API_PORT)"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
 }

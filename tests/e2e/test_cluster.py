@@ -202,8 +202,9 @@ def web(cluster: Cluster, namespace: str) -> dict[str, str]:
 
 
 def fetch(cluster: Cluster, namespace: str, pod: str, url: str) -> subprocess.CompletedProcess[str]:
-    """wget url from inside pod with a short timeout; returns the finished process."""
-    return cluster.exec(namespace, pod, "wget", "-q", "-T", "3", "-O", "-", url, check=False, timeout=30)
+    """wget url from inside pod, cut off after 5 s; returns the finished process."""
+    # `timeout`, not wget's own -T: Debian's busybox-static 1.35 wget segfaults with -T.
+    return cluster.exec(namespace, pod, "timeout", "5", "wget", "-q", "-O", "-", url, check=False, timeout=30)
 
 
 def eventually(check: Any, timeout: float, what: str) -> Any:
@@ -238,18 +239,23 @@ def test_pod_to_pod_and_pod_to_service(cluster: Cluster, namespace: str, web: di
     """A client pod reaches the server pod by pod IP and through its ClusterIP Service."""
     direct = fetch(cluster, namespace, "client", f"http://{web['pod_ip']}:8080/")
     assert direct.returncode == 0 and "hello-from-web" in direct.stdout, direct.stderr
-    via_service = fetch(cluster, namespace, "client", f"http://{web['service_ip']}/")
-    assert via_service.returncode == 0 and "hello-from-web" in via_service.stdout, via_service.stderr
+    # kube-proxy programs a new Service within a few seconds; poll rather than race it.
+    via_service = eventually(
+        lambda: (lambda r: r if r.returncode == 0 else None)(
+            fetch(cluster, namespace, "client", f"http://{web['service_ip']}/")),
+        60, "the web Service answering")
+    assert "hello-from-web" in via_service.stdout, via_service.stderr
 
 
 def test_dns_resolves_service_names(cluster: Cluster, namespace: str, web: dict[str, str]) -> None:
     """Cluster DNS answers *.svc.cluster.local names with the Services' ClusterIPs."""
-    lookup = cluster.exec(namespace, "client", "nslookup", f"web.{namespace}.svc.cluster.local", check=False)
-    assert web["service_ip"] in lookup.stdout, lookup.stdout + lookup.stderr
+    lookup = eventually(
+        lambda: (lambda r: r if web["service_ip"] in r.stdout else None)(
+            cluster.exec(namespace, "client", "nslookup", f"web.{namespace}.svc.cluster.local", check=False)),
+        60, f"web.{namespace}.svc.cluster.local resolving to {web['service_ip']}")
+    assert web["service_ip"] in lookup.stdout
     api = cluster.exec(namespace, "client", "nslookup", "kubernetes.default.svc.cluster.local", check=False)
     assert "10.96.0.1" in api.stdout, api.stdout + api.stderr
-    by_name = fetch(cluster, namespace, "client", f"http://web.{namespace}.svc.cluster.local/")
-    assert "hello-from-web" in by_name.stdout, by_name.stderr
 
 
 def test_network_policy_denies_then_allows(cluster: Cluster, namespace: str, web: dict[str, str]) -> None:
