@@ -33,8 +33,24 @@ our_processes() {
   done
 }
 
+# Record each pod sandbox's network namespace (CRI puts them in /run/netns/cni-*), so they can
+# be removed once the tasks are gone: kubelet is stopped first, so no CNI DEL runs for them, and
+# gVisor strips the addresses from its interface, so they cannot be recognised by address later.
+record_pod_netns() {
+  local ctr_cmd=(ctr --address "$CONTAINERD_SOCK" -n k8s.io) id
+  for id in $("${ctr_cmd[@]}" containers ls -q 2>/dev/null); do
+    "${ctr_cmd[@]}" containers info "$id" 2>/dev/null | python3 -c '
+import json, sys
+spec = json.load(sys.stdin).get("Spec") or {}
+for ns in (spec.get("linux") or {}).get("namespaces") or []:
+    if ns.get("type") == "network" and "/netns/" in (ns.get("path") or ""):
+        print(sys.argv[1], ns["path"])' "$id" >>"$RUN_DIR/pod-netns.list"
+  done
+}
+
 stop_pods() {
   [[ -S $CONTAINERD_SOCK ]] && running containerd || return 0
+  record_pod_netns
   local ctr_cmd=(ctr --address "$CONTAINERD_SOCK" -n k8s.io) task
   for task in $("${ctr_cmd[@]}" tasks ls -q 2>/dev/null); do
     "${ctr_cmd[@]}" tasks kill -s SIGKILL "$task" >/dev/null 2>&1
@@ -57,7 +73,13 @@ kill_leftover_processes() {
 }
 
 remove_pod_netns() {
-  local ns
+  local ns id path
+  if [[ -f $RUN_DIR/pod-netns.list ]]; then
+    while read -r id path; do
+      [[ -e $path ]] && { ip netns delete "$(basename "$path")" 2>/dev/null || { umount -l "$path"; rm -f "$path"; }; }
+      rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null
+    done <"$RUN_DIR/pod-netns.list"
+  fi
   for ns in /run/netns/cni-*; do
     [[ -e $ns ]] || continue
     # Only namespaces holding an address of this cluster's pod range are ours.
@@ -65,15 +87,6 @@ remove_pod_netns() {
       ip netns delete "$(basename "$ns")" 2>/dev/null || umount -l "$ns" 2>/dev/null
       rm -f "$ns" 2>/dev/null
     fi
-  done
-  # A namespace whose interfaces are already gone cannot be recognised by address; the CNI
-  # result cache names the ones this cluster created.
-  local cached
-  for cached in "$STATE_DIR"/cni/cache/results/* /var/lib/cni/results/e2e-*; do
-    [[ -f $cached ]] || continue
-    ns=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("netns",""))' "$cached" 2>/dev/null)
-    [[ $ns == /run/netns/cni-* || $ns == /var/run/netns/cni-* ]] && { ip netns delete "$(basename "$ns")" 2>/dev/null; rm -f "$ns" 2>/dev/null; }
-    rm -f "$cached"
   done
 }
 

@@ -197,7 +197,8 @@ build_coredns() {
 }
 
 build_kube_router() {
-  build_wrapped "$1" "$2" "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION" "-s -w" \
+  build_wrapped "$1" "$2" "github.com/cloudnativelabs/kube-router/v2@$KUBE_ROUTER_VERSION" \
+    "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
     kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 }
 
@@ -251,7 +252,7 @@ print_versions() {
   [[ -x $b/runsc ]] && echo "  runsc           $($b/runsc --version 2>/dev/null | head -n1) ($GVISOR_VERSION)"
   [[ -x $b/containerd-shim-runsc-v1 ]] && echo "  runsc shim      containerd-shim-runsc-v1 ($GVISOR_VERSION)"
   [[ -x $b/coredns ]] && echo "  coredns         $($b/coredns -version 2>/dev/null | head -n1)"
-  [[ -x $b/kube-router ]] && echo "  kube-router     $($b/kube-router --version 2>/dev/null | head -n1)"
+  [[ -x $b/kube-router ]] && echo "  kube-router     $KUBE_ROUTER_VERSION (firewall only; $($b/kube-router --version 2>&1 | head -n1 | cut -c1-60))"
   [[ -x $b/agent-sandbox-controller ]] && echo "  agent-sandbox   controller $AGENT_SANDBOX_VERSION"
   [[ -x $b/pause ]] && echo "  pause           ours, image $PAUSE_IMAGE"
   [[ -f $CACHE_DIR/images/$AGENT_SANDBOX_VERSION/bin/pause.tar ]] &&
