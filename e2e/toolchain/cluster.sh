@@ -192,8 +192,16 @@ build_gvisor() {
     -ldflags '$ldflags' -o '$dest/bin.tmp/containerd-shim-runsc-v1' gvisor.dev/gvisor/shim"
 }
 
+# CoreDNS from our own main (cluster/coredns/main.go): the Corefile's plugins only.
 build_coredns() {
-  build_wrapped "$1" "$2" "github.com/coredns/coredns@$COREDNS_VERSION" "-s -w" coredns=github.com/coredns/coredns
+  local dest=$1 log=$2 src=$1/src
+  mkdir -p "$src"
+  cp "$HERE/cluster/coredns/main.go" "$src/main.go"
+  printf 'module local.test/coredns\n\ngo 1.26\n' >"$src/go.mod"
+  (cd "$src" && "$GO" mod edit -require="github.com/coredns/coredns@$COREDNS_VERSION")
+  run_logged "go mod tidy coredns" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  run_logged "compile coredns" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod \
+    -ldflags '-s -w' -o '$dest/bin.tmp/coredns' ."
 }
 
 build_kube_router() {
