@@ -1,8 +1,6 @@
 # Single-node Kubernetes + gVisor cluster for the e2e checks (owner: cluster).
 .PHONY: toolchain-cluster cluster-up cluster-down cluster-preflight cluster-logs
 
-toolchain: toolchain-cluster
-
 toolchain-cluster: ## build k8s, etcd, gVisor, CoreDNS, kube-router, controller, images into $(CACHE_DIR)
 	@bash e2e/toolchain/cluster.sh
 
