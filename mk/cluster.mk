@@ -1,5 +1,5 @@
 # Single-node Kubernetes + gVisor cluster for the e2e checks (owner: cluster).
-.PHONY: toolchain-cluster cluster-up cluster-down cluster-preflight cluster-logs
+.PHONY: toolchain-cluster cluster-up cluster-down cluster-preflight cluster-logs cluster-load-images
 
 toolchain-cluster: ## build k8s, etcd, gVisor, CoreDNS, kube-router, controller, images into $(CACHE_DIR)
 	@bash e2e/toolchain/cluster.sh
@@ -15,3 +15,6 @@ cluster-down: ## stop the e2e cluster and remove its processes, iptables rules, 
 
 cluster-logs: ## print where the e2e cluster's component logs are
 	@echo /var/log/agent-sandbox-e2e
+
+cluster-load-images: ## import IMAGES="ref-or-tarball ..." into the e2e cluster's containerd (no pull)
+	@bash e2e/cluster/load-images.sh $(IMAGES)
