@@ -38,6 +38,8 @@ socat socat
 ip iproute2
 nsenter util-linux
 flock util-linux
+curl curl
+busybox busybox-static
 EOF2
 }
 
