@@ -29,6 +29,7 @@ images = SandboxImages("images", ImagesArgs(
     base_image=config.base_image,
     runtime_variant=config.image_variant,
     registry=config.image_registry,
+    containerd_address=config.containerd_address,
     prebuilt_refs={"runtime": config.sandbox_image or "", "router": config.router_image or ""},
 ))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Optional
 
 import pulumi
-import pulumi_command as command
 import pulumi_docker as docker
 
+from components.image_loader import ImageLoad
 from sandbox_iac.content_tag import content_tag
 
 LOCAL_REPOSITORIES = {"runtime": "agent-sandbox/runtime", "router": "agent-sandbox/router"}
@@ -36,16 +36,20 @@ class ImagesArgs:
     """Registry prefix the images are pushed to (``registry`` strategy only)."""
     prebuilt_refs: dict[str, str] = field(default_factory=dict)
     """``{"runtime": ref, "router": ref}`` for the ``prebuilt`` mode."""
+    containerd_address: Optional[str] = None
+    """containerd socket of the node for the ``containerd`` strategy (default: ctr's own default)."""
 
 
-def load_command(strategy: str, cluster_name: str, image_ref: str) -> Optional[str]:
+def load_command(strategy: str, cluster_name: str, image_ref: str,
+                 containerd_address: Optional[str] = None) -> Optional[str]:
     """Shell command that puts a locally built image on the cluster's nodes (None: nothing to do)."""
     if strategy == "kind":
         return f"kind load docker-image --name {cluster_name} {image_ref}"
     if strategy == "minikube":
         return f"minikube image load --profile {cluster_name} {image_ref}"
     if strategy == "containerd":
-        return f"docker save {image_ref} | ctr -n k8s.io images import -"
+        address = f" --address {containerd_address}" if containerd_address else ""
+        return f"docker save {image_ref} | ctr{address} -n k8s.io images import -"
     return None
 
 
@@ -77,13 +81,10 @@ class SandboxImages(pulumi.ComponentResource):
                 trigger = built_image.repo_digest
                 built = [built_image]
             refs[image] = ref
-            command_text = load_command(args.load_strategy, args.cluster_name, "${IMAGE}")
+            command_text = load_command(args.load_strategy, args.cluster_name, '"$IMAGE"', args.containerd_address)
             if command_text:
-                loads.append(command.local.Command(
-                    f"{name}-{image}-load",
-                    create=command_text,
-                    environment={"IMAGE": ref},
-                    triggers=[trigger],
+                loads.append(ImageLoad(
+                    f"{name}-{image}-load", image=ref, command=command_text, trigger=trigger,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=built),
                 ))
             else:

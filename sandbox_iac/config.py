@@ -85,6 +85,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("imageVariant", "full", "Runtime image variant: `full` (pandas, scikit-learn, lightgbm) | `minimal`."),
     ConfigKey("baseImage", versions.DEFAULT_BASE_IMAGE, "BASE_IMAGE build argument of both Dockerfiles."),
     ConfigKey("imageLoadStrategy", None, "How images reach the nodes: `kind` | `minikube` | `containerd` | `registry` | `preloaded`; default follows clusterFlavour (`registry` for existing)."),
+    ConfigKey("containerdAddress", None, "containerd socket for `imageLoadStrategy: containerd` (default: ctr's default `/run/containerd/containerd.sock`)."),
     ConfigKey("imageRegistry", None, "Registry prefix to push to with `imageLoadStrategy: registry` (e.g. `registry.example.com/team`)."),
     ConfigKey("controllerManifest", versions.AGENT_SANDBOX_MANIFEST_URL, "URL or local path of the pinned controller manifest (air-gapped: a local copy)."),
     ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds)."),
@@ -132,6 +133,7 @@ class StackConfig:
     base_image: str
     image_load_strategy: str
     image_registry: Optional[str]
+    containerd_address: Optional[str]
     controller_manifest: str
     controller_image: str
     kata_chart_version: str
@@ -358,6 +360,7 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         base_image=check.optional_text("baseImage") or versions.DEFAULT_BASE_IMAGE,
         image_load_strategy=strategy,
         image_registry=registry,
+        containerd_address=check.optional_text("containerdAddress"),
         controller_manifest=check.optional_text("controllerManifest") or versions.AGENT_SANDBOX_MANIFEST_URL,
         controller_image=check.image_ref("controllerImage") or versions.AGENT_SANDBOX_CONTROLLER_IMAGE,
         kata_chart_version=check.optional_text("kataChartVersion") or versions.KATA_DEPLOY_CHART_VERSION,

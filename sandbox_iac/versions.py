@@ -8,9 +8,11 @@ version (otherwise the engine tries to download another one). Checked with `go l
 - pulumi CLI / SDK 3.259.0: `github.com/pulumi/pulumi/pkg/v3@v3.259.0` is served.
 - pulumi-kubernetes 4.25.0: the provider module is only served at the pseudo-version of the
   v4.25.0 release commit (4.32.0's is refused), so the PyPI package is pinned to 4.25.0.
-- pulumi-docker 5.1.0 and pulumi-command 1.2.1: the newest releases whose Python SDKs carry the
-  `Image` resource and `local.Command` this project uses. Their provider sources are not served
-  by the proxy here, so the offline e2e uses the "prebuilt" image path (see README).
+- pulumi-docker 5.1.0: the newest release whose Python SDK carries the `Image` resource this
+  project uses. Its provider source is not served by the proxy here, so the offline e2e uses the
+  "prebuilt" image path (`make images`, see README).
+- No pulumi-command: its provider cannot be built offline either, so images are loaded onto the
+  nodes by a small dynamic resource (components/image_loader.py) that needs only the engine.
 - agent-sandbox v0.5.6: newest release; v1beta1 storage, single all-in-one manifest.
 """
 
@@ -44,7 +46,6 @@ PYTHON_PACKAGE_PINS = {
     "pulumi": "3.259.0",
     "pulumi-kubernetes": "4.25.0",
     "pulumi-docker": "5.1.0",
-    "pulumi-command": "1.2.1",
     "pulumi-policy": "1.21.0",
     "k8s-agent-sandbox": "1.0.8",
 }

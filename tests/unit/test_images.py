@@ -13,11 +13,13 @@ from tests.unit.conftest import PREBUILT
     ("kind", "kind load docker-image --name demo img:1"),
     ("minikube", "minikube image load --profile demo img:1"),
     ("containerd", "docker save img:1 | ctr -n k8s.io images import -"),
+    ("containerd-at", "docker save img:1 | ctr --address /run/x.sock -n k8s.io images import -"),
     ("registry", None),
     ("preloaded", None),
 ])
 def test_load_command_per_strategy(strategy: str, expected) -> None:
-    assert load_command(strategy, "demo", "img:1") == expected
+    address = "/run/x.sock" if strategy == "containerd-at" else None
+    assert load_command(strategy.removesuffix("-at"), "demo", "img:1", address) == expected
 
 
 def test_registry_strategy_pushes_under_the_registry_prefix() -> None:
@@ -26,7 +28,7 @@ def test_registry_strategy_pushes_under_the_registry_prefix() -> None:
     assert {b.inputs["imageName"].rsplit(":", 1)[0] for b in builds} == {
         "registry.example.com/team/runtime", "registry.example.com/team/router"}
     assert all(b.inputs["skipPush"] is False for b in builds)
-    assert not run.of_type("command:local:Command")
+    assert not run.of_type("pulumi-python:dynamic:Resource")
     container = run.one("SandboxTemplate").inputs["spec"]["podTemplate"]["spec"]["containers"][0]
     assert container["imagePullPolicy"] == "IfNotPresent"
 
@@ -34,9 +36,9 @@ def test_registry_strategy_pushes_under_the_registry_prefix() -> None:
 def test_prebuilt_images_are_loaded_but_not_built() -> None:
     run = run_program("gvisor", PREBUILT)
     assert not run.of_type("docker:index/image:Image")
-    loads = {r.name: r for r in run.of_type("command:local:Command")}
-    assert loads["images-runtime-load"].inputs["environment"] == {"IMAGE": PREBUILT["sandboxImage"]}
-    assert loads["images-runtime-load"].inputs["create"] == "kind load docker-image --name agent-sandbox ${IMAGE}"
+    loads = {r.name: r for r in run.of_type("pulumi-python:dynamic:Resource")}
+    assert loads["images-runtime-load"].inputs["image"] == PREBUILT["sandboxImage"]
+    assert loads["images-runtime-load"].inputs["command"] == 'kind load docker-image --name agent-sandbox "$IMAGE"'
 
 
 def test_variant_and_base_image_reach_the_build() -> None:

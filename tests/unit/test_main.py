@@ -118,7 +118,7 @@ def test_order_controller_then_template_then_pool(stack_run: ProgramRun) -> None
 
 
 def test_images_are_loaded_before_the_pods_that_use_them(stack_run: ProgramRun) -> None:
-    loads = stack_run.of_type("command:local:Command")
+    loads = stack_run.of_type("pulumi-python:dynamic:Resource")
     assert {r.name for r in loads} == {"images-runtime-load", "images-router-load"}
     builds = stack_run.of_type("docker:index/image:Image")
     for load in loads:
@@ -160,7 +160,7 @@ def test_every_child_has_a_component_parent(stack_run: ProgramRun) -> None:
 def test_existing_cluster_with_prebuilt_images_needs_no_build_or_load() -> None:
     run = run_program("gvisor", {**PREBUILT, "clusterFlavour": "existing", "imageLoadStrategy": "preloaded",
                                  "manageRuntimeClass": "false", "warmPoolReplicas": "0"})
-    assert not run.of_type("docker:index/image:Image") and not run.of_type("command:local:Command")
+    assert not run.of_type("docker:index/image:Image") and not run.of_type("pulumi-python:dynamic:Resource")
     assert not run.of_type("RuntimeClass")
     assert run.outputs["runtimeImage"] == PREBUILT["sandboxImage"]
     pool = run.one("SandboxWarmPool")
