@@ -160,4 +160,4 @@ def test_local_e2e_stack_file_is_valid_once_images_are_known() -> None:
     with pytest.raises(ConfigError, match="sandboxImage is not set"):
         parse_stack_config(raw, "local")
     config = parse_stack_config({**raw, "sandboxImage": "agent-sandbox/runtime:1", "routerImage": "agent-sandbox/router:1"}, "local")
-    assert (config.cluster_flavour, config.image_load_strategy, config.kube_context) == ("existing", "preloaded", None)
+    assert (config.cluster_flavour, config.image_load_strategy, config.kube_context) == ("existing", "containerd", None)
