@@ -334,6 +334,18 @@ def trivial_template(namespace: str) -> dict[str, Any]:
     }
 
 
+def test_controller_runs_local_image_with_extensions(cluster: Cluster, agent_sandbox: None) -> None:
+    """The running controller pod is v0.5.6 from the locally built image, with --extensions."""
+    pods = cluster.get_json("pods", "-n", "agent-sandbox-system", "-l", "app=agent-sandbox-controller")["items"]
+    running = [pod for pod in pods if pod["status"].get("phase") == "Running"]
+    assert running, f"no running controller pod: {[pod['status'].get('phase') for pod in pods]}"
+    container = running[0]["spec"]["containers"][0]
+    assert container["image"] == VERSIONS["CONTROLLER_IMAGE"]
+    assert "--extensions" in container["args"]
+    statuses = running[0]["status"]["containerStatuses"]
+    assert statuses[0]["ready"], statuses
+
+
 def test_conversion_webhook_answers(cluster: Cluster, namespace: str, agent_sandbox: None) -> None:
     """Reading a stored v1beta1 object as v1alpha1 goes through the controller's conversion webhook."""
     cluster.apply(trivial_template(namespace))
