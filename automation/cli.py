@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--cluster", action="store_true",
                       help="also delete the kind/minikube cluster if this driver created it")
     down.add_argument("--keep-stack", action="store_true", help="destroy resources but keep the stack record")
+    down.add_argument("--forget", action="store_true",
+                      help="the cluster is gone: drop the stack record without destroying (nothing is deleted "
+                           "in any cluster)")
     return parser
 
 
@@ -188,13 +192,17 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
     from automation.workspace import open_stack, remove_work_dir
 
     stack = open_stack(paths, config.stack, args.overrides, create=False)
-    result = stack.destroy(on_output=_streamer(), color=_color(), show_secrets=False)
-    print(f"destroy: {result.summary.result}")
     leftovers: Optional[list[str]] = None
-    try:
-        leftovers = Cluster(api_client(config)).wait_gone(config)
-    except Exception as error:  # noqa: BLE001 - an unreachable cluster cannot hold leftovers we could check
-        print(f"verify: could not reach the cluster to verify ({type(error).__name__}: {error})", file=sys.stderr)
+    if args.forget:
+        print(f"forget: not destroying anything; removing the record of stack {config.stack}")
+    else:
+        result = stack.destroy(on_output=_streamer(), color=_color(), show_secrets=False)
+        print(f"destroy: {result.summary.result}")
+        try:
+            leftovers = Cluster(api_client(config)).wait_gone(config)
+        except Exception as error:  # noqa: BLE001 - an unreachable cluster cannot hold leftovers we could check
+            print(f"verify: could not reach the cluster to verify ({type(error).__name__}: {error})",
+                  file=sys.stderr)
     if leftovers:
         print("verify: still present after destroy:", *[f"  - {item}" for item in leftovers], sep="\n",
               file=sys.stderr)
@@ -202,7 +210,7 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
         print("verify: no namespace, CRD or RuntimeClass of this stack remains")
     if not args.keep_stack:
         # preserve_config: `stack rm` would otherwise delete the tracked Pulumi.<stack>.yaml
-        stack.workspace.remove_stack(config.stack, preserve_config=True)
+        stack.workspace.remove_stack(config.stack, force=args.forget or None, preserve_config=True)
         remove_work_dir(paths, config.stack)
         overrides_path(paths, config.stack).unlink(missing_ok=True)
         print(f"stack: removed {config.stack} (and its --config overrides) from {paths.state_dir}")
@@ -244,5 +252,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(error, CommandError):
             print(f"{args.command} {args.stack}: the Pulumi command failed (see the output above):\n{error}",
                   file=sys.stderr)
+            if args.command == "down" and "connection refused" in str(error).lower():
+                print(f"if the cluster no longer exists: python -m automation down {args.stack} --forget",
+                      file=sys.stderr)
             return EXIT_FAILED
-        raise
+        if os.environ.get("AUTOMATION_DEBUG"):
+            raise
+        print(f"{args.command} {args.stack}: {type(error).__name__}: {error}\n"
+              "(set AUTOMATION_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_FAILED

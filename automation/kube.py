@@ -15,6 +15,23 @@ POOL_PLURAL = "sandboxwarmpools"
 POOL_GROUP, POOL_VERSION = versions.EXTENSIONS_API_VERSION.split("/")
 
 
+UNSCHEDULABLE_GRACE_SECONDS = 20
+
+
+class CapacityError(RuntimeError):
+    """The cluster cannot schedule what was asked for; the message says why."""
+
+
+def unschedulable(pods: dict[str, Any]) -> list[str]:
+    """``"<pod>: <scheduler message>"`` for pods the scheduler reports as Unschedulable."""
+    stuck = []
+    for name, pod in pods.items():
+        for condition in (pod.status.conditions if pod.status else None) or []:
+            if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+                stuck.append(f"{name}: {condition.message}")
+    return stuck
+
+
 def pod_is_ready(pod: Any) -> bool:
     """Whether a pod (kubernetes client model) has condition Ready=True."""
     conditions = (pod.status.conditions if pod.status else None) or []
@@ -58,6 +75,7 @@ class Cluster:
         left); returns the seconds waited, raises TimeoutError with the last status."""
         started = time.monotonic()
         status: dict[str, Any] = {}
+        unschedulable_since: Optional[float] = None
         while time.monotonic() - started < timeout:
             status = self.warm_pool(namespace, name).get("status") or {}
             ready = int(status.get("readyReplicas") or 0)
@@ -66,6 +84,14 @@ class Cluster:
                     return time.monotonic() - started
             elif ready >= replicas:
                 return time.monotonic() - started
+            else:
+                stuck = unschedulable(self.pool_pods(namespace))
+                unschedulable_since = (unschedulable_since or time.monotonic()) if stuck else None
+                if stuck and time.monotonic() - unschedulable_since >= UNSCHEDULABLE_GRACE_SECONDS:
+                    raise CapacityError(
+                        f"SandboxWarmPool {namespace}/{name} cannot reach {replicas} ready replicas: "
+                        f"{len(stuck)} pod(s) unschedulable ({stuck[0]}). Ask for fewer sandboxes "
+                        "(bench -n, warmPoolReplicas) or give the cluster more capacity.")
             time.sleep(1)
         raise TimeoutError(f"SandboxWarmPool {namespace}/{name} did not reach {replicas} ready replicas within "
                            f"{timeout:.0f}s (last status {status})")

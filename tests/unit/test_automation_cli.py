@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
     (["bench", "gvisor"], {"command": "bench", "n": cli.DEFAULT_BENCH_N}),
     (["bench", "kata", "-n", "25"], {"command": "bench", "stack": "kata", "n": 25}),
     (["down", "gvisor"], {"command": "down", "cluster": False, "keep_stack": False}),
-    (["down", "gvisor", "--cluster"], {"command": "down", "cluster": True}),
+    (["down", "gvisor", "--cluster"], {"command": "down", "cluster": True, "forget": False}),
+    (["down", "local", "--forget"], {"command": "down", "forget": True}),
     (["--out-dir", "/tmp/r", "smoke", "local"], {"out_dir": "/tmp/r", "stack": "local"}),
 ])
 def test_valid_command_lines(argv, expected):
@@ -102,3 +103,18 @@ def test_config_overrides_are_validated_remembered_and_used(tmp_path, monkeypatc
                                                   "imageRegistry": "r/x"}
     # a later command without --config still sees them (prebuilt would fail without the refs)
     assert cli.main(["up", "s"]) == cli.EXIT_PREREQUISITES
+
+
+def test_unexpected_errors_are_one_line_with_exit_1(monkeypatch, capsys):
+    def explode(args, paths, config):
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    monkeypatch.setitem(cli.COMMANDS, "smoke", explode)
+    monkeypatch.delenv("AUTOMATION_DEBUG", raising=False)
+    assert cli.main(["smoke", "gvisor"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "smoke gvisor: ConnectionRefusedError: [Errno 111] Connection refused" in err
+    assert "Traceback" not in err and "AUTOMATION_DEBUG=1" in err
+    monkeypatch.setenv("AUTOMATION_DEBUG", "1")
+    with pytest.raises(ConnectionRefusedError):
+        cli.main(["smoke", "gvisor"])

@@ -66,3 +66,19 @@ def test_pool_of_zero_is_ready_when_no_warm_pod_is_left():
     cluster = ScriptedCluster([({"x": pod(True)}, 1), ({}, 0)])
     cluster.wait_pool_ready("ns", "pool", 0, timeout=60)
     assert cluster.polls == 2
+
+
+def unschedulable_pod():
+    condition = SimpleNamespace(type="PodScheduled", status="False", reason="Unschedulable",
+                                message="0/1 nodes are available: 1 Insufficient cpu.")
+    return SimpleNamespace(status=SimpleNamespace(conditions=[condition]))
+
+
+def test_a_pool_that_cannot_fit_fails_fast_with_the_scheduler_reason(monkeypatch):
+    clock = iter(range(0, 10000, 5))
+    monkeypatch.setattr(kube.time, "monotonic", lambda: next(clock))
+    cluster = ScriptedCluster([({"a": pod(True), "b": unschedulable_pod()}, 1)])
+    with pytest.raises(kube.CapacityError, match=r"cannot reach 2 ready replicas: 1 pod\(s\) unschedulable "
+                                                 r"\(b: 0/1 nodes are available: 1 Insufficient cpu.\)"):
+        cluster.wait_pool_ready("ns", "pool", 2, timeout=600)
+    assert cluster.polls < 20  # well before the timeout
