@@ -72,6 +72,23 @@ kill_leftover_processes() {
   [[ -z $pids ]] || { kill -KILL $pids 2>/dev/null; sleep 0.5; }
 }
 
+# Pod processes live in the kubepods cgroups this cluster's kubelet made. If their shims died
+# (e.g. everything was SIGKILLed), they are orphans that only their cgroup still names.
+pod_cgroup_processes() {
+  cat /sys/fs/cgroup/*/kubepods/cgroup.procs /sys/fs/cgroup/*/kubepods/*/cgroup.procs \
+    /sys/fs/cgroup/*/kubepods/*/*/cgroup.procs /sys/fs/cgroup/*/kubepods/*/*/*/cgroup.procs 2>/dev/null | sort -u
+}
+
+kill_pod_processes() {
+  local pids; pids=$(pod_cgroup_processes)
+  [[ -n $pids ]] || return 0
+  say "stopping orphaned pod processes: $(echo $pids)"
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null
+  local i
+  for i in $(seq 1 50); do [[ -z $(pod_cgroup_processes) ]] && break; sleep 0.1; done
+}
+
 remove_pod_netns() {
   local ns id path
   if [[ -f $RUN_DIR/pod-netns.list ]]; then
@@ -79,6 +96,23 @@ remove_pod_netns() {
       [[ -e $path ]] && { ip netns delete "$(basename "$path")" 2>/dev/null || { umount -l "$path"; rm -f "$path"; }; }
       rm -f /var/lib/cni/results/*-"$id"-* 2>/dev/null
     done <"$RUN_DIR/pod-netns.list"
+  fi
+  # libcni's result cache (outside our state dir) for every sandbox this containerd created.
+  local sandbox
+  for sandbox in "$STATE_DIR"/containerd/root/io.containerd.grpc.v1.cri/sandboxes/*; do
+    [[ -d $sandbox ]] && rm -f /var/lib/cni/results/*-"$(basename "$sandbox")"-* 2>/dev/null
+  done
+  # Namespaces at the far end of the pod bridge's ports are pods of this cluster, even when
+  # containerd is gone (e.g. every process was killed) and gVisor took the addresses.
+  local peer kind value
+  if ip link show "$POD_BRIDGE" >/dev/null 2>&1; then
+    # `ip` names the peer namespace ("link-netns NAME") or, if it cannot, gives its id.
+    while read -r kind value; do
+      if [[ $kind == link-netns ]]; then peer=$value
+      else peer=$(ip netns list 2>/dev/null | awk -v id="$value" '$3 == id ")" {print $1}')
+      fi
+      [[ $peer == cni-* ]] && ip netns delete "$peer" 2>/dev/null
+    done < <(ip -o link show master "$POD_BRIDGE" 2>/dev/null | grep -oE 'link-netns(id)? [^ ]+')
   fi
   for ns in /run/netns/cni-*; do
     [[ -e $ns ]] || continue
@@ -139,6 +173,10 @@ remove_cgroups() {
 verify_clean() {
   local pids; pids=$(our_processes)
   [[ -z $pids ]] || LEFT+=("processes: $(echo $pids)")
+  pids=$(pod_cgroup_processes)
+  [[ -z $pids ]] || LEFT+=("pod processes: $(echo $pids)")
+  local cgroups; cgroups=$(ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null)
+  [[ -z $cgroups ]] || LEFT+=("cgroups: $(echo $cgroups)")
   local name
   for name in "${COMPONENTS[@]}"; do running "$name" && LEFT+=("process $name"); done
   local mounts; mounts=$(awk '{print $5}' /proc/self/mountinfo | grep -E "^($STATE_DIR|$RUN_DIR)(/|$)")
@@ -157,6 +195,7 @@ main() {
   stop_pods
   for (( i=${#COMPONENTS[@]}-1; i>=0; i-- )); do stop "${COMPONENTS[$i]}"; done
   kill_leftover_processes
+  kill_pod_processes
   remove_pod_netns
   unmount_ours
   # Component clean-up modes remove what each programmed; clean_iptables catches the rest.
