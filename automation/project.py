@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -101,6 +102,13 @@ def pulumi_env(paths: ProjectPaths, environ: Optional[Mapping[str, str]] = None)
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
         "PATH": tool_search_path(environ),
+        # Dynamic providers (components/image_loader.py) run in a provider process the engine starts
+        # from its work dir; their pickled classes import project modules, so the project goes first.
+        # Interpreter of plugin processes (dynamic providers, policy packs without a virtualenv):
+        # the driver's own, which has pulumi and the project's dependencies.
+        "PULUMI_PYTHON_CMD": environ.get("PULUMI_PYTHON_CMD") or sys.executable,
+        "PYTHONPATH": os.pathsep.join([str(paths.root), *[p for p in environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                          if p and p != str(paths.root)]]),
     }
     home = environ.get("PULUMI_HOME")
     cached_home = cache_dir() / "pulumi" / "home"

@@ -23,10 +23,22 @@ def tiny_project(tmp_path):
         pytest.skip("Pulumi CLI not found on PATH or in $CACHE_DIR (build it with `make toolchain-pulumi`)")
     (tmp_path / "Pulumi.yaml").write_text("name: drivertest\nruntime:\n  name: python\n")
     (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  drivertest:greeting: hello from the stack file\n")
+    # A dynamic provider defined in a project module, like components/image_loader.py: the provider
+    # process must be able to import it.
+    (tmp_path / "projectlib.py").write_text(
+        "from pulumi.dynamic import CreateResult, Resource, ResourceProvider\n"
+        "class EchoProvider(ResourceProvider):\n"
+        "    def create(self, props):\n"
+        "        return CreateResult(id_='echo', outs={'echo': props['text'].upper()})\n"
+        "class Echo(Resource):\n"
+        "    def __init__(self, name, text):\n"
+        "        super().__init__(EchoProvider(), name, {'text': text, 'echo': None})\n")
     (tmp_path / "__main__.py").write_text(
         "import os, pulumi\n"
+        "from projectlib import Echo\n"
         "pulumi.export('greeting', pulumi.Config().require('greeting'))\n"
         "pulumi.export('cwd', os.getcwd())\n"
+        "pulumi.export('echo', Echo('echo', 'dynamic ok').echo)\n"
         "pulumi.export('token', pulumi.Output.secret('s3cret-token'))\n")
     return project.ProjectPaths(tmp_path, tmp_path / "out")
 
@@ -46,6 +58,7 @@ def test_inline_program_with_the_project_settings_on_the_local_backend(tiny_proj
         assert outputs["greeting"] == "hello from the stack file"
         assert outputs["cwd"] == str(tiny_project.root)  # the program ran from the project directory
         assert outputs["token"] == "s3cret-token"
+        assert outputs["echo"] == "DYNAMIC OK"  # the dynamic provider process imported a project module
         assert workspace.printable_outputs(stack)["token"] == "[secret]"
         assert (tiny_project.state_dir / ".pulumi" / "stacks").is_dir()
         # The engine's writes (the passphrase salt) went to the mirror, not to the tracked file.

@@ -40,6 +40,10 @@ def test_pulumi_env_defaults_to_the_local_backend_and_an_empty_passphrase(tmp_pa
     assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PATH"].split(":")[0] == "/usr/bin" and f"{tmp_path}/cache/bin" in env["PATH"]
     assert "PULUMI_HOME" not in env
+    assert env["PYTHONPATH"] == str(tmp_path)
+    assert env["PULUMI_PYTHON_CMD"] == sys.executable
+    with_path = project.pulumi_env(paths, environ={"PATH": "", "PYTHONPATH": f"/x:{tmp_path}"})
+    assert with_path["PYTHONPATH"] == f"{tmp_path}:/x"
 
 
 def test_pulumi_env_keeps_what_the_user_set(tmp_path):
