@@ -43,6 +43,12 @@ KUBE_ROUTER_BIN=$CACHE_DIR/kube-router/$KUBE_ROUTER_VERSION/bin/kube-router
 IMAGES_DIR=$CACHE_DIR/images/$AGENT_SANDBOX_VERSION/bin
 KUBECTL=$K8S_BIN/kubectl
 
+# Test sessions that use the cluster register a hold (E2E_CLUSTER_HOLDER=<name>,
+# E2E_CLUSTER_HOLDER_PID=<their pid>); cluster-down from a holder leaves the cluster up while
+# another live holder remains. Kept outside RUN_DIR, which cluster-down removes.
+HOLDS_DIR=${E2E_CLUSTER_HOLDS_DIR:-/run/agent-sandbox-e2e-holds}
+LOCK_FILE=${E2E_CLUSTER_LOCK_FILE:-/run/agent-sandbox-e2e.lock}
+
 # Components in start order; cluster-down stops them in reverse.
 COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kube-router)
 
@@ -81,5 +87,24 @@ wait_for() {
       die "timed out after ${timeout}s waiting for $what; logs of every component: $LOG_DIR"
     fi
     sleep 1
+  done
+}
+
+# lock_cluster: serialise cluster-up/cluster-down (several shells or test sessions may call them).
+lock_cluster() {
+  exec 8>"$LOCK_FILE"
+  if ! flock -n 8; then
+    say "another cluster-up/cluster-down is running; waiting for it"
+    flock -w 900 8 || die "waited 15 min for $LOCK_FILE; is a cluster-up hanging?"
+  fi
+}
+
+# live_holders: names of registered holders whose process still runs (stale holds are removed).
+live_holders() {
+  local hold pid
+  for hold in "$HOLDS_DIR"/*; do
+    [[ -f $hold ]] || continue
+    pid=$(cat "$hold")
+    if [[ -n $pid && -d /proc/$pid ]]; then basename "$hold"; else rm -f "$hold"; fi
   done
 }

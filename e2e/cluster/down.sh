@@ -188,6 +188,15 @@ verify_clean() {
 }
 
 main() {
+  [[ -n ${E2E_CLUSTER_LOCK_HELD:-} ]] || lock_cluster
+  if [[ -n ${E2E_CLUSTER_HOLDER:-} ]]; then
+    rm -f "$HOLDS_DIR/$E2E_CLUSTER_HOLDER"
+    local others; others=$(live_holders | tr '\n' ' ')
+    if [[ -n ${others// /} ]]; then
+      say "cluster still used by: $others- leaving it up (a plain 'make cluster-down' stops it anyway)"
+      return 0
+    fi
+  fi
   say "cluster-down"
   local name i
   # Node agents first (so nothing restarts pods), then pods, then the control plane.

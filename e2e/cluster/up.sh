@@ -31,10 +31,11 @@ ensure_packages() {
 start() {
   local name=$1; shift
   say "starting $name"
-  # No proxy variables: every address the components dial is on this machine.
+  # No proxy variables: every address the components dial is on this machine. fd 8 (the
+  # cluster lock) is closed so long-running components do not keep holding it.
   setsid env -u HTTP_PROXY -u HTTPS_PROXY -u http_proxy -u https_proxy -u NO_PROXY -u no_proxy \
     PATH="$GVISOR_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 8>&- &
   local pid=$!
   echo "$pid" >"$(pid_file "$name")"
   awk '{print $22}' "/proc/$pid/stat" >"$(pid_file "$name").start" 2>/dev/null || true
@@ -313,7 +314,15 @@ start_node() {
   wait_for "the default ServiceAccount" 60 kube-controller-manager kc get serviceaccount default -n default
 }
 
+register_hold() {
+  [[ -n ${E2E_CLUSTER_HOLDER:-} ]] || return 0
+  mkdir -p "$HOLDS_DIR"
+  echo "${E2E_CLUSTER_HOLDER_PID:-$PPID}" >"$HOLDS_DIR/$E2E_CLUSTER_HOLDER"
+}
+
 main() {
+  lock_cluster
+  register_hold
   if running kube-apiserver && running kubelet && [[ -f $KUBECONFIG_PATH ]]; then
     say "cluster already up (make cluster-down to stop it)"
     echo "KUBECONFIG=$KUBECONFIG_PATH"
@@ -322,7 +331,7 @@ main() {
   ensure_packages
   if [[ -d $STATE_DIR || -d $RUN_DIR/pids ]]; then
     say "removing the remains of an earlier cluster"
-    bash "$E2E_CLUSTER_DIR/down.sh" >/dev/null
+    E2E_CLUSTER_LOCK_HELD=1 E2E_CLUSTER_HOLDER= bash "$E2E_CLUSTER_DIR/down.sh" >/dev/null
   fi
   local preflight_log; preflight_log=$(mktemp)
   bash "$E2E_CLUSTER_DIR/preflight.sh" >"$preflight_log" 2>&1 || { cat "$preflight_log" >&2; rm -f "$preflight_log"; die "preflight failed (see above)"; }

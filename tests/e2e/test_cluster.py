@@ -91,10 +91,17 @@ class Cluster:
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
-    def apply(self, *documents: dict[str, Any]) -> None:
-        """Server-side apply the given objects."""
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                     stdin=yaml.safe_dump_all(documents))
+    def apply(self, *documents: dict[str, Any], attempts: int = 3) -> None:
+        """Server-side apply the given objects, retrying transient API errors (e.g. a CRD that is
+        not yet established, or a webhook whose endpoints are still starting)."""
+        manifest = yaml.safe_dump_all(documents)
+        for attempt in range(1, attempts + 1):
+            result = self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest,
+                                  check=attempt == attempts)
+            if result.returncode == 0:
+                return
+            print(f"kubectl apply attempt {attempt} failed, retrying: {result.stderr.strip()[-500:]}", flush=True)
+            time.sleep(5)
 
     def get_json(self, *args: str) -> dict[str, Any]:
         """kubectl get ... -o json, parsed."""
@@ -114,10 +121,16 @@ class Cluster:
         return self.kubectl("exec", "-n", namespace, pod, "--", *command, check=check, timeout=timeout)
 
 
+# This session's hold on the cluster: cluster-down from here leaves the cluster up while another
+# test session (another shell on this machine) still holds it.
+HOLDER_ENV = {"E2E_CLUSTER_HOLDER": f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+              "E2E_CLUSTER_HOLDER_PID": str(os.getpid())}
+
+
 def run_make(target: str, timeout: int) -> subprocess.CompletedProcess[str]:
-    """Run a make target of this repository, echoing its output."""
+    """Run a make target of this repository as this session's holder, echoing its output."""
     result = subprocess.run(["make", "--no-print-directory", target], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, env={**os.environ, **HOLDER_ENV})
     print(result.stdout[-6000:], result.stderr[-6000:], sep="\n", flush=True)
     return result
 
