@@ -190,10 +190,19 @@ verify_clean() {
 main() {
   [[ -n ${E2E_CLUSTER_LOCK_HELD:-} ]] || lock_cluster
   if [[ -n ${E2E_CLUSTER_HOLDER:-} ]]; then
+    # A test session leaving: the cluster stops only when the session that owns it (the one that
+    # started it, or inherited it) leaves last. A cluster someone started by hand stays up.
     rm -f "$HOLDS_DIR/$E2E_CLUSTER_HOLDER"
-    local others; others=$(live_holders | tr '\n' ' ')
+    local owner others
+    owner=$(cat "$HOLDS_DIR/.owner" 2>/dev/null || echo manual)
+    if [[ $owner != "$E2E_CLUSTER_HOLDER" ]]; then
+      say "cluster was started by '$owner', not by this session: leaving it up"
+      return 0
+    fi
+    others=$(live_holders | tr '\n' ' ')
     if [[ -n ${others// /} ]]; then
-      say "cluster still used by: $others- leaving it up (a plain 'make cluster-down' stops it anyway)"
+      echo "${others%% *}" >"$HOLDS_DIR/.owner"
+      say "cluster still used by: $others- leaving it up for them"
       return 0
     fi
   fi
@@ -216,6 +225,7 @@ main() {
   remove_cgroups
   unmount_ours
   rm -rf "$STATE_DIR" "$RUN_DIR"
+  rm -f "$HOLDS_DIR/.owner"
   verify_clean
   if (( ${#LEFT[@]} )); then
     printf '[cluster] cluster-down left behind:\n' >&2

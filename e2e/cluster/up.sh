@@ -349,6 +349,8 @@ main() {
   for name in "${COMPONENTS[@]}"; do
     running "$name" || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name exited during start-up; logs of every component: $LOG_DIR"; }
   done
+  mkdir -p "$HOLDS_DIR"
+  echo "${E2E_CLUSTER_HOLDER:-manual}" >"$HOLDS_DIR/.owner"
   say "cluster up in $(( $(date +%s) - START ))s (node $NODE_NAME, API https://$NODE_IP:$API_PORT)"
   echo "KUBECONFIG=$KUBECONFIG_PATH"
 }
