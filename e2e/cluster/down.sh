@@ -195,6 +195,10 @@ main() {
     rm -f "$HOLDS_DIR/$E2E_CLUSTER_HOLDER"
     local owner others
     owner=$(cat "$HOLDS_DIR/.owner" 2>/dev/null || echo manual)
+    # An owning session that died without tearing down hands the cluster to whoever leaves now.
+    if [[ $owner != manual && $owner != "$E2E_CLUSTER_HOLDER" ]] && ! live_holders | grep -qxF "$owner"; then
+      owner=$E2E_CLUSTER_HOLDER
+    fi
     if [[ $owner != "$E2E_CLUSTER_HOLDER" ]]; then
       say "cluster was started by '$owner', not by this session: leaving it up"
       return 0
