@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
 # Shared settings and helpers for e2e/cluster/{preflight,up,down}.sh. Sourced, not executed.
 # The cluster uses only this machine's own addresses: loopback, a veth pair that carries the
 # node address, and the pod bridge. Pods get no default route, so nothing leaves the machine.

@@ -166,7 +166,7 @@ remove_cgroups() {
   local hierarchy dir
   for hierarchy in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
     [[ -d $hierarchy ]] || continue
-    for dir in $(find "$hierarchy" -depth -type d 2>/dev/null); do rmdir "$dir" 2>/dev/null; done
+    find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null
   done
 }
 

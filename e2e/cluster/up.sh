@@ -331,7 +331,7 @@ main() {
   ensure_packages
   if [[ -d $STATE_DIR || -d $RUN_DIR/pids ]]; then
     say "removing the remains of an earlier cluster"
-    E2E_CLUSTER_LOCK_HELD=1 E2E_CLUSTER_HOLDER= bash "$E2E_CLUSTER_DIR/down.sh" >/dev/null
+    E2E_CLUSTER_LOCK_HELD=1 E2E_CLUSTER_HOLDER='' bash "$E2E_CLUSTER_DIR/down.sh" >/dev/null
   fi
   local preflight_log; preflight_log=$(mktemp)
   bash "$E2E_CLUSTER_DIR/preflight.sh" >"$preflight_log" 2>&1 || { cat "$preflight_log" >&2; rm -f "$preflight_log"; die "preflight failed (see above)"; }

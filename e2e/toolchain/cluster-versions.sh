@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
 # Pinned versions of everything the single-node e2e cluster is built from.
 # Sourced by e2e/toolchain/cluster.sh and e2e/cluster/*.sh; one place to bump a version.
 KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.34.4}

@@ -82,7 +82,7 @@ component() {
     : >"$log"
     rm -rf "$dest/bin.tmp"; mkdir -p "$dest/bin.tmp"
     "$fn" "$dest" "$log"
-    rm -rf "$dest/bin"; mv "$dest/bin.tmp" "$dest/bin"
+    rm -rf "${dest:?}/bin"; mv "$dest/bin.tmp" "$dest/bin"
     date -u +%FT%TZ >"$dest/.complete"
     say "$name $version: built in $(( $(date +%s) - start ))s"
     BUILT+=("$name:$(( $(date +%s) - start ))s")
