@@ -161,9 +161,10 @@ def cluster() -> Iterator[Cluster]:
         assert down.returncode == 0, f"make cluster-down left something behind:\n{down.stderr}"
 
 
-@pytest.fixture(scope="session")
-def namespace(cluster: Cluster) -> str:
-    """A fresh namespace for this session's test objects."""
+@pytest.fixture(scope="module")
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace for this module's test objects, deleted afterwards (the cluster may be
+    shared with other test modules or sessions)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     # The namespace's default ServiceAccount must exist before pods can be admitted.
@@ -171,7 +172,8 @@ def namespace(cluster: Cluster) -> str:
     while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode != 0:
         assert time.monotonic() < deadline, f"no default ServiceAccount in {name} after 60s"
         time.sleep(1)
-    return name
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def busybox_pod(name: str, namespace: str, script: str, labels: dict[str, str] | None = None,
@@ -198,7 +200,7 @@ def busybox_pod(name: str, namespace: str, script: str, labels: dict[str, str] |
 WEB_SCRIPT = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def web(cluster: Cluster, namespace: str) -> dict[str, str]:
     """An HTTP server pod behind a ClusterIP Service, and a client pod; returns their addresses."""
     cluster.apply(
@@ -312,10 +314,30 @@ def controller_manifests() -> list[dict[str, Any]]:
     return documents
 
 
-@pytest.fixture(scope="session")
-def agent_sandbox(cluster: Cluster) -> None:
-    """Deploy the agent-sandbox controller with --extensions and wait until its webhook serves."""
-    cluster.apply(*controller_manifests())
+@pytest.fixture(scope="module")
+def agent_sandbox(cluster: Cluster, namespace: str) -> Iterator[None]:
+    """Deploy the agent-sandbox controller with --extensions, wait until its webhook serves, and
+    remove it afterwards. A controller someone else deployed in a shared cluster is not touched."""
+    existing = cluster.kubectl("get", "deployment", "-n", "agent-sandbox-system", "agent-sandbox-controller",
+                               check=False)
+    if existing.returncode == 0:
+        skip_loudly("an agent-sandbox controller is already deployed in this (shared) cluster; "
+                    "not replacing it (make cluster-down, then rerun)")
+    manifests = controller_manifests()
+    cluster.apply(*manifests)
+    try:
+        wait_for_controller(cluster)
+        yield
+    finally:
+        # Custom resources first, while the controller can still process their finalizers.
+        cluster.kubectl("delete", "sandboxwarmpools,sandboxclaims,sandboxtemplates,sandboxes", "--all",
+                        "-n", namespace, "--wait=true", "--timeout=90s", check=False, timeout=120)
+        cluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
+                        stdin=yaml.safe_dump_all(manifests), check=False)
+
+
+def wait_for_controller(cluster: Cluster) -> None:
+    """Wait for the controller Deployment to be available and its webhook Service to have endpoints."""
     rollout = cluster.kubectl("rollout", "status", "-n", "agent-sandbox-system",
                               "deployment/agent-sandbox-controller", "--timeout=300s", check=False, timeout=330)
     if rollout.returncode != 0:
