@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(up)
     up.add_argument("--skip-prerequisites", action="store_true", help="do not check for tools first")
     up.add_argument("--show-secrets", action="store_true", help="print secret outputs (the router token) in clear")
-    up.add_argument("--policy", action="store_true", help="also enforce the policy pack during up")
+    up.add_argument("--no-policy", action="store_true",
+                    help="do not enforce the policy pack during up (it is enforced by default: unlike a first "
+                         "preview, up sees every value, so no policy is skipped as unknown)")
+    up.add_argument("--policy-config", type=Path, help="JSON policy pack config (--policy-pack-config)")
 
     preview = stack_command("preview", "preview the stack with the policy pack applied")
     _config_option(preview)
@@ -125,8 +128,10 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     clusters.ensure_cluster(config, paths)
     stack = open_stack(paths, config.stack, args.overrides)
     print(f"stack: {config.stack} (backend {paths.state_dir})")
-    policy = [str(paths.policy_pack_dir)] if args.policy else None
-    result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy)
+    policy = None if args.no_policy else [str(paths.policy_pack_dir)]
+    policy_config = [str(args.policy_config)] if args.policy_config and policy else None
+    result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
+                      policy_pack_configs=policy_config)
     print(f"up: {result.summary.result}; changes {result.summary.resource_changes}")
     outputs = printable_outputs(stack, show_secrets=args.show_secrets)
     print(json.dumps(outputs, indent=2))

@@ -14,7 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["up", "gvisor"], {"command": "up", "stack": "gvisor", "skip_prerequisites": False, "policy": False}),
+    (["up", "gvisor"], {"command": "up", "stack": "gvisor", "skip_prerequisites": False, "no_policy": False}),
+    (["up", "gvisor", "--no-policy", "--policy-config", "c.json"], {"no_policy": True, "policy_config": Path("c.json")}),
     (["up", "kata", "--skip-prerequisites", "--show-secrets"], {"command": "up", "stack": "kata",
                                                                 "skip_prerequisites": True, "show_secrets": True}),
     (["preview", "gvisor"], {"command": "preview", "no_policy": False, "policy_config": None}),
