@@ -67,8 +67,9 @@ class SandboxRouter(pulumi.ComponentResource):
             ),
             string_data={constants.ROUTER_TOKEN_SECRET_KEY: pulumi.Output.secret(token)},
             # A generated token is made once: later runs keep the stored value instead of
-            # rotating it (and restarting the router) on every `up`.
-            opts=child_options(self, opts, ignore_changes=["stringData"] if generated else None),
+            # rotating it (and restarting the router) on every `up`. The provider also diffs the
+            # derived `data`, and a Secret data change is a replacement, so both are ignored.
+            opts=child_options(self, opts, ignore_changes=["stringData", "data"] if generated else None),
         )
         # Pods read the token at start: a changed configured token must roll them. A generated
         # token never changes, so it gets no checksum.

@@ -6,7 +6,7 @@ from tests.pulumi_harness import run_program
 
 def test_generated_token_is_kept_across_runs(gvisor_run) -> None:
     secret = gvisor_run.one("kubernetes:core/v1:Secret")
-    assert secret.ignore_changes == ["stringData"]
+    assert secret.ignore_changes == ["stringData", "data"]
     assert len(secret.inputs["stringData"]["token"]) >= 32
     template = gvisor_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment").inputs["spec"]["template"]
     assert not template["metadata"].get("annotations")
