@@ -78,7 +78,9 @@ class SandboxPool(pulumi.ComponentResource):
                 name=config.warm_pool_name,
                 namespace=namespace.metadata.name,
                 labels=dict(constants.MANAGED_BY_LABEL),
-                annotations=wait_for_ready_replicas(config.warm_pool_replicas),
+                # Pulumi owns the declared replica count: a temporary scale by another field
+                # manager (the bench, an operator's kubectl) must not block the next `up`.
+                annotations={"pulumi.com/patchForce": "true", **wait_for_ready_replicas(config.warm_pool_replicas)},
             ),
             spec=warm_pool_spec(config),
             opts=child_options(self, opts, depends_on=[self.template]),

@@ -82,7 +82,8 @@ def test_warm_pool_references_the_template(stack_run: ProgramRun) -> None:
     assert pool.inputs["apiVersion"] == "extensions.agents.x-k8s.io/v1beta1"
     assert pool.inputs["spec"]["sandboxTemplateRef"] == {"name": template.k8s_name}
     assert pool.inputs["spec"]["replicas"] == 2
-    assert pool.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={.status.readyReplicas}=2"}
+    assert pool.inputs["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={.status.readyReplicas}=2",
+                                                      "pulumi.com/patchForce": "true"}
     assert stack_run.outputs["warmPool"] == pool.k8s_name and stack_run.outputs["template"] == template.k8s_name
 
 
@@ -164,7 +165,8 @@ def test_existing_cluster_with_prebuilt_images_needs_no_build_or_load() -> None:
     assert not run.of_type("RuntimeClass")
     assert run.outputs["runtimeImage"] == PREBUILT["sandboxImage"]
     pool = run.one("SandboxWarmPool")
-    assert pool.inputs["spec"]["replicas"] == 0 and not pool.inputs["metadata"].get("annotations")
+    assert pool.inputs["spec"]["replicas"] == 0
+    assert "pulumi.com/waitFor" not in pool.inputs["metadata"]["annotations"]
     assert run.outputs["kubeContext"] == ""
 
 
