@@ -33,10 +33,11 @@ from automation.project import (
     stack_config,
 )
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
-from automation.tunnel import install_signal_cleanup
+from automation.tunnel import engine_operation, engine_was_interrupted, install_signal_cleanup
 from sandbox_iac.config import ConfigError, StackConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREREQUISITES = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 DEFAULT_BENCH_N = 10
 
 
@@ -130,8 +131,9 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config and policy else None
-    result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
-                      policy_pack_configs=policy_config)
+    with engine_operation():
+        result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
+                          policy_pack_configs=policy_config)
     print(f"up: {result.summary.result}; changes {result.summary.resource_changes}")
     outputs = printable_outputs(stack, show_secrets=args.show_secrets)
     print(json.dumps(outputs, indent=2))
@@ -144,8 +146,9 @@ def cmd_preview(args: argparse.Namespace, paths: ProjectPaths, config: StackConf
     stack = open_stack(paths, config.stack, args.overrides)
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config else None
-    result = stack.preview(on_output=_streamer(), color=_color(), policy_packs=policy,
-                           policy_pack_configs=policy_config)
+    with engine_operation():
+        result = stack.preview(on_output=_streamer(), color=_color(), policy_packs=policy,
+                               policy_pack_configs=policy_config)
     print(f"preview: {result.change_summary}" + ("" if args.no_policy else " (policy pack passed)"))
     return EXIT_OK
 
@@ -201,7 +204,8 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
     if args.forget:
         print(f"forget: not destroying anything; removing the record of stack {config.stack}")
     else:
-        result = stack.destroy(on_output=_streamer(), color=_color(), show_secrets=False)
+        with engine_operation():
+            result = stack.destroy(on_output=_streamer(), color=_color(), show_secrets=False)
         print(f"destroy: {result.summary.result}")
         try:
             leftovers = Cluster(api_client(config)).wait_gone(config)
@@ -254,6 +258,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:
         from pulumi.automation import CommandError
 
+        if isinstance(error, CommandError) and engine_was_interrupted():
+            print(f"{args.command} {args.stack}: interrupted; the engine stopped cleanly and saved its state. "
+                  f"Run `python -m automation {args.command} {args.stack}` again to finish.", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if isinstance(error, CommandError):
             print(f"{args.command} {args.stack}: the Pulumi command failed (see the output above):\n{error}",
                   file=sys.stderr)

@@ -16,8 +16,10 @@ the tracked stack file (its own salt, if any) win, so secrets set with ``pulumi 
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
+import socket
 import shutil
 import sys
 from pathlib import Path
@@ -109,10 +111,43 @@ def workspace_options(paths: ProjectPaths, work_dir: Path) -> Any:
     )
 
 
+def remove_stale_locks(paths: ProjectPaths, stack: str) -> list[str]:
+    """Delete the local backend's locks on ``stack`` held by processes of this host that no longer
+    exist (a driver or engine killed hard); returns what was removed. Live locks stay."""
+    removed = []
+    for lock in (paths.state_dir / ".pulumi" / "locks").glob(f"*/{constants.PROJECT_NAME}/{stack}/*.json"):
+        try:
+            owner = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            continue
+        if owner.get("hostname") != socket.gethostname() or _process_alive(int(owner.get("pid", 0))):
+            continue
+        for path in (lock, lock.with_name(lock.name + ".attrs")):
+            path.unlink(missing_ok=True)
+        removed.append(f"{lock.name} (pid {owner.get('pid')}, {owner.get('timestamp')})")
+    for entry in removed:
+        print(f"stack: removed a stale lock left by an interrupted run: {entry}")
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def open_stack(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None,
                create: bool = True) -> Any:
     """Select ``stack`` (creating it on the local backend when ``create``)."""
     from pulumi import automation as auto
+
+    remove_stale_locks(paths, stack)
 
     options = workspace_options(paths, stack_work_dir(paths, stack, overrides))
     program = inline_program(paths)

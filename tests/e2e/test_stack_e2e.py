@@ -16,6 +16,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -100,6 +101,8 @@ def deployed(cluster: Cluster, stack_overrides: list[str]) -> Iterator[Cluster]:
     while cluster.kubectl("get", "namespace", "agent-sandbox-system", check=False).returncode == 0:
         assert time.monotonic() < deadline, "agent-sandbox-system still exists: not an empty start"
         time.sleep(2)
+    # The cluster is empty, so any record of the stack is from an earlier, aborted session.
+    driver("down", STACK, "--forget", check=False, timeout=120)
     result = driver("up", STACK, *stack_overrides, timeout=1200)
     TIMINGS["up_from_empty_seconds"] = round(result.elapsed, 1)
     yield cluster
@@ -198,6 +201,36 @@ def test_twenty_concurrent_claims(sdk: tuple[Any, Any]) -> None:
     assert not errors, errors
 
 
+def test_killing_a_sandbox_pod_mid_request_is_a_clear_error_and_the_pool_refills(
+        sdk: tuple[Any, Any], deployed: Cluster) -> None:
+    from k8s_agent_sandbox.exceptions import SandboxError
+
+    client, target = sdk
+    sandbox = client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            running = pool.submit(sandbox.commands.run, "sleep 60", 90)
+            time.sleep(2)
+            deployed.kubectl("delete", "pod", "-n", target.namespace, sandbox.get_pod_name(), "--wait=false",
+                             "--grace-period=0", "--force")
+            started = time.monotonic()
+            with pytest.raises(SandboxError) as caught:
+                running.result(timeout=120)
+            TIMINGS["killed_pod_error_seconds"] = round(time.monotonic() - started, 2)
+            TIMINGS["killed_pod_error"] = str(caught.value)[:300]
+    finally:
+        client.delete_sandbox(sandbox.claim_name, namespace=target.namespace)
+
+    deadline = time.monotonic() + 180
+    while True:
+        pool_status = deployed.get_json("sandboxwarmpools.extensions.agents.x-k8s.io", target.warm_pool,
+                                        "-n", target.namespace)["status"]
+        if pool_status.get("readyReplicas") == target.warm_pool_replicas:
+            break
+        assert time.monotonic() < deadline, f"pool did not refill after the pod was killed: {pool_status}"
+        time.sleep(2)
+
+
 def test_bench_records_warm_and_cold_latency(deployed: Cluster) -> None:
     driver("bench", STACK, "-n", "5", timeout=1800)
     bench = json.loads((OUT_DIR / STACK / "bench.json").read_text())
@@ -219,6 +252,26 @@ def test_warm_pool_resize_converges(deployed: Cluster, stack_overrides: list[str
     pool = deployed.get_json("sandboxwarmpools.extensions.agents.x-k8s.io", "-n", "agent-sandbox-demo")
     assert pool["items"][0]["status"].get("readyReplicas") == 3
     driver("up", STACK, *stack_overrides, timeout=900)
+
+
+def test_an_interrupted_up_is_finished_by_the_next_up(deployed: Cluster, stack_overrides: list[str]) -> None:
+    overrides = [*stack_overrides[:-2], "--config", "warmPoolReplicas=1"]
+    command = ". e2e/toolchain/env.sh >/dev/null && exec \"$PY\" -m automation up local " + " ".join(
+        f"'{a}'" for a in overrides)
+    env = {**os.environ, "PY": sys.executable, "TOOLCHAIN_ENV_QUIET": "1"}
+    # Its own process group, interrupted like a user's Ctrl-C: SIGINT to the driver and the engine.
+    interrupted = subprocess.Popen(["bash", "-c", command], cwd=REPO_ROOT, env=env, start_new_session=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(8)  # inside the engine's update, before it finishes
+    os.killpg(interrupted.pid, signal.SIGINT)
+    output, _ = interrupted.communicate(timeout=300)
+    print(output[-3000:], flush=True)
+    TIMINGS["interrupted_up_exit"] = interrupted.returncode
+    finished = driver("up", STACK, *stack_overrides, timeout=900)
+    assert "succeeded" in finished.stdout
+    pool = deployed.get_json("sandboxwarmpools.extensions.agents.x-k8s.io", "-n", "agent-sandbox-demo")
+    assert pool["items"][0]["spec"]["replicas"] == 2 and pool["items"][0]["status"].get("readyReplicas") == 2
+    assert set(change_summary(driver("up", STACK, *stack_overrides, timeout=600).stdout)) == {"same"}
 
 
 def test_router_keeps_answering_when_a_pod_is_deleted(deployed: Cluster) -> None:
