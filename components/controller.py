@@ -67,8 +67,9 @@ class AgentSandboxController(pulumi.ComponentResource):
         super().__init__("agent-sandbox:index:AgentSandboxController", name, None, opts)
         objects = manifests.adapt_release(args.manifest_objects, args.controller_image, args.image_pull_policy)
         foundation, workload = manifests.split_foundation(objects)
-        self.foundation = [self._declare(name, obj, []) for obj in foundation]
-        self.workload = [self._declare(name, obj, self.foundation) for obj in workload]
+        declared_foundation = [self._declare(name, obj, []) for obj in foundation]
+        for obj in workload:
+            self._declare(name, obj, declared_foundation)
         self.namespace = pulumi.Output.from_input(constants.CONTROLLER_NAMESPACE)
         self.crd_names = pulumi.Output.from_input(
             [o["metadata"]["name"] for o in foundation if o["kind"] == manifests.CRD_KIND]

@@ -59,12 +59,10 @@ class SandboxImages(pulumi.ComponentResource):
     Outputs:
       runtime_image: image ref the SandboxTemplate uses (content-derived tag).
       router_image: image ref the router Deployment uses (content-derived tag).
-      ready: resolves once both images are available to the nodes; pods depend on it.
     """
 
     runtime_image: pulumi.Output[str]
     router_image: pulumi.Output[str]
-    ready: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: ImagesArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:SandboxImages", name, None, opts)
@@ -92,13 +90,12 @@ class SandboxImages(pulumi.ComponentResource):
 
         self.runtime_image = refs["runtime"]
         self.router_image = refs["router"]
-        self.ready = pulumi.Output.all(*[r.urn for r in loads]) if loads else pulumi.Output.from_input([])
         self._load_resources = loads
         self.register_outputs({"runtime_image": self.runtime_image, "router_image": self.router_image})
 
     @property
     def load_resources(self) -> list[pulumi.Resource]:
-        """Resources that must finish before any pod uses the images."""
+        """Resources that must finish before any pod uses the images (depend on these)."""
         return list(self._load_resources)
 
     def _build(self, name: str, image: str, args: ImagesArgs) -> docker.Image:

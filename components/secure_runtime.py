@@ -59,7 +59,6 @@ class SecureRuntime(pulumi.ComponentResource):
     def __init__(self, name: str, args: SecureRuntimeArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:SecureRuntime", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.resources: list[pulumi.Resource] = []
         if args.runtime == "kata-qemu":
             self.runtime_class_name = self._install_kata(name, args, child)
         else:
@@ -70,7 +69,6 @@ class SecureRuntime(pulumi.ComponentResource):
                     handler=args.handler,
                     opts=child,
                 )
-                self.resources.append(runtime_class)
                 self.runtime_class_name = runtime_class.metadata.name
             else:
                 self.runtime_class_name = pulumi.Output.from_input(args.runtime)
@@ -107,5 +105,4 @@ class SecureRuntime(pulumi.ComponentResource):
             f"{name}-{args.runtime}", args.runtime,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
         )
-        self.resources.extend([node_label, release, runtime_class])
         return runtime_class.metadata.name
