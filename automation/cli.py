@@ -1,6 +1,7 @@
 """``python -m automation``: one entry point per stack for people and CI.
 
-  up STACK        prerequisites, cluster (kind/minikube) if missing, stack on the local backend, up, outputs
+  up STACK        set-up (tools, Docker engine, node image, KIND cluster, images) or prerequisites, then up, outputs
+  tools STACK     only the tools step of the set-up
   preview STACK   preview with the policy pack (mandatory policies fail it)
   smoke STACK     the six end-to-end checks through the official SDK; out/<stack>/smoke.json
   bench STACK     warm vs cold claim latency; out/<stack>/bench.json and bench.png
@@ -34,7 +35,14 @@ from automation.project import (
 )
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
 from automation.tunnel import engine_operation, engine_was_interrupted, install_signal_cleanup
+from automation.bootstrap import SetupError
+from automation.node_image import NodeImageError
+from automation.preflight import PreflightError
+from automation.tools import ToolError
 from sandbox_iac.config import ConfigError, StackConfig
+
+# Set-up failures that say what to fix in one line (no traceback).
+SetupFailure = (SetupError, NodeImageError, PreflightError, ToolError)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREREQUISITES = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
@@ -71,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(preview)
     preview.add_argument("--policy-config", type=Path, help="JSON policy pack config (--policy-pack-config)")
     preview.add_argument("--no-policy", action="store_true", help="preview without the policy pack")
+
+    stack_command("tools", "find, download (when allowed) or build every tool the stack needs; say where each came from")
 
     stack_command("smoke", "run the end-to-end checks through the official SDK; writes out/<stack>/smoke.json")
 
@@ -119,15 +129,35 @@ def _color() -> str:
 def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.workspace import open_stack, printable_outputs
 
-    if not args.skip_prerequisites:
-        missing = missing_prerequisites(config)
-        if missing:
-            print(f"up {config.stack}: prerequisites missing:", *[f"  - {m}" for m in missing], sep="\n",
-                  file=sys.stderr)
-            return EXIT_PREREQUISITES
-        print(f"prerequisites: all present for {config.cluster_flavour}/{config.runtime}")
-    clusters.ensure_cluster(config, paths)
-    stack = open_stack(paths, config.stack, args.overrides)
+    overrides = dict(args.overrides)
+    notices: list[str] = []
+    if config.cluster_flavour == "kind":
+        # KIND: the set-up gets every missing tool, the engine, the node image, the cluster and the
+        # images the cluster cannot pull, and says which config this run needs because of that.
+        from automation.bootstrap import Setup
+
+        setup = Setup(config, paths, workers=config_workers(config)).run()
+        notices = setup.notices
+        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.overrides})
+        if setup.overrides:
+            config = stack_config(paths, config.stack, overrides)
+    else:
+        if not args.skip_prerequisites:
+            missing = missing_prerequisites(config)
+            if missing:
+                print(f"up {config.stack}: prerequisites missing:", *[f"  - {m}" for m in missing], sep="\n",
+                      file=sys.stderr)
+                return EXIT_PREREQUISITES
+            print(f"prerequisites: all present for {config.cluster_flavour}/{config.runtime}")
+        clusters.ensure_cluster(config, paths)
+        from automation.bootstrap import Setup
+
+        setup = Setup(config, paths).images_only()
+        notices = setup.notices
+        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.overrides})
+        if setup.overrides:
+            config = stack_config(paths, config.stack, overrides)
+    stack = open_stack(paths, config.stack, overrides)
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config and policy else None
@@ -137,6 +167,22 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     print(f"up: {result.summary.result}; changes {result.summary.resource_changes}")
     outputs = printable_outputs(stack, show_secrets=args.show_secrets)
     print(json.dumps(outputs, indent=2))
+    for notice in notices:
+        print(f"NOTE: {notice}")
+    print(f"next: make smoke STACK={config.stack}   make bench STACK={config.stack}   "
+          f"make down STACK={config.stack}   (make down-cluster STACK={config.stack} also deletes the cluster)")
+    return EXIT_OK
+
+
+def config_workers(config: StackConfig) -> int:
+    """Worker nodes of the stack's KIND cluster (config ``kindWorkers``; 0 when the key is absent)."""
+    return int(getattr(config, "kind_workers", 0) or 0)
+
+
+def cmd_tools(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation import tools
+
+    tools.resolve_all(tools.tools_for(config.cluster_flavour, config.runtime))
     return EXIT_OK
 
 
@@ -228,7 +274,7 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
     return EXIT_FAILED if leftovers else EXIT_OK
 
 
-COMMANDS = {"up": cmd_up, "preview": cmd_preview, "smoke": cmd_smoke, "bench": cmd_bench, "down": cmd_down}
+COMMANDS = {"up": cmd_up, "tools": cmd_tools, "preview": cmd_preview, "smoke": cmd_smoke, "bench": cmd_bench, "down": cmd_down}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -252,7 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DriverError as error:
         print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
         return EXIT_PREREQUISITES if str(error).startswith("missing ") else EXIT_FAILED
-    except clusters.ClusterError as error:
+    except (clusters.ClusterError, SetupFailure) as error:
         print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as error:

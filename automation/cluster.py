@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from automation.project import ProjectPaths, find_tool
+from sandbox_iac import constants
 from sandbox_iac.config import StackConfig
 from sandbox_iac.kind_config import kind_cluster_config
 
@@ -81,6 +82,64 @@ def create_command(config: StackConfig, kind_config_file: Optional[Path] = None)
     raise ClusterError(f"clusterFlavour {config.cluster_flavour!r} is not created by the driver")
 
 
+def kind_clusters(run: Runner = subprocess.run) -> list[str]:
+    """Names of the kind clusters on this engine."""
+    return _run(run, ["kind", "get", "clusters"]).stdout.split()
+
+
+def container_names(run: Runner = subprocess.run) -> list[str]:
+    """Names of every container on the engine that is not a node of a kind cluster."""
+    result = run(["docker", "ps", "-a", "--format", "{{.Names}}\t{{.Label \"io.x-k8s.kind.cluster\"}}"],
+                 capture_output=True, text=True)
+    names = []
+    for line in result.stdout.splitlines():
+        name, _, kind_cluster = line.partition("\t")
+        if name and not kind_cluster:
+            names.append(name)
+    return names
+
+
+def kind_node_has_runsc(cluster_name: str, run: Runner = subprocess.run) -> bool:
+    """Whether the cluster's control-plane node has gVisor's runsc (mounted by our config)."""
+    result = run(["docker", "exec", f"{cluster_name}-control-plane", "test", "-x", "/usr/local/bin/runsc"],
+                 capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def create_kind_cluster(config: StackConfig, paths: ProjectPaths, *, image: str, runsc: Optional[str],
+                        shim: Optional[str], workers: int = 0, restrict_oom_score_adj: bool = False,
+                        run: Runner = subprocess.run, log: Callable[[str], None] = print) -> bool:
+    """``kind create cluster`` with the gVisor config, ``image`` and ``workers`` worker nodes; records it."""
+    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
+    kind_file = paths.driver_state_dir / f"{config.stack}-kind-config.yaml"
+    kind_file.write_text(kind_cluster_config(
+        config.cluster_name,
+        runsc_host_path=str(Path(runsc).resolve()) if runsc else constants.RUNSC_NODE_PATH,
+        shim_host_path=str(Path(shim).resolve()) if shim else constants.RUNSC_SHIM_NODE_PATH,
+        workers=workers, restrict_oom_score_adj=restrict_oom_score_adj))
+    command = create_command(config, kind_file) + ["--image", image]
+    log(f"cluster: creating with `{' '.join(command)}`")
+    started = time.monotonic()
+    try:
+        _run(run, command)
+    except ClusterError:
+        # kind leaves the node containers of a failed create behind; remove them so the next try starts clean
+        run([find_tool("kind") or "kind", "delete", "cluster", "--name", config.cluster_name], capture_output=True, text=True)
+        raise
+    record = CreatedCluster(config.cluster_flavour, config.cluster_name, time.time(),
+                            str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None)
+    record_path(paths, config.stack).write_text(json.dumps(asdict(record), indent=2))
+    log(f"cluster: created in {time.monotonic() - started:.0f}s (recorded in {record_path(paths, config.stack)})")
+    return True
+
+
+def kind_load_archive(cluster_name: str, archive: Path, run: Runner = subprocess.run,
+                      log: Callable[[str], None] = print) -> None:
+    """Import a docker-archive tarball into every node of a kind cluster."""
+    log(f"cluster: loading {archive.name} into the nodes of {cluster_name!r}")
+    _run(run, ["kind", "load", "image-archive", str(archive), "--name", cluster_name])
+
+
 def delete_command(record: CreatedCluster) -> list[str]:
     if record.flavour == "kind":
         command = ["kind", "delete", "cluster", "--name", record.name]
@@ -127,4 +186,18 @@ def delete_created_cluster(paths: ProjectPaths, stack: str, run: Runner = subpro
     _run(run, delete_command(record))
     record_path(paths, stack).unlink()
     log(f"cluster: deleted {record.flavour} cluster {record.name!r}")
+    if record.flavour == "kind":
+        remove_empty_kind_network(run, log)
     return True
+
+
+def remove_empty_kind_network(run: Runner = subprocess.run, log: Callable[[str], None] = print) -> bool:
+    """kind leaves its ``kind`` Docker network behind; remove it when no container uses it any more."""
+    inspect = run(["docker", "network", "inspect", "kind", "--format", "{{len .Containers}}"],
+                  capture_output=True, text=True)
+    if inspect.returncode != 0 or inspect.stdout.strip() != "0":
+        return False
+    removed = run(["docker", "network", "rm", "kind"], capture_output=True, text=True).returncode == 0
+    if removed:
+        log("cluster: removed the empty `kind` Docker network")
+    return removed

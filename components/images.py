@@ -40,9 +40,17 @@ class ImagesArgs:
     """containerd socket of the node for the ``containerd`` strategy (default: ctr's own default)."""
 
 
+def pushed_ref(registry: str, local_ref: str) -> str:
+    """Where a local image goes in ``registry``: its last path part and tag under the prefix."""
+    return f"{registry.rstrip('/')}/{local_ref.rsplit('/', 1)[-1]}"
+
+
 def load_command(strategy: str, cluster_name: str, image_ref: str,
-                 containerd_address: Optional[str] = None) -> Optional[str]:
-    """Shell command that puts a locally built image on the cluster's nodes (None: nothing to do)."""
+                 containerd_address: Optional[str] = None, push_to: Optional[str] = None) -> Optional[str]:
+    """Shell command that puts a locally built image on the cluster's nodes (None: nothing to do).
+    ``push_to``: with the ``registry`` strategy, the ref a prebuilt local image is pushed as."""
+    if strategy == "registry" and push_to:
+        return f"docker tag {image_ref} {push_to} && docker push {push_to}"
     if strategy == "kind":
         return f"kind load docker-image --name {cluster_name} {image_ref}"
     if strategy == "minikube":
@@ -69,20 +77,28 @@ class SandboxImages(pulumi.ComponentResource):
         refs: dict[str, pulumi.Output[str]] = {}
         loads: list[pulumi.Resource] = []
         for image in ("runtime", "router"):
+            push_to: Optional[str] = None
             if args.build_mode == "prebuilt":
-                ref: pulumi.Output[str] = pulumi.Output.from_input(args.prebuilt_refs[image])
-                trigger: pulumi.Input[str] = ref
+                local = args.prebuilt_refs[image]
+                trigger: pulumi.Input[str] = local
                 built: list[pulumi.Resource] = []
+                # A local image and a registry to push to: the nodes pull the pushed ref.
+                if args.load_strategy == "registry" and args.registry:
+                    push_to = pushed_ref(args.registry, local)
+                ref: pulumi.Output[str] = pulumi.Output.from_input(push_to or local)
+                load_image: pulumi.Input[str] = local
             else:
                 built_image = self._build(name, image, args)
                 ref = built_image.image_name
                 trigger = built_image.repo_digest
                 built = [built_image]
+                load_image = ref
             refs[image] = ref
-            command_text = load_command(args.load_strategy, args.cluster_name, '"$IMAGE"', args.containerd_address)
+            command_text = load_command(args.load_strategy, args.cluster_name, '"$IMAGE"', args.containerd_address,
+                                        push_to)
             if command_text:
                 loads.append(ImageLoad(
-                    f"{name}-{image}-load", image=ref, command=command_text, trigger=trigger,
+                    f"{name}-{image}-load", image=load_image, command=command_text, trigger=trigger,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=built),
                 ))
             else:

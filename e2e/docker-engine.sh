@@ -32,6 +32,26 @@ DOCKER_ENGINE_SOCKET=${DOCKER_ENGINE_SOCKET:-/var/run/docker.sock}
 
 _de_say() { echo "docker-engine: $*" >&2; }
 
+_DE_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DOCKER_ENGINE_CAPFILTER=$_DE_HERE/engine/runc_capfilter.py
+# Every capability bit the kernel knows (cap_last_cap) set in a mask: what root normally has.
+_de_full_capmask() { printf '%x' $(( (1 << ($(cat /proc/sys/kernel/cap_last_cap) + 1)) - 1 )); }
+
+# True when root's bounding set lacks a capability (this machine: CAP_SYS_RESOURCE). Then
+# `docker run --privileged` (kind's nodes) fails in runc with "unable to apply caps" unless the
+# engine's default runtime drops what cannot be granted (e2e/engine/runc_capfilter.py).
+docker_engine_needs_capfilter() {
+	local bnd
+	bnd=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)
+	[[ $(printf '%x' "0x$bnd") != "$(_de_full_capmask)" ]]
+}
+
+# Whether the answering engine's default runtime is the capability filter.
+_de_engine_has_capfilter() {
+	DOCKER_HOST=unix://$DOCKER_ENGINE_SOCKET timeout 10 "$(docker_engine_client)" info \
+		--format '{{.DefaultRuntime}}' 2>/dev/null | grep -qx agent-sandbox-runc
+}
+
 # The client that matches the daemon: Debian's when installed, else whatever `docker` is on PATH.
 docker_engine_client() {
 	if [[ -x /usr/bin/docker ]]; then echo /usr/bin/docker; else command -v docker || echo docker; fi
@@ -116,6 +136,16 @@ _de_wait_for() {
 _de_containerd_ready() { [[ -S $DOCKER_ENGINE_RUN_DIR/containerd.sock ]]; }
 
 docker_engine_start() {
+	if _de_answers && docker_engine_needs_capfilter && ! _de_engine_has_capfilter; then
+		if _de_pid_alive "$DOCKER_ENGINE_RUN_DIR/dockerd.pid" dockerd; then
+			_de_say "restarting our dockerd with the capability-filtering runtime (root lacks capabilities that --privileged asks for)"
+			_de_stop_pid "$DOCKER_ENGINE_RUN_DIR/dockerd.pid" dockerd
+		else
+			_de_say "WARNING: the running engine is not ours and root lacks capabilities that 'docker run --privileged' asks for;"
+			_de_say "  kind nodes will fail with 'unable to apply caps'. Fix: register $DOCKER_ENGINE_CAPFILTER as its default runtime"
+			_de_say "  (dockerd --add-runtime agent-sandbox-runc=$DOCKER_ENGINE_CAPFILTER --default-runtime agent-sandbox-runc)"
+		fi
+	fi
 	if _de_answers; then
 		if _de_pid_alive "$DOCKER_ENGINE_RUN_DIR/dockerd.pid" dockerd; then
 			_de_say "engine already running (started earlier by this script, pid $(<"$DOCKER_ENGINE_RUN_DIR/dockerd.pid"))"
@@ -155,13 +185,21 @@ docker_engine_start() {
 
 	local net_flags=()
 	if [[ $DOCKER_ENGINE_IPTABLES != true ]]; then net_flags=(--iptables=false --ip-forward=false); fi
+	local runtime_flags=()
+	if docker_engine_needs_capfilter; then
+		# a copy outside the clone: the engine outlives the checkout that started it
+		mkdir -p "$DOCKER_ENGINE_RUN_DIR"
+		install -m 0755 "$DOCKER_ENGINE_CAPFILTER" "$DOCKER_ENGINE_RUN_DIR/agent-sandbox-runc"
+		runtime_flags=(--add-runtime "agent-sandbox-runc=$DOCKER_ENGINE_RUN_DIR/agent-sandbox-runc" --default-runtime agent-sandbox-runc)
+		_de_say "root lacks capabilities in its bounding set: default runtime agent-sandbox-runc drops them before runc ($DOCKER_ENGINE_CAPFILTER)"
+	fi
 	setsid dockerd \
 		--host "unix://$DOCKER_ENGINE_SOCKET" \
 		--containerd "$DOCKER_ENGINE_RUN_DIR/containerd.sock" \
 		--data-root "$DOCKER_ENGINE_DATA_DIR" \
 		--exec-root "$DOCKER_ENGINE_RUN_DIR/exec" \
 		--pidfile "$DOCKER_ENGINE_RUN_DIR/dockerd.daemon.pid" \
-		"${net_flags[@]}" >>"$dockerd_log" 2>&1 </dev/null {lockfd}>&- &
+		"${net_flags[@]}" "${runtime_flags[@]}" >>"$dockerd_log" 2>&1 </dev/null {lockfd}>&- &
 	echo $! >"$DOCKER_ENGINE_RUN_DIR/dockerd.pid"
 	_de_say "started dockerd pid $! (${net_flags[*]:-docker default networking}, log $dockerd_log)"
 	_de_wait_for dockerd _de_answers "$(<"$DOCKER_ENGINE_RUN_DIR/dockerd.pid")" "$dockerd_log" ||

@@ -1,4 +1,4 @@
-"""The KIND cluster configuration that gives the node gVisor's runtime."""
+"""The KIND cluster configuration that gives every node gVisor's runtime."""
 
 from __future__ import annotations
 
@@ -10,26 +10,47 @@ RUNSC_CONTAINERD_PATCH = (
     '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]\n'
     '  runtime_type = "io.containerd.runsc.v1"\n'
 )
+# Hosts whose root lacks CAP_SYS_RESOURCE cannot give a process a negative oom_score_adj, which
+# kubelet asks for every pod sandbox (-998) and Guaranteed container (-997). This makes the node's
+# containerd clamp such values to its own score instead of failing the pod (what kind itself does
+# for rootless nodes).
+RESTRICT_OOM_SCORE_PATCH = (
+    '[plugins."io.containerd.grpc.v1.cri"]\n'
+    '  restrict_oom_score_adj = true\n'
+)
+# kind's defaults, written out because the stack's network policies and the router exclude them.
+POD_SUBNET = "10.244.0.0/16"
+SERVICE_SUBNET = "10.96.0.0/16"
 
 
 def kind_cluster_config(
     cluster_name: str,
     runsc_host_path: str = constants.RUNSC_NODE_PATH,
     shim_host_path: str = constants.RUNSC_SHIM_NODE_PATH,
+    workers: int = 0,
+    restrict_oom_score_adj: bool = False,
 ) -> str:
-    """YAML for ``kind create cluster --config``: registers the ``runsc`` handler in the
-    node's containerd and mounts the host's runsc and shim binaries into the node."""
+    """YAML for ``kind create cluster --config``: registers the ``runsc`` handler in each node's
+    containerd and mounts the host's runsc and shim binaries into each node. ``workers`` adds
+    worker nodes next to the control plane (sandboxes then run on the workers: kind keeps the
+    control-plane taint when a cluster has workers)."""
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {workers}")
+    mounts = [
+        {"hostPath": runsc_host_path, "containerPath": constants.RUNSC_NODE_PATH, "readOnly": True},
+        {"hostPath": shim_host_path, "containerPath": constants.RUNSC_SHIM_NODE_PATH, "readOnly": True},
+    ]
+    patches = [RUNSC_CONTAINERD_PATCH]
+    if restrict_oom_score_adj:
+        patches.append(RESTRICT_OOM_SCORE_PATCH)
+    nodes = [{"role": "control-plane", "extraMounts": mounts}]
+    nodes += [{"role": "worker", "extraMounts": mounts} for _ in range(workers)]
     config = {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
         "name": cluster_name,
-        "containerdConfigPatches": [RUNSC_CONTAINERD_PATCH],
-        "nodes": [{
-            "role": "control-plane",
-            "extraMounts": [
-                {"hostPath": runsc_host_path, "containerPath": constants.RUNSC_NODE_PATH, "readOnly": True},
-                {"hostPath": shim_host_path, "containerPath": constants.RUNSC_SHIM_NODE_PATH, "readOnly": True},
-            ],
-        }],
+        "networking": {"podSubnet": POD_SUBNET, "serviceSubnet": SERVICE_SUBNET},
+        "containerdConfigPatches": patches,
+        "nodes": nodes,
     }
     return yaml.safe_dump(config, sort_keys=False)

@@ -4,6 +4,8 @@
 KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}
+# cache key of our CoreDNS build: the version plus the plugin set of cluster/coredns/main.go
+COREDNS_BUILD=${COREDNS_VERSION}-kubeadm
 # gVisor "go" branch commit 96dad6a2da94 (2026-05-08): its shim still uses the containerd v1.6.36
 # libraries, whose plain-address start reply Debian's containerd 1.6 understands. The later pin
 # 2a56b9b52bc3 and 031492ed34ed are refused by the module proxy (403).
@@ -17,3 +19,10 @@ PAUSE_VERSION=${PAUSE_VERSION:-3.10}
 PAUSE_IMAGE=${PAUSE_IMAGE:-registry.k8s.io/pause:${PAUSE_VERSION}}
 CONTROLLER_IMAGE=${CONTROLLER_IMAGE:-localhost/agent-sandbox-controller:${AGENT_SANDBOX_VERSION}}
 BUSYBOX_IMAGE=${BUSYBOX_IMAGE:-localhost/e2e-busybox:1.35}
+# KIND and the parts of its node image, built from Go modules (the versions kind v0.30.0's own base
+# image pins, images/base/Dockerfile in its module): kind v0.30.0 is the release for Kubernetes 1.34.
+KIND_VERSION=${KIND_VERSION:-v0.30.0}
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.1.4}
+RUNC_VERSION=${RUNC_VERSION:-v1.3.0}
+CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}
+CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.7.1}

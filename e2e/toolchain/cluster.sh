@@ -2,7 +2,8 @@
 # Build everything the single-node e2e cluster runs, from Go modules and Debian packages, offline.
 #
 # Usage: e2e/toolchain/cluster.sh [component ...]
-#   components: kubernetes etcd agent-sandbox gvisor coredns kube-router pause images (default: all)
+#   components: kubernetes etcd agent-sandbox gvisor coredns kube-router pause images
+#               kind containerd runc crictl cni-plugins (default: all)
 #
 # Each artefact lands in $CACHE_DIR/<tool>/<version>/bin and is marked complete only after a
 # successful build, so a rerun skips finished parts and resumes an interrupted one (Go's module
@@ -29,7 +30,7 @@ export GONOSUMDB=gvisor.dev/gvisor
 # Builds share 2 cores with other work.
 NICE=(nice -n 10)
 
-ALL_COMPONENTS=(kubernetes etcd agent-sandbox gvisor coredns kube-router pause images)
+ALL_COMPONENTS=(kubernetes etcd agent-sandbox gvisor coredns kube-router pause images kind containerd runc crictl cni-plugins)
 BUILT=()
 SKIPPED=()
 SCRIPT_START=$(date +%s)
@@ -88,6 +89,9 @@ component() {
     BUILT+=("$name:$(( $(date +%s) - start ))s")
   fi
   flock -u 9
+  # Parts that only go into the KIND node image stay off PATH: a `containerd`, `runc` or `bridge`
+  # on PATH would shadow the host's own (dockerd starts the containerd it finds there).
+  case $name in containerd | runc | cni-plugins) return 0 ;; esac
   local binary
   for binary in "$dest"/bin/*; do
     [[ -f $binary && -x $binary ]] && ln -sfn "$binary" "$BIN_LINKS/$(basename "$binary")"
@@ -120,7 +124,7 @@ build_kubernetes() {
     (cd "$src" && "$GO" mod edit -replace="$module=$module@$staging")
   done
   grep -E '^godebug' "$gomod" >>"$src/go.mod" || true
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
   write_tools_go "$src" "${cmds[@]/#/k8s.io/kubernetes/cmd/}"
   say "  kubernetes: resolving modules (go mod tidy)"
   run_logged "go mod tidy" "$log" bash -c "cd '$src' && '$GO' mod tidy"
@@ -250,6 +254,61 @@ build_images() {
   cat "$log"
 }
 
+# --- KIND and its node image's parts -------------------------------------------------------------
+build_kind() {
+  build_wrapped "$1" "$2" "sigs.k8s.io/kind@$KIND_VERSION" "-s -w" kind=sigs.k8s.io/kind
+}
+
+# containerd without the optional snapshotters (as kind's base image builds it); static, no cgo.
+build_containerd() {
+  local dest=$1 log=$2 src=$1/src tags="no_aufs no_zfs no_btrfs no_devmapper"
+  local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  ldflags+=" -X github.com/containerd/containerd/v2/version.Revision=go-module"
+  mkdir -p "$src"
+  printf 'module local.test/wrap\n\ngo 1.26\n' >"$src/go.mod"
+  write_tools_go "$src" github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/ctr github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+  (cd "$src" && "$GO" mod edit -require="github.com/containerd/containerd/v2@$CONTAINERD_VERSION")
+  run_logged "go mod tidy containerd" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  local cmd
+  for cmd in containerd ctr containerd-shim-runc-v2; do
+    run_logged "compile $cmd" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod -tags '$tags' \
+      -ldflags '$ldflags' -o '$dest/bin.tmp/$cmd' github.com/containerd/containerd/v2/cmd/$cmd"
+  done
+}
+
+# runc needs cgo (its nsenter is C) and libseccomp; linked against bookworm's libseccomp2/glibc,
+# which the node image has.
+build_runc() {
+  local dest=$1 log=$2 src=$1/src
+  if ! dpkg -s libseccomp-dev >/dev/null 2>&1; then
+    say "  installing Debian libseccomp-dev (runc's seccomp support)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libseccomp-dev >>"$log" 2>&1 ||
+      { apt-get update -q >>"$log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libseccomp-dev >>"$log" 2>&1; } ||
+      die "cannot install libseccomp-dev (apt-get install libseccomp-dev)"
+  fi
+  mkdir -p "$src"
+  printf 'module local.test/wrap\n\ngo 1.26\n' >"$src/go.mod"
+  write_tools_go "$src" github.com/opencontainers/runc
+  (cd "$src" && "$GO" mod edit -require="github.com/opencontainers/runc@$RUNC_VERSION")
+  run_logged "go mod tidy runc" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  run_logged "compile runc" "$log" bash -c "cd '$src' && CGO_ENABLED=1 ${NICE[*]} '$GO' build -v -mod=mod \
+    -tags seccomp -ldflags '-s -w -X main.version=${RUNC_VERSION#v}' -o '$dest/bin.tmp/runc' github.com/opencontainers/runc"
+}
+
+build_crictl() {
+  build_wrapped "$1" "$2" "sigs.k8s.io/cri-tools@$CRICTL_VERSION" \
+    "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" crictl=sigs.k8s.io/cri-tools/cmd/crictl
+}
+
+# kind's four plugins plus bridge, which the node image's default CNI (kube-router) uses.
+build_cni_plugins() {
+  local m=github.com/containernetworking/plugins
+  build_wrapped "$1" "$2" "$m@$CNI_PLUGINS_VERSION" "-s -w" \
+    host-local=$m/plugins/ipam/host-local loopback=$m/plugins/main/loopback ptp=$m/plugins/main/ptp \
+    portmap=$m/plugins/meta/portmap bridge=$m/plugins/main/bridge
+}
+
 print_versions() {
   local b=$BIN_LINKS
   say "versions:"
@@ -278,11 +337,17 @@ main() {
       etcd) component etcd "$ETCD_VERSION" build_etcd ;;
       agent-sandbox) component agent-sandbox "$AGENT_SANDBOX_VERSION" build_agent_sandbox ;;
       gvisor) component gvisor "$GVISOR_VERSION" build_gvisor ;;
-      coredns) component coredns "$COREDNS_VERSION" build_coredns ;;
+      coredns) component coredns "$COREDNS_BUILD" build_coredns ;;
       kube-router) component kube-router "$KUBE_ROUTER_VERSION" build_kube_router ;;
       pause) component pause "$PAUSE_VERSION" build_pause ;;
       # keyed by the controller version (its image is the one that changes)
       images) component images "$AGENT_SANDBOX_VERSION" build_images ;;
+      kind) component kind "$KIND_VERSION" build_kind ;;
+      containerd) component containerd "$CONTAINERD_VERSION" build_containerd ;;
+      runc) component runc "$RUNC_VERSION" build_runc ;;
+      crictl) component crictl "$CRICTL_VERSION" build_crictl ;;
+      # the CNI plugins are not tools for PATH: they live in their own bin and go into the node image
+      cni-plugins) component cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
       *) die "unknown component '$c'; choose from: ${ALL_COMPONENTS[*]}" ;;
     esac
   done

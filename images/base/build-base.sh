@@ -89,7 +89,14 @@ if [[ ! -s $TARBALL ]]; then
 	trap 'rm -rf "$root"' EXIT
 	say "debootstrap $SUITE (minbase + $PACKAGES) from $mirror into $root"
 	start=$SECONDS
-	debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >"$root.log" 2>&1 || {
+	debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" >"$root.log" 2>&1 &
+	pid=$!
+	# a progress line every 20 s: debootstrap takes 1-3 minutes and is silent in its log
+	while kill -0 "$pid" 2>/dev/null; do
+		for _ in 1 2 3 4 5 6 7 8 9 10; do sleep 2; kill -0 "$pid" 2>/dev/null || break; done
+		kill -0 "$pid" 2>/dev/null && say "  ... debootstrap $((SECONDS - start))s: $(tail -n1 "$root.log" | cut -c1-80)"
+	done
+	wait "$pid" || {
 		tail -n 30 "$root.log" >&2
 		exit 1
 	}

@@ -19,6 +19,8 @@ class FakeRunner:
         self.calls: list[list[str]] = []
         self.existing_kind, self.minikube_profiles = list(existing_kind), list(minikube_profiles)
         self.kind_config_seen = None
+        self.fail_create = False
+        self.kind_network_containers = "2"
 
     def __call__(self, command, capture_output=True, text=True):
         name = command[0].rsplit("/", 1)[-1]
@@ -31,6 +33,10 @@ class FakeRunner:
             out = json.dumps({"invalid": [], "valid": [{"Name": p} for p in self.minikube_profiles]})
         elif args[:3] == ["kind", "create", "cluster"] and "--config" in args:
             self.kind_config_seen = open(args[args.index("--config") + 1]).read()
+            if self.fail_create:
+                return subprocess.CompletedProcess(command, 1, "", "ERROR: failed to create cluster: boom")
+        elif args[:3] == ["docker", "network", "inspect"]:
+            out = self.kind_network_containers
         return subprocess.CompletedProcess(command, 0, out, "")
 
 
@@ -91,7 +97,7 @@ def test_down_deletes_only_clusters_the_driver_created(paths):
     assert runner.calls == []
     clusters.ensure_cluster(kind_config(), paths, run=runner, log=lambda m: None)
     assert clusters.delete_created_cluster(paths, "gvisor", run=runner, log=lambda m: None) is True
-    assert runner.calls[-1] == ["kind", "delete", "cluster", "--name", "demo"]
+    assert ["kind", "delete", "cluster", "--name", "demo"] in runner.calls
     assert clusters.read_record(paths, "gvisor") is None
 
 
@@ -101,3 +107,40 @@ def test_a_failing_cluster_command_reports_its_output(paths):
 
     with pytest.raises(clusters.ClusterError, match="docker not running"):
         clusters.ensure_cluster(kind_config(), paths, run=failing, log=lambda m: None)
+
+
+def test_down_cluster_removes_the_kind_network_only_when_empty(paths):
+    runner = FakeRunner()
+    clusters.ensure_cluster(kind_config(), paths, run=runner, log=lambda m: None)
+    runner.kind_network_containers = "1"  # another cluster still uses it
+    clusters.delete_created_cluster(paths, "gvisor", run=runner, log=lambda m: None)
+    assert ["docker", "network", "rm", "kind"] not in runner.calls
+    clusters.ensure_cluster(kind_config(), paths, run=runner, log=lambda m: None)
+    runner.kind_network_containers = "0"
+    clusters.delete_created_cluster(paths, "gvisor", run=runner, log=lambda m: None)
+    assert runner.calls[-1] == ["docker", "network", "rm", "kind"]
+
+
+def test_create_kind_cluster_with_image_workers_and_resolved_runsc(paths, tmp_path):
+    runner = FakeRunner()
+    runsc, shim = tmp_path / "runsc", tmp_path / "shim"
+    runsc.write_text(""), shim.write_text("")
+    assert clusters.create_kind_cluster(kind_config(), paths, image="node:1", runsc=str(runsc), shim=str(shim),
+                                        workers=1, restrict_oom_score_adj=True, run=runner, log=lambda m: None)
+    create = next(c for c in runner.calls if c[:3] == ["kind", "create", "cluster"])
+    assert create[create.index("--image") + 1] == "node:1"
+    seen = yaml.safe_load(runner.kind_config_seen)
+    assert [n["role"] for n in seen["nodes"]] == ["control-plane", "worker"]
+    assert seen["nodes"][1]["extraMounts"][0]["hostPath"] == str(runsc.resolve())
+    assert any("restrict_oom_score_adj" in p for p in seen["containerdConfigPatches"])
+    assert clusters.read_record(paths, "gvisor").name == "demo"
+
+
+def test_a_failed_kind_create_removes_its_half_made_nodes(paths):
+    runner = FakeRunner()
+    runner.fail_create = True
+    with pytest.raises(clusters.ClusterError, match="boom"):
+        clusters.create_kind_cluster(kind_config(), paths, image="node:1", runsc=None, shim=None, run=runner,
+                                     log=lambda m: None)
+    assert runner.calls[-1][:4] == ["kind", "delete", "cluster", "--name"]
+    assert clusters.read_record(paths, "gvisor") is None

@@ -48,3 +48,21 @@ def test_variant_and_base_image_reach_the_build() -> None:
     default = run_program("gvisor")
     default_runtime = next(b for b in default.of_type("docker:index/image:Image") if "runtime" in b.inputs["imageName"])
     assert default_runtime.inputs["imageName"] != runtime.inputs["imageName"], "build args are part of the tag"
+
+
+def test_prebuilt_images_are_pushed_to_the_registry_and_pulled_from_it() -> None:
+    """An existing cluster with a registry: the program pushes the local images; pods use the pushed refs."""
+    run = run_program("gvisor", {**PREBUILT, "clusterFlavour": "existing", "imageLoadStrategy": "registry",
+                                 "imageRegistry": "localhost:5001/agent-sandbox"})
+    loads = {r.name: r for r in run.of_type("pulumi-python:dynamic:Resource")}
+    runtime_tag = PREBUILT["sandboxImage"].rsplit("/", 1)[-1]
+    pushed = f"localhost:5001/agent-sandbox/{runtime_tag}"
+    assert loads["images-runtime-load"].inputs["image"] == PREBUILT["sandboxImage"]
+    assert loads["images-runtime-load"].inputs["command"] == f'docker tag "$IMAGE" {pushed} && docker push {pushed}'
+    container = run.one("SandboxTemplate").inputs["spec"]["podTemplate"]["spec"]["containers"][0]
+    assert container["image"] == pushed and container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_pushed_ref_keeps_name_and_tag() -> None:
+    from components.images import pushed_ref
+    assert pushed_ref("reg:5000/team/", "agent-sandbox/runtime:abc") == "reg:5000/team/runtime:abc"

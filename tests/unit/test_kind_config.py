@@ -13,3 +13,17 @@ def test_registers_runsc_and_mounts_binaries() -> None:
     mounts = config["nodes"][0]["extraMounts"]
     assert {(m["hostPath"], m["containerPath"]) for m in mounts} == {
         ("/opt/runsc", "/usr/local/bin/runsc"), ("/opt/shim", "/usr/local/bin/containerd-shim-runsc-v1")}
+
+
+def test_workers_get_the_same_mounts_and_subnets_are_explicit() -> None:
+    config = yaml.safe_load(kind_cluster_config("demo", "/opt/runsc", "/opt/shim", workers=1))
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
+    assert config["nodes"][0]["extraMounts"] == config["nodes"][1]["extraMounts"]
+    assert config["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/16"}
+
+
+def test_restrict_oom_score_patch_only_when_asked() -> None:
+    plain = yaml.safe_load(kind_cluster_config("demo"))
+    assert not any("restrict_oom_score_adj" in p for p in plain["containerdConfigPatches"])
+    restricted = yaml.safe_load(kind_cluster_config("demo", restrict_oom_score_adj=True))
+    assert any("restrict_oom_score_adj = true" in p for p in restricted["containerdConfigPatches"])

@@ -1,0 +1,234 @@
+"""What the KIND e2e modules share: the driver run as a user runs it, kubectl on a kind context,
+the caches the e2e needs (it never builds the toolchain itself), and the timings report.
+
+Every profile runs offline (``AGENT_SANDBOX_OFFLINE=1``): nothing is downloaded or pulled, so the
+same run works on this machine and on any machine whose caches are warm.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OUT_DIR = REPO_ROOT / "out"
+E2E_REPORT_DIR = OUT_DIR / "e2e"
+CACHE_DIR = Path(os.environ.get("CACHE_DIR") or "/var/cache/agent-sandbox-iac")
+sys.path.insert(0, str(REPO_ROOT))
+
+from automation import node_image  # noqa: E402
+
+PULUMI_BIN = CACHE_DIR / "pulumi" / "3.259.0" / "bin" / "pulumi"
+KUBERNETES_PLUGIN = CACHE_DIR / "pulumi" / "home" / "plugins" / "resource-kubernetes-v4.25.0"
+CRDS = ("sandboxes.agents.x-k8s.io", "sandboxtemplates.extensions.agents.x-k8s.io",
+        "sandboxclaims.extensions.agents.x-k8s.io", "sandboxwarmpools.extensions.agents.x-k8s.io")
+OFFLINE_ENV = {"AGENT_SANDBOX_OFFLINE": "1", "CACHE_DIR": str(CACHE_DIR)}
+
+
+def skip_loudly(reason: str) -> None:
+    """Print the reason where CI logs show it, then skip."""
+    print(f"\n*** SKIPPING KIND e2e: {reason} ***\n", flush=True)
+    pytest.skip(reason)
+
+
+def missing_caches() -> list[str]:
+    """What the e2e needs already built (``make tools`` + the node image's parts); empty when ready."""
+    missing = [str(p) for p in (PULUMI_BIN, KUBERNETES_PLUGIN, CACHE_DIR / "bin" / "kind",
+                                CACHE_DIR / "bin" / "kubectl", CACHE_DIR / "bin" / "runsc",
+                                CACHE_DIR / "bin" / "containerd-shim-runsc-v1") if not p.exists()]
+    missing += node_image.toolchain_inputs(CACHE_DIR).missing()
+    versions = node_image.read_versions()
+    archive = CACHE_DIR / "images" / "v0.5.6" / "bin" / "agent-sandbox-controller.tar"
+    if not archive.exists():
+        missing.append(str(archive))
+    del versions
+    return missing
+
+
+def require_caches() -> None:
+    if os.geteuid() != 0:
+        skip_loudly("KIND nodes need a Docker engine run as root on this machine")
+    missing = missing_caches()
+    if missing:
+        skip_loudly(f"caches incomplete ({len(missing)} parts missing, e.g. {missing[0]}); run `make tools` and "
+                    "`make toolchain` once (about 40 min cold), then `make e2e`")
+
+
+@dataclass
+class DriverRun:
+    stdout: str
+    stderr: str
+    returncode: int
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def driver(*args: str, timeout: float = 900, check: bool = True, env: Optional[dict[str, str]] = None) -> DriverRun:
+    """``python -m automation ARGS`` as ``make`` runs it (offline), echoing its output."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "automation", "--out-dir", str(OUT_DIR), *args], cwd=REPO_ROOT,
+                            env={**os.environ, **OFFLINE_ENV, **(env or {})}, capture_output=True, text=True,
+                            timeout=timeout)
+    run = DriverRun(result.stdout, result.stderr, result.returncode, time.monotonic() - started)
+    print(f"$ python -m automation {' '.join(args)}  ({run.elapsed:.1f}s, exit {run.returncode})\n"
+          f"{run.stdout[-6000:]}\n{run.stderr[-4000:]}", flush=True)
+    if check and run.returncode != 0:
+        raise AssertionError(f"driver {' '.join(args)} failed with exit {run.returncode}:\n"
+                             f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return run
+
+
+def change_summary(up_output: str) -> dict[str, int]:
+    """The ``changes {...}`` summary the driver prints after ``up``."""
+    match = re.search(r"changes (\{.*\})", up_output)
+    assert match, f"no change summary in driver output:\n{up_output[-2000:]}"
+    return ast.literal_eval(match.group(1))
+
+
+def config_args(pairs: dict[str, str]) -> list[str]:
+    return [item for key, value in pairs.items() for item in ("--config", f"{key}={value}")]
+
+
+@dataclass
+class Kube:
+    """kubectl bound to one kind cluster's context."""
+
+    context: str
+    kubectl_path: str = str(CACHE_DIR / "bin" / "kubectl")
+
+    def kubectl(self, *args: str, stdin: Optional[str] = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command = [self.kubectl_path, "--context", self.context, *args]
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n"
+                                 f"{result.stderr}")
+        return result
+
+    def get_json(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+
+    def wait_ready(self, namespace: str, pod: str, timeout: int = 180) -> None:
+        result = self.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"--timeout={timeout}s",
+                              f"pod/{pod}", check=False, timeout=timeout + 30)
+        if result.returncode != 0:
+            described = self.kubectl("describe", "pod", "-n", namespace, pod, check=False).stdout
+            raise AssertionError(f"pod {pod} not Ready in {timeout}s:\n{result.stderr}\n{described[-4000:]}")
+
+    def exec(self, namespace: str, pod: str, *command: str, check: bool = True,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("exec", "-n", namespace, pod, "--", *command, check=check, timeout=timeout)
+
+
+def docker(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result
+
+
+def kind_leftovers(cluster: str) -> list[str]:
+    """Containers, volumes and networks of a deleted kind cluster that are still there."""
+    left = []
+    containers = docker("ps", "-a", "--filter", f"label=io.x-k8s.kind.cluster={cluster}", "--format", "{{.Names}}").stdout
+    left += [f"container {name}" for name in containers.split()]
+    volumes = docker("volume", "ls", "--filter", f"label=io.x-k8s.kind.cluster={cluster}", "--format", "{{.Name}}").stdout
+    left += [f"volume {name}" for name in volumes.split()]
+    return left
+
+
+def host_iptables_rules() -> set[str]:
+    """This host's iptables rules (both backends), to compare before and after a cluster."""
+    rules: set[str] = set()
+    for tool in ("iptables-nft-save", "iptables-legacy-save"):
+        result = subprocess.run([tool], capture_output=True, text=True)
+        rules |= {line for line in result.stdout.splitlines() if line.startswith("-A")}
+    return rules
+
+
+class Timings:
+    """One JSON report per profile in out/e2e/<profile>.json."""
+
+    def __init__(self, profile: str, nodes: int):
+        self.profile = profile
+        self.data: dict[str, Any] = {"profile": profile, "nodes": nodes, "checks": {}}
+        self.started = time.monotonic()
+
+    def check(self, name: str, seconds: float, **details: Any) -> None:
+        self.data["checks"][name] = {"seconds": round(seconds, 1), **details}
+        self.write()
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.write()
+
+    def write(self) -> None:
+        E2E_REPORT_DIR.mkdir(parents=True, exist_ok=True)
+        self.data["total_seconds"] = round(time.monotonic() - self.started, 1)
+        (E2E_REPORT_DIR / f"{self.profile}.json").write_text(json.dumps(self.data, indent=2))
+
+
+class sdk_session:
+    """The official SDK connected to the stack's router through the driver's managed tunnel:
+    ``with sdk_session(stack) as (client, target): ...``."""
+
+    def __init__(self, stack: str):
+        self.stack = stack
+
+    def __enter__(self) -> tuple[Any, Any]:
+        from k8s_agent_sandbox import SandboxClient
+        from k8s_agent_sandbox.models import SandboxDirectConnectionConfig
+
+        from automation.kube import Cluster as KubeCluster, api_client
+        from automation.project import default_paths, kube_args, load_overrides, stack_config
+        from automation.smoke import StackTarget
+        from automation.tunnel import PortForwardTunnel
+        from automation.workspace import open_stack, plain_outputs
+
+        paths = default_paths(str(OUT_DIR))
+        overrides = load_overrides(paths, self.stack)
+        config = stack_config(paths, self.stack, overrides)
+        target = StackTarget.from_outputs(self.stack, plain_outputs(open_stack(paths, self.stack, overrides,
+                                                                                create=False)))
+        kube = KubeCluster(api_client(config))
+        self.tunnel = PortForwardTunnel(kube_args(config))
+        tunnel = self.tunnel.__enter__()
+        connection = SandboxDirectConnectionConfig(
+            api_url=tunnel.url, extra_headers={"Authorization": f"Bearer {target.router_token}"})
+        self.client = SandboxClient(connection_config=connection, api_client=kube.client)
+        self.client.__enter__()
+        return self.client, target
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.client.__exit__(*exc)
+        finally:
+            self.tunnel.__exit__(*exc)
+
+
+def probe_connect(sandbox: Any, host: str, port: int, timeout: float = 3.0) -> str:
+    """From inside a sandbox: 'open', 'refused' or 'timeout' for a TCP connect to host:port."""
+    code = (f"import socket\ns=socket.socket(socket.AF_INET6 if ':' in {host!r} else socket.AF_INET)\n"
+            f"s.settimeout({timeout})\n"
+            f"try:\n s.connect(({host!r},{port})); print('open')\n"
+            f"except socket.timeout: print('timeout')\nexcept OSError as e: print('refused' if e.errno==111 else "
+            f"'error-'+str(e.errno))\n")
+    result = sandbox.commands.run(f"python3 -c \"{code}\"", timeout=30)
+    return result.stdout.strip()
