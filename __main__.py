@@ -60,7 +60,13 @@ router = SandboxRouter("router", RouterArgs(
     replicas=config.router_replicas,
     resources=config.router_resources,
     auth_token=config.router_auth_token,
+    sandbox_namespaces=config.router_sandbox_namespaces,
+    sandbox_port=config.sandbox_port,
     allowed_pod_cidrs=config.router_allowed_pod_cidrs,
+    namespace_dependencies=[pool.namespace_resource],
+    api_server_endpoints=config.api_server_endpoints,
+    dns_addresses=config.cluster_dns_addresses,
+    node_cidrs=config.cluster_node_cidrs,
 ), opts=pulumi.ResourceOptions(provider=cluster, depends_on=[controller, *images.load_resources]))
 
 pulumi.export("namespace", pool.namespace)

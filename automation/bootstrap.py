@@ -132,6 +132,9 @@ class Setup:
                              preflight.DISK_CLUSTER, "the KIND nodes")
         image = self.ensure_node_image()
         self.result.node_image = image
+        if clusters.ensure_lib_modules(self.paths, c.stack):
+            self.log("setup: created the empty directory /lib/modules (this kernel has none; kind bind-mounts it "
+                     "into every node); `make down-cluster` removes it again")
         self.result.cluster_created = clusters.create_kind_cluster(
             c, self.paths, image=image, runsc=self.tool_paths.get("runsc"),
             shim=self.tool_paths.get("containerd-shim-runsc-v1"), workers=self.workers,

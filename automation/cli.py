@@ -40,6 +40,7 @@ from automation.node_image import NodeImageError
 from automation.preflight import PreflightError
 from automation.tools import ToolError
 from sandbox_iac.config import ConfigError, StackConfig
+from sandbox_iac.manifests import ManifestError, check_manifest_source
 
 # Set-up failures that say what to fix in one line (no traceback).
 SetupFailure = (SetupError, NodeImageError, PreflightError, ToolError)
@@ -157,6 +158,9 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
         overrides.update({k: v for k, v in setup.overrides.items() if k not in args.overrides})
         if setup.overrides:
             config = stack_config(paths, config.stack, overrides)
+    # The manifest source (vendored copy, or a download checked against its digest) is checked
+    # here, so a bad one is one line before the engine starts rather than a trace inside it.
+    check_manifest_source(config.controller_manifest, paths.root)
     stack = open_stack(paths, config.stack, overrides)
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
@@ -176,7 +180,7 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
 
 def config_workers(config: StackConfig) -> int:
     """Worker nodes of the stack's KIND cluster (config ``kindWorkers``; 0 when the key is absent)."""
-    return int(getattr(config, "kind_workers", 0) or 0)
+    return config.kind_workers
 
 
 def cmd_tools(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
@@ -189,6 +193,7 @@ def cmd_tools(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig
 def cmd_preview(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.workspace import open_stack
 
+    check_manifest_source(config.controller_manifest, paths.root)
     stack = open_stack(paths, config.stack, args.overrides)
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config else None
@@ -295,10 +300,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return COMMANDS[args.command](args, paths, config)
+    except ManifestError as error:
+        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except DriverError as error:
         print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
         return EXIT_PREREQUISITES if str(error).startswith("missing ") else EXIT_FAILED
-    except (clusters.ClusterError, SetupFailure) as error:
+    except (clusters.ClusterError, *SetupFailure) as error:
         print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as error:

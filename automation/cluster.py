@@ -16,7 +16,9 @@ from sandbox_iac.config import StackConfig
 from sandbox_iac.kind_config import kind_cluster_config
 
 Runner = Callable[..., subprocess.CompletedProcess]
-MINIKUBE_START_FLAGS = ("--driver=kvm2", "--container-runtime=containerd", "--cpus=4", "--memory=8192")
+# minikube's default CNI does not enforce NetworkPolicy, so the sandboxes' and the router's
+# policies would be ignored; Calico enforces them (egress endPort ranges included).
+MINIKUBE_START_FLAGS = ("--driver=kvm2", "--container-runtime=containerd", "--cni=calico", "--cpus=4", "--memory=8192")
 
 
 class ClusterError(RuntimeError):
@@ -188,6 +190,40 @@ def delete_created_cluster(paths: ProjectPaths, stack: str, run: Runner = subpro
     log(f"cluster: deleted {record.flavour} cluster {record.name!r}")
     if record.flavour == "kind":
         remove_empty_kind_network(run, log)
+        remove_created_lib_modules(paths, stack, log)
+    return True
+
+
+LIB_MODULES = Path("/lib/modules")
+
+
+def _lib_modules_marker(paths: ProjectPaths, stack: str) -> Path:
+    return paths.driver_state_dir / f"{stack}-created-lib-modules"
+
+
+def ensure_lib_modules(paths: ProjectPaths, stack: str, lib_modules: Path = LIB_MODULES) -> bool:
+    """kind bind-mounts the host's /lib/modules into each node; a kernel without modules has none,
+    and Docker would create it silently. Create it ourselves, remember that, so down can remove it.
+    True when this call created it."""
+    if lib_modules.exists():
+        return False
+    lib_modules.mkdir(parents=True)
+    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
+    _lib_modules_marker(paths, stack).write_text(str(lib_modules))
+    return True
+
+
+def remove_created_lib_modules(paths: ProjectPaths, stack: str, log: Callable[[str], None] = print) -> bool:
+    marker = _lib_modules_marker(paths, stack)
+    if not marker.is_file():
+        return False
+    directory = Path(marker.read_text().strip())
+    marker.unlink()
+    try:
+        directory.rmdir()  # only when still empty
+    except OSError:
+        return False
+    log(f"cluster: removed the empty {directory} that up created")
     return True
 
 

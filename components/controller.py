@@ -1,5 +1,6 @@
-"""The pinned agent-sandbox controller release: CRDs, namespace, RBAC, webhook Service and
-the controller Deployment (with ``--extensions``)."""
+"""The agent-sandbox controller release: CRDs, namespace, RBAC, the webhook Service when the
+release has one, and the controller Deployment (with ``--extensions`` and a readiness probe that
+fits the release: webhook port for v0.5.6, /readyz for webhook-less v1.0.x)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any, Callable, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sandbox_iac import constants, manifests
+from sandbox_iac import constants, manifests, versions
 
-# The controller writes its self-signed CA into the CRDs at start-up; without this the next
-# `up` would fight the controller over the field.
+# A controller with a conversion webhook writes its self-signed CA into the CRDs at start-up;
+# without this the next `up` would fight the controller over the field. CRDs without a webhook
+# have no such field to ignore.
 CA_BUNDLE_PATH = "spec.conversion.webhook.clientConfig.caBundle"
 
 RESOURCE_CLASSES: dict[str, Callable[..., pulumi.CustomResource]] = {
@@ -50,21 +52,32 @@ class AgentSandboxController(pulumi.ComponentResource):
     """Installs the controller release so that custom resources can follow.
 
     Depending on this component means: the CRDs exist, and the controller Deployment is
-    Available with its conversion webhook listening (a readiness probe on the webhook port
-    is added to the release's Deployment for exactly this).
+    Available and ready for custom resources: with a conversion webhook (v0.5.6) the readiness
+    probe added to the release's Deployment waits for the webhook port; without one (v1.0.x)
+    it waits for the controller's /readyz. ``manifests.release_shape`` decides which.
 
     Outputs:
       namespace: the controller's namespace (``agent-sandbox-system``).
       crd_names: names of the CRDs the release installs.
       deployment_name: name of the controller Deployment.
+      extensions_api_version: ``group/version`` for SandboxTemplate/SandboxWarmPool objects
+        that this release serves. Also a plain ``str`` attribute: a custom resource's type token
+        is derived from its apiVersion when it is declared, so it cannot wait for an Output.
     """
 
     namespace: pulumi.Output[str]
     crd_names: pulumi.Output[list[str]]
     deployment_name: pulumi.Output[str]
+    extensions_api_version: str
 
     def __init__(self, name: str, args: ControllerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:AgentSandboxController", name, None, opts)
+        shape = manifests.release_shape(args.manifest_objects)
+        self._webhook_crds = set(shape.conversion_webhook_crds)
+        self.extensions_api_version = shape.extensions_api_version
+        if shape.extensions_api_version != versions.EXTENSIONS_API_VERSION:
+            pulumi.log.warn(f"the controller manifest no longer serves {versions.EXTENSIONS_API_VERSION}; "
+                            f"SandboxTemplate/SandboxWarmPool need {shape.extensions_api_version}", self)
         objects = manifests.adapt_release(args.manifest_objects, args.controller_image, args.image_pull_policy)
         foundation, workload = manifests.split_foundation(objects)
         declared_foundation = [self._declare(name, obj, []) for obj in foundation]
@@ -79,6 +92,7 @@ class AgentSandboxController(pulumi.ComponentResource):
             "namespace": self.namespace,
             "crd_names": self.crd_names,
             "deployment_name": self.deployment_name,
+            "extensions_api_version": self.extensions_api_version,
         })
 
     def _declare(self, name: str, obj: dict[str, Any], depends_on: list[pulumi.Resource]) -> pulumi.CustomResource:
@@ -89,6 +103,6 @@ class AgentSandboxController(pulumi.ComponentResource):
                 f"this project knows how to declare {sorted(RESOURCE_CLASSES)}"
             )
         fields = {_snake(k): v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
-        ignore = [CA_BUNDLE_PATH] if kind == manifests.CRD_KIND else None
+        ignore = [CA_BUNDLE_PATH] if kind == manifests.CRD_KIND and obj["metadata"]["name"] in self._webhook_crds else None
         options = pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=ignore)
         return RESOURCE_CLASSES[kind](f"{name}-{kind.lower()}-{obj['metadata']['name']}", opts=options, **fields)

@@ -1,19 +1,23 @@
 """The sandbox router: the HTTP entry the official SDK talks to (Service
-``sandbox-router-svc:8080`` in ``agent-sandbox-system``), guarded by a bearer token."""
+``sandbox-router-svc:8080`` in ``agent-sandbox-system``), guarded by a bearer token, and what
+confines it to sandboxes: its ServiceAccount with read access to sandbox pods only (for the
+router's watch resolver), and its NetworkPolicy (sandbox pods, cluster DNS, the API server)."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.options import child_options
 from sandbox_iac import constants
-from sandbox_iac.config import Resources
+from sandbox_iac.config import ApiServerEndpoint, Resources
+from sandbox_iac.sandbox_spec import SANDBOX_POD_LABELS, cluster_dns_egress_rule
 
 
 def _sha256(text: str) -> str:
@@ -32,16 +36,84 @@ class RouterArgs:
     """Deployment replicas (2 keeps the Service answering while a pod restarts)."""
     resources: Resources
     """Requests and limits of the router container."""
+    sandbox_namespaces: tuple[str, ...]
+    """Namespaces whose sandbox pods the router may reach: it watches their pods (a Role +
+    RoleBinding in each) and may connect to them (its NetworkPolicy); nothing else."""
+    sandbox_port: int
+    """The template's port: the only port the router proxies to."""
+    allowed_pod_cidrs: tuple[str, ...]
+    """Pod CIDRs the router may proxy to (the router refuses targets outside them)."""
     auth_token: Optional[pulumi.Input[str]] = None
     """Bearer token clients must send; when None one is generated once and then kept."""
-    allowed_pod_cidrs: tuple[str, ...] = ()
-    """Pod CIDRs the router may proxy to; empty allows any non-restricted unicast address."""
     cluster_domain: str = "cluster.local"
     """Cluster DNS domain used for ``<id>.<ns>.svc.<domain>`` targets."""
+    namespace_dependencies: Sequence[pulumi.Resource] = ()
+    """Resources that create sandbox namespaces (the stack's own): the Roles wait for them."""
+    api_server_endpoints: tuple[ApiServerEndpoint, ...] = ()
+    """Where the router's watch reaches the API server; empty: read from EndpointSlice
+    ``default/kubernetes`` (what the ``kubernetes`` Service translates to)."""
+    dns_addresses: tuple[str, ...] = ()
+    """Resolver addresses besides the kube-dns pods (NodeLocal DNSCache), port 53 only."""
+    node_cidrs: tuple[str, ...] = ()
+    """Node address ranges allowed to call the router (kubelet probes, hostNetwork clients)."""
+
+
+def _field(value: Any, name: str) -> Any:
+    """A field of an EndpointSlice output object (typed output or plain dict under mocks)."""
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+def api_server_endpoints_from_slice(endpoints: Any, ports: Any) -> tuple[ApiServerEndpoint, ...]:
+    """The API server's addresses and ports from EndpointSlice ``default/kubernetes``.
+
+    NetworkPolicy is enforced after Service translation, so the router's watch (which dials
+    the ``kubernetes`` ClusterIP) must be allowed to these endpoints, not the ClusterIP."""
+    addresses = [str(a) for e in endpoints or [] for a in (_field(e, "addresses") or [])]
+    port_numbers = [int(_field(p, "port")) for p in ports or [] if _field(p, "port") is not None]
+    if not addresses or not port_numbers:
+        raise ValueError(f"EndpointSlice {constants.API_SERVER_ENDPOINT_SLICE} lists no API server address/port, so the "
+                         "router's NetworkPolicy cannot allow its watch. Fix: pulumi config set "
+                         f"{constants.PROJECT_NAME}:apiServerEndpoints <address>:<port>")
+    return tuple(ApiServerEndpoint(str(ipaddress.ip_network(a)), port) for port in port_numbers for a in addresses)
+
+
+def router_network_policy_spec(args: RouterArgs, api_server: Sequence[ApiServerEndpoint]) -> dict[str, Any]:
+    """``spec`` of the router's NetworkPolicy.
+
+    Egress: sandbox pods of the allowed namespaces on the template's port, cluster DNS, and the
+    API server for the watch -- so neither a bug in the resolver nor a forged target reaches
+    any other Service, pod, node or the internet. Ingress: 8080 from pods of every namespace
+    except the sandbox namespaces (sandboxes never call the router), and from the node ranges.
+    ``kubectl port-forward`` needs no rule: the kubelet dials the port on loopback inside the
+    pod's network namespace, which NetworkPolicy does not filter."""
+    by_port: dict[int, list[str]] = {}
+    for endpoint in api_server:
+        cidrs = by_port.setdefault(endpoint.port, [])
+        if endpoint.cidr not in cidrs:
+            cidrs.append(endpoint.cidr)
+    sandbox_peers = [{
+        "namespaceSelector": {"matchLabels": {constants.NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": {"matchLabels": dict(SANDBOX_POD_LABELS)},
+    } for namespace in args.sandbox_namespaces]
+    client_peers: list[dict[str, Any]] = [{"namespaceSelector": {"matchExpressions": [{
+        "key": constants.NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(args.sandbox_namespaces)}]}}]
+    client_peers += [{"ipBlock": {"cidr": cidr}} for cidr in args.node_cidrs]
+    return {
+        "podSelector": {"matchLabels": dict(constants.ROUTER_POD_LABELS)},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": client_peers, "ports": [{"protocol": "TCP", "port": constants.ROUTER_PORT}]}],
+        "egress": [
+            {"to": sandbox_peers, "ports": [{"protocol": "TCP", "port": args.sandbox_port}]},
+            cluster_dns_egress_rule(args.dns_addresses),
+            *({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs], "ports": [{"protocol": "TCP", "port": port}]}
+              for port, cidrs in by_port.items()),
+        ],
+    }
 
 
 class SandboxRouter(pulumi.ComponentResource):
-    """Secret + Deployment + Service of the router.
+    """Secret, ServiceAccount, per-namespace pod-reader Role + RoleBinding, NetworkPolicy,
+    Deployment and Service of the router.
 
     Outputs:
       service_name: ``sandbox-router-svc``.
@@ -77,6 +149,55 @@ class SandboxRouter(pulumi.ComponentResource):
             pulumi.Output.from_input(token).apply(lambda t: {"agent-sandbox/token-sha256": _sha256(t)[:16]})
             if not generated else {}
         )
+        if not args.sandbox_namespaces:
+            raise ValueError("SandboxRouter needs at least one sandbox namespace")
+        # The router's identity for its watch: it may read pods of the sandbox namespaces and
+        # nothing else (no ClusterRole, no Sandbox/Secret access).
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-service-account",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=constants.ROUTER_SERVICE_ACCOUNT, namespace=constants.ROUTER_NAMESPACE, labels=labels,
+            ),
+            opts=child_options(self, opts),
+        )
+        bindings = []
+        for namespace in args.sandbox_namespaces:
+            in_namespace = k8s.meta.v1.ObjectMetaArgs(
+                name=constants.ROUTER_POD_READER_ROLE, namespace=namespace, labels=dict(constants.MANAGED_BY_LABEL),
+            )
+            role = k8s.rbac.v1.Role(
+                f"{name}-pods-{namespace}",
+                metadata=in_namespace,
+                rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+                opts=child_options(self, opts, depends_on=list(args.namespace_dependencies)),
+            )
+            bindings.append(k8s.rbac.v1.RoleBinding(
+                f"{name}-pods-{namespace}",
+                metadata=in_namespace,
+                role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                          "name": constants.ROUTER_POD_READER_ROLE},
+                subjects=[{"kind": "ServiceAccount", "name": constants.ROUTER_SERVICE_ACCOUNT,
+                           "namespace": constants.ROUTER_NAMESPACE}],
+                opts=child_options(self, opts, depends_on=[*args.namespace_dependencies, role, account]),
+            ))
+        if args.api_server_endpoints:
+            policy_spec: pulumi.Input[dict] = router_network_policy_spec(args, args.api_server_endpoints)
+        else:
+            # Read, not configured: KIND's and minikube's API server address is only known once
+            # the cluster exists, and it follows control-plane changes on the next `up`.
+            api_slice = k8s.discovery.v1.EndpointSlice.get(
+                f"{name}-api-server", constants.API_SERVER_ENDPOINT_SLICE, opts=pulumi.ResourceOptions(parent=self),
+            )
+            policy_spec = pulumi.Output.all(api_slice.endpoints, api_slice.ports).apply(
+                lambda values: router_network_policy_spec(args, api_server_endpoints_from_slice(values[0], values[1])))
+        network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=constants.ROUTER_NETWORK_POLICY, namespace=constants.ROUTER_NAMESPACE, labels=labels,
+            ),
+            spec=policy_spec,
+            opts=child_options(self, opts),
+        )
         container = {
             "name": "router",
             "image": args.image,
@@ -88,7 +209,11 @@ class SandboxRouter(pulumi.ComponentResource):
                 {"name": "CLUSTER_DOMAIN", "value": args.cluster_domain},
                 # The router refuses to proxy to its own address.
                 {"name": "ROUTER_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                *([{"name": "ROUTER_ALLOWED_POD_CIDRS", "value": ",".join(args.allowed_pod_cidrs)}]
+                # Targets are sandbox pods the router's watch knows, never caller-supplied addresses.
+                {"name": constants.ROUTER_RESOLVER_ENV, "value": constants.ROUTER_RESOLVER_WATCH},
+                {"name": "ROUTER_SANDBOX_NAMESPACES", "value": ",".join(args.sandbox_namespaces)},
+                {"name": "ROUTER_SANDBOX_PORTS", "value": str(args.sandbox_port)},
+                *([{"name": constants.ROUTER_ALLOWED_POD_CIDRS_ENV, "value": ",".join(args.allowed_pod_cidrs)}]
                   if args.allowed_pod_cidrs else []),
             ],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": constants.ROUTER_PORT}, "periodSeconds": 2},
@@ -115,14 +240,18 @@ class SandboxRouter(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": labels, "annotations": token_checksum},
                     "spec": {
-                        "automountServiceAccountToken": False,
+                        # The watch needs the API credential of the pod-reader account above.
+                        "serviceAccountName": constants.ROUTER_SERVICE_ACCOUNT,
+                        "automountServiceAccountToken": True,
                         "securityContext": {"runAsNonRoot": True, "runAsUser": constants.SANDBOX_USER_ID,
                                             "runAsGroup": constants.SANDBOX_USER_ID},
                         "containers": [container],
                     },
                 },
             },
-            opts=child_options(self, opts, depends_on=[secret]),
+            # The policy first, so no router pod ever runs unfenced; the RBAC first, so the
+            # watch works from the first start.
+            opts=child_options(self, opts, depends_on=[secret, account, network_policy, *bindings]),
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -140,6 +269,8 @@ class SandboxRouter(pulumi.ComponentResource):
         self.deployment = deployment
         self.service = service
         self.secret = secret
+        self.service_account = account
+        self.network_policy = network_policy
         self.service_name = service.metadata.name
         self.namespace = service.metadata.namespace
         self.port = pulumi.Output.from_input(constants.ROUTER_PORT)

@@ -85,6 +85,8 @@ class SandboxPool(pulumi.ComponentResource):
             spec=warm_pool_spec(config),
             opts=child_options(self, opts, depends_on=[self.template]),
         )
+        # The router's Role in this namespace waits for it (without waiting for the pool).
+        self.namespace_resource = namespace
         self.namespace = namespace.metadata.name
         # Custom resources carry untyped outputs: metadata is a plain dict.
         self.template_name = self.template.metadata.apply(lambda metadata: metadata["name"])

@@ -1,7 +1,7 @@
 """Regenerates docs/results.md (and docs/results-bench.png) from the reports of an e2e run:
 out/<stack>/smoke.json, out/<stack>/bench.json and out/e2e/e2e.json.
 
-Usage: python e2e/results_page.py [--stack local] [--out out] [--docs docs]"""
+Usage: python e2e/results_page.py [--stack gvisor] [--out out] [--docs docs]"""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default="local")
+    parser.add_argument("--stack", default="gvisor")
     parser.add_argument("--out", default="out")
     parser.add_argument("--docs", default="docs")
     args = parser.parse_args()

@@ -54,6 +54,9 @@ DEFAULT_MAX_WARM_POOL_REPLICAS = 20
 DEFAULT_MUTABLE_TAGS = ("latest", "latest-*", "main", "master", "edge", "nightly", "dev", "stable", "*-latest")
 METADATA_IP = ipaddress.ip_address(constants.METADATA_ADDRESS)
 ROUTER_APP = constants.ROUTER_POD_LABELS["app"]
+# Ranges a sandbox's egress must never reach, with the reason a message names.
+DENIED_EGRESS = [(ipaddress.ip_network(cidr), reason) for cidr, reason in
+                 {**constants.EGRESS_DENIED_IPV4, **constants.EGRESS_DENIED_IPV6}.items()]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -338,8 +341,122 @@ def egress_metadata_problems(egress: Any, where: str) -> list[str]:
     return problems
 
 
+def _ip_network(value: Any) -> Any:
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        return None
+
+
+def _left_after_excepts(region: Any, excepts: list[Any]) -> bool:
+    """Whether part of ``region`` survives removing every ``except`` network from it."""
+    remaining = [region]
+    for excepted in excepts:
+        kept = []
+        for part in remaining:
+            if part.version != excepted.version or not part.overlaps(excepted):
+                kept.append(part)
+            elif not part.subnet_of(excepted):
+                kept.extend(part.address_exclude(excepted))
+        remaining = kept
+    return bool(remaining)
+
+
+def _ports_open(ports: Any, port: int) -> bool:
+    """Whether a rule's ``ports`` admit ``port`` (no ports: every port; named ports never
+    match an ipBlock destination)."""
+    entries = [e for e in _items(ports) if isinstance(e, Mapping)]
+    if not _items(ports):
+        return True
+    for entry in entries:
+        if entry.get("port") is None:
+            return True
+        low = _port_number(entry["port"])
+        if low is not None and low <= port <= (_port_number(entry.get("endPort")) or low):
+            return True
+    return False
+
+
+def _port_number(value: Any) -> Optional[int]:
+    """A numeric port (the engine hands numbers over as floats); None for names and gaps."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _dns_only(ports: Any) -> bool:
+    """Whether a rule's ports are exactly port 53 (of any protocol)."""
+    entries = _items(ports)
+    return bool(entries) and all(
+        isinstance(e, Mapping) and _port_number(e.get("port")) == constants.DNS_PORT
+        and _port_number(e.get("endPort")) in (None, constants.DNS_PORT)
+        for e in entries)
+
+
+def _selects_kube_dns(peer: Mapping[str, Any]) -> bool:
+    labels = _dig(peer, "podSelector", "matchLabels") or {}
+    return all(labels.get(k) == v for k, v in constants.KUBE_DNS_POD_LABELS.items())
+
+
+def egress_range_problems(egress: Any, where: str, cluster_cidrs: Iterable[str] = ()) -> list[str]:
+    """Problems of a sandbox's egress that reach cluster, private or reserved ranges, cluster
+    pods, or DNS other than the cluster resolver (rules without ``to`` and the metadata
+    address are reported by ``egress_metadata_problems``)."""
+    everything = list(DENIED_EGRESS)
+    for cidr in cluster_cidrs:
+        network = _ip_network(cidr)
+        if network is not None and not any(network.version == d.version and network.subnet_of(d) for d, _ in everything):
+            everything.append((network, "a cluster range from the policy config clusterCidrs"))
+    # Ranges holding the metadata address are judged by egress_metadata_problems (one message each).
+    denied = [(net, reason) for net, reason in everything if METADATA_IP not in net]
+    problems = []
+    for index, rule in enumerate(_items(egress)):
+        if not isinstance(rule, Mapping) or not _items(rule.get("to")):
+            continue
+        ports, dns_only = rule.get("ports"), _dns_only(rule.get("ports"))
+        for peer_index, peer in enumerate(_items(rule.get("to"))):
+            if not isinstance(peer, Mapping):
+                continue
+            at = f"{where}: egress[{index}].to[{peer_index}]"
+            block = peer.get("ipBlock")
+            if not isinstance(block, Mapping):
+                if not (dns_only and _selects_kube_dns(peer)):
+                    problems.append(f"{at} selects pods: sandboxes could reach cluster workloads (the router, the "
+                                    "controller, other tenants' services). Fix: the only pod peer of a sandbox is "
+                                    "kube-dns on port 53; reach anything else through its public address.")
+                continue
+            network = _ip_network(block.get("cidr"))
+            if network is None:
+                problems.append(f"{at} ipBlock {block.get('cidr')!r} is not a CIDR. Fix: use a network such as 0.0.0.0/0.")
+                continue
+            internal = any(network.version == d.version and network.subnet_of(d) for d, _ in everything)
+            if dns_only and network.num_addresses == 1 and internal and METADATA_IP not in network:
+                continue  # the cluster's own resolver (NodeLocal DNSCache, the kube-dns ClusterIP)
+            excepts = [n for n in (_ip_network(e) for e in _items(block.get("except"))) if n is not None]
+            for denied_network, reason in denied:
+                if denied_network.version != network.version or not denied_network.overlaps(network):
+                    continue
+                region = denied_network if denied_network.subnet_of(network) else network
+                if not _left_after_excepts(region, excepts):
+                    continue
+                shown = f"{region} ({reason})" if region == denied_network else f"{region} (inside {denied_network}, {reason})"
+                problems.append(f"{at} ipBlock {block.get('cidr')} allows {shown}: sandboxes run hostile code and must "
+                                "not reach the cluster's pods, Services or nodes, private networks or special-purpose "
+                                f"addresses. Fix: add {denied_network} to ipBlock.except (agent-sandbox:sandboxEgress "
+                                "renders every exclusion).")
+            if not dns_only and _ports_open(ports, constants.DNS_PORT) or dns_only and not internal:
+                problems.append(f"{where}: egress[{index}] opens port 53 to {block.get('cidr')}: sandboxes could query "
+                                "resolvers outside the cluster directly (DNS tunnelling past the cluster resolver). "
+                                "Fix: leave 53 out of the ports (e.g. ranges 1-52 and 54-65535); DNS goes to kube-dns.")
+    return problems
+
+
 def check_template_network_policy(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    """A SandboxTemplate keeps a network policy whose egress excludes the metadata address."""
+    """A SandboxTemplate keeps a network policy whose egress excludes the metadata address, the
+    cluster's and every private or reserved range, and sends DNS to the cluster resolver only."""
     if not SANDBOX_TEMPLATE_TYPE.match(resource_type):
         return []
     spec = props.get("spec") or {}
@@ -356,7 +473,9 @@ def check_template_network_policy(resource_type: str, props: Mapping[str, Any], 
         return []  # the controller's default policy excludes 169.254.0.0/16 and private ranges
     if not isinstance(policy, Mapping):
         return [f"{name}: spec.networkPolicy is not an object. Fix: give ingress/egress rules or omit it."]
-    return egress_metadata_problems(policy.get("egress"), f"{name}: spec.networkPolicy")
+    where = f"{name}: spec.networkPolicy"
+    return [*egress_metadata_problems(policy.get("egress"), where),
+            *egress_range_problems(policy.get("egress"), where, _config_list(config, "clusterCidrs", ()))]
 
 
 def check_network_policy_egress(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
@@ -418,6 +537,93 @@ def check_router_auth_token(resource_type: str, props: Mapping[str, Any], config
         if insecure is not None and _is_true(insecure.get("value")):
             problems.append(f"{name}: {label} sets ALLOW_UNAUTHENTICATED_ROUTER=true, which turns authentication off. "
                             "Fix: remove it; clients send 'Authorization: Bearer <routerAuthToken>'.")
+    return problems
+
+
+def check_router_sandbox_only(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The router resolves targets from its watch of sandbox pods and knows the pod ranges."""
+    if resource_type != DEPLOYMENT_TYPE or not is_router_deployment(props):
+        return []
+    spec = _dig(props, "spec", "template", "spec") or {}
+    name = f"router Deployment {_name_of(props)}"
+    problems = []
+    for label, container in all_containers(spec):
+        if label.startswith("initContainers"):
+            continue
+        env = {str(e.get("name")): e for e in _items(container.get("env")) if isinstance(e, Mapping)}
+        resolver = _dig(env, constants.ROUTER_RESOLVER_ENV, "value")
+        if resolver != constants.ROUTER_RESOLVER_WATCH:
+            problems.append(f"{name}: {label} does not set {constants.ROUTER_RESOLVER_ENV}=watch: the router then proxies "
+                            "to whatever address a token holder names (the Kubernetes API, kubelets, any Service) "
+                            "instead of the sandbox pods its watch knows. Fix: set ROUTER_RESOLVER=watch and "
+                            "ROUTER_SANDBOX_NAMESPACES (the SandboxRouter component does).")
+        if not _dig(env, constants.ROUTER_ALLOWED_POD_CIDRS_ENV, "value"):
+            problems.append(f"{name}: {label} has no {constants.ROUTER_ALLOWED_POD_CIDRS_ENV}: the router accepts any "
+                            "unicast address as a pod IP. Fix: set it to the cluster's pod CIDRs "
+                            "(agent-sandbox:clusterPodCidrs).")
+    return problems
+
+
+def is_router_network_policy(props: Mapping[str, Any]) -> bool:
+    """A NetworkPolicy selecting router pods or named like ours."""
+    labels = _dig(props, "spec", "podSelector", "matchLabels") or {}
+    return labels.get("app") == ROUTER_APP or _dig(props, "metadata", "name") == constants.ROUTER_NETWORK_POLICY
+
+
+def _restricts(selector: Any) -> bool:
+    """A label selector that selects less than everything."""
+    return isinstance(selector, Mapping) and bool(_items(selector.get("matchExpressions")) or selector.get("matchLabels"))
+
+
+def check_router_network_policy(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The router's NetworkPolicy restricts both directions and egress reaches only labelled
+    pods of named namespaces and single addresses (the API server), on listed ports."""
+    if resource_type != NETWORK_POLICY_TYPE or not is_router_network_policy(props):
+        return []
+    name = f"NetworkPolicy {_name_of(props)}"
+    spec = props.get("spec") or {}
+    types = [str(t) for t in _items(spec.get("policyTypes"))]
+    problems = []
+    if "Egress" not in types:
+        problems.append(f"{name}: spec.policyTypes {types} does not restrict Egress: the router holds the token and "
+                        "relays replies, so it could fetch any Service, kubelet or address for a caller. Fix: "
+                        "policyTypes [Ingress, Egress] with egress to sandbox pods, kube-dns and the API server only.")
+    if "Ingress" not in types:
+        problems.append(f"{name}: spec.policyTypes {types} does not restrict Ingress: every port of the router is open "
+                        "to every pod, sandboxes included. Fix: add Ingress with port 8080 from client namespaces.")
+    for index, rule in enumerate(_items(spec.get("egress"))):
+        if not isinstance(rule, Mapping):
+            continue
+        at = f"{name}: spec.egress[{index}]"
+        if not _items(rule.get("to")):
+            problems.append(f"{at} has no 'to', so it allows every destination. Fix: name the sandbox namespaces, "
+                            "kube-dns or the API server's addresses.")
+        if not _items(rule.get("ports")):
+            problems.append(f"{at} opens every port of its destinations (kubelet, metrics, debug ports). Fix: list the "
+                            "sandbox port, 53 or the API server port.")
+        for peer_index, peer in enumerate(_items(rule.get("to"))):
+            if not isinstance(peer, Mapping):
+                continue
+            block = peer.get("ipBlock")
+            if isinstance(block, Mapping):
+                network = _ip_network(block.get("cidr"))
+                if network is None or network.num_addresses != 1:
+                    problems.append(f"{at.replace(f'[{index}]', f'[{index}].to[{peer_index}]')} ipBlock "
+                                    f"{block.get('cidr')} is a range: only single API server addresses (/32, /128) "
+                                    "belong in the router's policy; sandboxes are selected by namespace and pod labels. "
+                                    "Fix: replace it with the API server's addresses (agent-sandbox:apiServerEndpoints).")
+                continue
+            where = f"{name}: spec.egress[{index}].to[{peer_index}]"
+            if "namespaceSelector" not in peer:
+                problems.append(f"{where} selects pods of the router's own namespace ({constants.ROUTER_NAMESPACE}, where "
+                                "the controller and its webhook run). Fix: add a namespaceSelector naming the sandbox "
+                                "namespace.")
+            elif not _restricts(peer.get("namespaceSelector")):
+                problems.append(f"{where} selects pods of every namespace. Fix: select the sandbox namespaces by "
+                                f"{constants.NAMESPACE_NAME_LABEL}.")
+            elif not _restricts(peer.get("podSelector")):
+                problems.append(f"{where} selects every pod of its namespaces, not only sandboxes. Fix: add a podSelector "
+                                "with the sandbox pod labels.")
     return problems
 
 
@@ -498,8 +704,8 @@ def _safe(getter: Callable[[], Any]) -> Any:
 
 def check_stack(resources: Sequence[Any], config: Mapping[str, Any]) -> list[tuple[str, Optional[str]]]:
     """Whole-stack rules: every template is used by a warm pool, every pool names a declared
-    template, a router Deployment and Service exist, and Unmanaged templates are covered by an
-    explicit NetworkPolicy that blocks the metadata address. Returns (message, urn) pairs."""
+    template, a router Deployment, Service and NetworkPolicy exist, and Unmanaged templates are
+    covered by an explicit NetworkPolicy that blocks the metadata address. Returns (message, urn) pairs."""
     templates, pools, policies = [], [], []
     router_deployments, router_services = [], []
     for resource in resources:
@@ -550,6 +756,16 @@ def check_stack(resources: Sequence[Any], config: Mapping[str, Any]) -> list[tup
         problems.append((f"The stack has no router Service ({constants.ROUTER_SERVICE_NAME} in "
                          f"{constants.ROUTER_NAMESPACE}): the SDK's tunnel and direct modes look for exactly that "
                          "Service. Fix: keep the SandboxRouter component in the program.", None))
+    router_policies = [
+        p for p in policies
+        if _safe(lambda p=p: is_router_network_policy(p.props)) and ident(p)[1] in (None, constants.ROUTER_NAMESPACE)
+        and "Egress" in [str(t) for t in _items(_safe(lambda p=p: _dig(p.props, "spec", "policyTypes")))]
+    ]
+    if router_deployments and not router_policies:
+        problems.append((f"The stack has no NetworkPolicy for the router pods (podSelector app: {ROUTER_APP}, with "
+                         f"Egress, in {constants.ROUTER_NAMESPACE}): a token holder could make the router fetch any "
+                         "Service, pod, node or address in and outside the cluster. Fix: keep the SandboxRouter "
+                         f"component (it declares NetworkPolicy {constants.ROUTER_NETWORK_POLICY}).", None))
     for template in templates:
         management = _safe(lambda t=template: _dig(t.props, "spec", "networkPolicyManagement"))
         if management != "Unmanaged":
@@ -592,6 +808,9 @@ RUNTIME_CLASS_SCHEMA = PolicyConfigSchema(properties={
                               "default": list(DEFAULT_ALLOWED_RUNTIME_CLASSES)},
     "allowInsecureRunc": {"type": "boolean", "default": False},
 })
+TEMPLATE_NETWORK_SCHEMA = PolicyConfigSchema(properties={
+    "clusterCidrs": {"type": "array", "items": {"type": "string"}, "default": []},
+})
 ROUTER_EXPOSURE_SCHEMA = PolicyConfigSchema(properties={"allowRouterExposure": {"type": "boolean", "default": False}})
 IMAGE_SCHEMA = PolicyConfigSchema(properties={
     "mutableTags": {"type": "array", "items": {"type": "string"}, "default": list(DEFAULT_MUTABLE_TAGS)},
@@ -615,12 +834,18 @@ RESOURCE_POLICIES: list[ResourceValidationPolicy] = [
     resource_policy("sandbox-resource-limits", "Sandbox containers have cpu and memory limits.", check_resource_limits),
     resource_policy("sandbox-run-as-non-root", "Sandbox containers run as a non-root user.", check_run_as_non_root),
     resource_policy("sandbox-network-policy", "Sandbox templates keep a network policy whose egress excludes the "
-                    "metadata address.", check_template_network_policy),
+                    "metadata address, cluster, private and reserved ranges, and sends DNS to the cluster resolver "
+                    "only.", check_template_network_policy, TEMPLATE_NETWORK_SCHEMA),
     resource_policy("network-policy-metadata-egress", "NetworkPolicies that restrict egress exclude the metadata "
                     "address.", check_network_policy_egress),
     resource_policy("router-non-root", "The sandbox router runs as a non-root user.", check_router_non_root),
     resource_policy("router-probes", "The sandbox router has readiness and liveness probes.", check_router_probes),
     resource_policy("router-auth-token", "The sandbox router requires a bearer token.", check_router_auth_token),
+    resource_policy("router-sandbox-only", "The router resolves targets from its watch of sandbox pods "
+                    "(ROUTER_RESOLVER=watch) within the pod CIDRs.", check_router_sandbox_only),
+    resource_policy("router-network-policy", "The router's NetworkPolicy restricts ingress and egress; egress reaches "
+                    "only labelled pods of named namespaces and single API server addresses, on listed ports.",
+                    check_router_network_policy),
     resource_policy("router-not-exposed", "The router Service is not a LoadBalancer/NodePort unless allowed.",
                     check_router_exposure, ROUTER_EXPOSURE_SCHEMA),
     resource_policy("images-pinned", "Images use a digest or an immutable tag, never latest or no tag.",
@@ -632,7 +857,7 @@ RESOURCE_POLICIES: list[ResourceValidationPolicy] = [
 STACK_POLICY = StackValidationPolicy(
     name="sandbox-stack-consistency",
     description="Each SandboxTemplate is used by a warm pool, pools reference declared templates, a router "
-                "exists, and Unmanaged templates are covered by an explicit egress NetworkPolicy.",
+                "and its NetworkPolicy exist, and Unmanaged templates are covered by an explicit egress NetworkPolicy.",
     validate=_validate_stack,
 )
 

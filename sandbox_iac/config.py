@@ -15,9 +15,12 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+import yaml
 
 from sandbox_iac import constants, versions
+from sandbox_iac.kind_config import kind_cluster_config
 
 CLUSTER_FLAVOURS = ("kind", "minikube", "existing")
 SECURE_RUNTIMES = ("gvisor", "kata-qemu")
@@ -25,6 +28,15 @@ INSECURE_RUNTIME = "runc"
 IMAGE_LOAD_STRATEGIES = ("kind", "minikube", "containerd", "registry", "preloaded")
 IMAGE_BUILD_MODES = ("docker", "prebuilt")
 IMAGE_VARIANTS = ("full", "minimal")
+SANDBOX_EGRESS_MODES = ("internet", "none", "allowList")
+EGRESS_PROTOCOLS = ("TCP", "UDP", "SCTP")
+EGRESS_ALLOW_FIELDS = ("cidr", "ports", "protocol")
+EGRESS_ALLOW_EXAMPLE = '[{"cidr": "151.101.0.0/16", "ports": [443]}]'
+# `address:port`, `[v6-address]:port` or `cidr:port` (the last colon separates the port).
+API_SERVER_ENDPOINT = re.compile(r"^\[?(?P<address>[0-9A-Fa-f.:/]+?)\]?:(?P<port>[0-9]{1,5})$")
+PORT_RANGE = re.compile(r"^(?P<low>[0-9]{1,5})(-(?P<high>[0-9]{1,5}))?$")
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -65,6 +77,7 @@ class ConfigKey:
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("clusterFlavour", "kind", "Where the stack runs: `kind` | `minikube` | `existing`."),
     ConfigKey("clusterName", "agent-sandbox", "KIND cluster name or minikube profile (also the node label target for Kata)."),
+    ConfigKey("kindWorkers", 0, "Worker nodes of the KIND cluster `up` creates, next to its control plane (`1` = sandboxes run on a worker; 0 to 8)."),
     ConfigKey("kubeContext", None, "kubeconfig context; default `kind-<clusterName>` (kind), `<clusterName>` (minikube), current context (existing)."),
     ConfigKey("kubeconfig", None, "Path to a kubeconfig file; default: `$KUBECONFIG` or `~/.kube/config`."),
     ConfigKey("runtime", "gvisor", "Sandbox runtime class: `gvisor` | `kata-qemu` (`runc` only with `allowInsecureRunc`)."),
@@ -79,7 +92,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only)."),
     ConfigKey("routerReplicas", 2, "Router Deployment replicas."),
     ConfigKey("routerAuthToken", None, "Router bearer token (secret); generated once and kept if unset.", secret=True),
-    ConfigKey("routerAllowedPodCidrs", None, "Comma-separated pod CIDRs the router may proxy to (e.g. `10.244.0.0/16`); unset: any non-restricted unicast address."),
+    ConfigKey("routerAllowedPodCidrs", None, "Comma-separated pod CIDRs the router may proxy to, inside `clusterPodCidrs`; default: `clusterPodCidrs`."),
+    ConfigKey("routerSandboxNamespaces", None, "Comma-separated namespaces whose sandbox pods the router reaches (Role + RoleBinding + egress in each); default: `sandboxNamespace`."),
+    ConfigKey("apiServerEndpoints", None, "Comma-separated `address:port` (`[v6]:port`, `cidr:port`) the router may reach for its watch; default: read from EndpointSlice `default/kubernetes`."),
+    ConfigKey("sandboxEgress", "internet", "Sandbox egress: `internet` (public unicast, no port 53) | `none` (cluster DNS only) | `allowList` (`sandboxEgressAllow` only)."),
+    ConfigKey("sandboxEgressAllow", None, "With `sandboxEgress: allowList`: JSON list `[{cidr, ports: [443, \"8000-8100\"], protocol: TCP}]` of public destinations."),
+    ConfigKey("clusterPodCidrs", None, "Comma-separated pod CIDRs of the cluster (IPv4 and IPv6); default `10.244.0.0/16` (KIND's podSubnet, minikube)."),
+    ConfigKey("clusterServiceCidrs", None, "Comma-separated Service CIDRs; default `10.96.0.0/16` (KIND), `10.96.0.0/12` (minikube, existing)."),
+    ConfigKey("clusterNodeCidrs", None, "Comma-separated node address ranges, excluded from sandbox egress and allowed to call the router; default none."),
+    ConfigKey("clusterDnsAddresses", None, "Resolver addresses besides the kube-dns pods, allowed on port 53 only (e.g. NodeLocal DNSCache `169.254.20.10`)."),
     ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`)."),
     ConfigKey("imageBuild", "docker", "`docker`: build images with pulumi-docker; `prebuilt`: use `sandboxImage`/`routerImage` (e.g. from `make images`)."),
     ConfigKey("imageVariant", "full", "Runtime image variant: `full` (pandas, scikit-learn, lightgbm) | `minimal`."),
@@ -87,7 +108,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("imageLoadStrategy", None, "How images reach the nodes: `kind` | `minikube` | `containerd` | `registry` | `preloaded`; default follows clusterFlavour (`registry` for existing)."),
     ConfigKey("containerdAddress", None, "containerd socket for `imageLoadStrategy: containerd` (default: ctr's default `/run/containerd/containerd.sock`)."),
     ConfigKey("imageRegistry", None, "Registry prefix to push to with `imageLoadStrategy: registry` (e.g. `registry.example.com/team`)."),
-    ConfigKey("controllerManifest", versions.AGENT_SANDBOX_MANIFEST_URL, "URL or local path of the pinned controller manifest (air-gapped: a local copy)."),
+    ConfigKey("controllerManifest", versions.AGENT_SANDBOX_MANIFEST_VENDORED, "Local path (relative to the project) or URL of the controller release manifest; default the vendored pinned copy (offline). A URL must be the pinned release or end in `#sha256=<digest>`."),
     ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds)."),
     ConfigKey("kataChartVersion", versions.KATA_DEPLOY_CHART_VERSION, "kata-deploy Helm chart version (kata stack)."),
     ConfigKey("kataChartRepo", versions.KATA_DEPLOY_CHART_REPO, "kata-deploy Helm chart repository or local chart path (kata stack)."),
@@ -104,6 +125,72 @@ class Resources:
 
     def as_dict(self) -> dict[str, dict[str, str]]:
         return {"requests": dict(self.requests), "limits": dict(self.limits)}
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """One port entry of a NetworkPolicy rule."""
+
+    protocol: str
+    """``TCP``, ``UDP`` or ``SCTP``."""
+    port: int
+    """The port, or the first port of the range."""
+    end_port: Optional[int] = None
+    """Last port of the range (inclusive); None for a single port."""
+
+    def as_dict(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"protocol": self.protocol, "port": self.port}
+        if self.end_port is not None:
+            entry["endPort"] = self.end_port
+        return entry
+
+
+@dataclass(frozen=True)
+class EgressAllowRule:
+    """One destination of ``sandboxEgress: allowList``."""
+
+    cidr: str
+    """Public destination network (normalised); denied ranges inside it are excepted."""
+    ports: tuple[PortRange, ...]
+    """Ports opened to it (never 53: DNS goes to the cluster resolver)."""
+
+
+@dataclass(frozen=True)
+class ApiServerEndpoint:
+    """An address (or range) and port the router's watch talks to."""
+
+    cidr: str
+    """``/32``/``/128`` for one address, or a range (managed control planes)."""
+    port: int
+    """The API server's port as seen by pods after Service translation (e.g. 6443)."""
+
+
+def _network(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text, strict=True)
+
+
+def minimal_networks(networks: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """``networks`` without duplicates and without those inside another one, sorted (IPv4
+    first). Unlike ``ipaddress.collapse_addresses`` siblings are not merged, so each entry
+    still reads as the range it was listed for."""
+    unique = sorted(set(networks), key=lambda n: (n.version, n.network_address, n.prefixlen))
+    return [n for n in unique
+            if not any(o != n and o.version == n.version and n.subnet_of(o) for o in unique)]  # type: ignore[arg-type]
+
+
+def denied_egress_networks(cluster_cidrs: Iterable[str] = ()) -> list[IPNetwork]:
+    """Every range a sandbox never reaches: the fixed non-public ranges plus the cluster's own."""
+    fixed = [*constants.EGRESS_DENIED_IPV4, *constants.EGRESS_DENIED_IPV6]
+    return minimal_networks(_network(c) for c in [*fixed, *cluster_cidrs])
+
+
+def _kind_subnets(cluster_name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(podSubnet, serviceSubnet) of the KIND cluster `make up` creates: what our cluster config
+    sets, else KIND's defaults (it sets none today). Both may be comma-separated (dual stack)."""
+    networking = (yaml.safe_load(kind_cluster_config(cluster_name)) or {}).get("networking") or {}
+    pods = networking.get("podSubnet") or constants.KIND_DEFAULT_POD_SUBNET
+    services = networking.get("serviceSubnet") or constants.KIND_DEFAULT_SERVICE_SUBNET
+    return (tuple(c.strip() for c in str(pods).split(",")), tuple(c.strip() for c in str(services).split(",")))
 
 
 @dataclass(frozen=True)
@@ -127,6 +214,14 @@ class StackConfig:
     router_replicas: int
     router_auth_token: Optional[str]
     router_allowed_pod_cidrs: tuple[str, ...]
+    router_sandbox_namespaces: tuple[str, ...]
+    api_server_endpoints: tuple[ApiServerEndpoint, ...]
+    sandbox_egress: str
+    sandbox_egress_allow: tuple[EgressAllowRule, ...]
+    cluster_pod_cidrs: tuple[str, ...]
+    cluster_service_cidrs: tuple[str, ...]
+    cluster_node_cidrs: tuple[str, ...]
+    cluster_dns_addresses: tuple[str, ...]
     router_image: Optional[str]
     image_build: str
     image_variant: str
@@ -138,6 +233,7 @@ class StackConfig:
     controller_image: str
     kata_chart_version: str
     kata_chart_repo: str
+    kind_workers: int = 0
     router_resources: Resources = field(default_factory=lambda: Resources(**ROUTER_RESOURCES))
 
     @property
@@ -149,6 +245,16 @@ class StackConfig:
     def image_pull_policy(self) -> str:
         """Images loaded onto the node are never pulled; pushed ones are pulled once."""
         return "IfNotPresent" if self.image_load_strategy == "registry" else "Never"
+
+    @property
+    def cluster_cidrs(self) -> tuple[str, ...]:
+        """The cluster's own pod, Service and node ranges (excluded from sandbox egress)."""
+        return (*self.cluster_pod_cidrs, *self.cluster_service_cidrs, *self.cluster_node_cidrs)
+
+    @property
+    def egress_denied_networks(self) -> tuple[str, ...]:
+        """Every range sandboxes never reach in this cluster, minimal and sorted."""
+        return tuple(str(n) for n in denied_egress_networks(self.cluster_cidrs))
 
 
 def _fix(key: str, example: str) -> str:
@@ -231,19 +337,157 @@ class _Validator:
             return None
         return value
 
-    def cidrs(self, key: str) -> tuple[str, ...]:
+    def _list(self, key: str) -> Optional[list[str]]:
+        """A list-valued key: a YAML/JSON list, a JSON list in a string, or comma-separated."""
         value = self.value(key)
         if value is None:
-            return ()
-        items = value if isinstance(value, list) else str(value).split(",")
-        cidrs: list[str] = []
-        for item in (str(i).strip() for i in items):
+            return None
+        if isinstance(value, str) and value.strip().startswith("["):
             try:
-                cidrs.append(str(ipaddress.ip_network(item, strict=True)))
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        items = value if isinstance(value, list) else str(value).split(",")
+        return [str(i).strip() for i in items if str(i).strip()]
+
+    def cidrs(self, key: str, example: str = "10.244.0.0/16", default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        items = self._list(key)
+        if items is None:
+            return default
+        cidrs: list[str] = []
+        for item in items:
+            try:
+                cidrs.append(str(_network(item)))
             except ValueError:
-                self.fail(key, value, f"{item!r} is not a CIDR network (e.g. 10.244.0.0/16)", "10.244.0.0/16")
-                return ()
+                self.fail(key, self.value(key), f"{item!r} is not a CIDR network (e.g. {example})", example)
+                return default
         return tuple(cidrs)
+
+    def addresses(self, key: str, example: str, purpose: str) -> tuple[str, ...]:
+        """Single IP addresses (resolvers): never the cloud metadata address."""
+        addresses: list[str] = []
+        for item in self._list(key) or []:
+            try:
+                address = ipaddress.ip_address(item)
+            except ValueError:
+                self.fail(key, self.value(key), f"{item!r} is not an IP address (e.g. {example} for {purpose})", example)
+                return ()
+            if str(address) == constants.METADATA_ADDRESS:
+                self.fail(key, self.value(key),
+                          f"{address} is the cloud metadata address, not the cluster's resolver", example)
+                return ()
+            addresses.append(str(address))
+        return tuple(addresses)
+
+    def names(self, key: str, default: tuple[str, ...], example: str) -> tuple[str, ...]:
+        items = self._list(key)
+        if items is None:
+            return default
+        for item in items:
+            if not DNS_1123_LABEL.match(item):
+                self.fail(key, self.value(key), f"{item!r} is not a DNS-1123 namespace name (lower-case letters, "
+                          "digits and '-', at most 63 characters)", example)
+                return default
+        return tuple(dict.fromkeys(items))
+
+    def api_endpoints(self, key: str) -> tuple[ApiServerEndpoint, ...]:
+        endpoints: list[ApiServerEndpoint] = []
+        for item in self._list(key) or []:
+            match = API_SERVER_ENDPOINT.match(item)
+            try:
+                if match is None or not 1 <= int(match["port"]) <= 65535:
+                    raise ValueError(item)
+                network = ipaddress.ip_network(match["address"], strict=True)
+            except ValueError:
+                self.fail(key, self.value(key), f"{item!r} is not address:port (e.g. 172.18.0.2:6443, "
+                          "[fd00::2]:6443 or 10.0.0.0/28:443)", "172.18.0.2:6443")
+                return ()
+            endpoints.append(ApiServerEndpoint(str(network), int(match["port"])))
+        return tuple(endpoints)
+
+    def egress_allow(self, key: str, mode: str, denied: list[IPNetwork]) -> tuple[EgressAllowRule, ...]:
+        """The allow-list of ``sandboxEgress: allowList``: public destinations and explicit ports."""
+        project = constants.PROJECT_NAME
+        value = self.value(key)
+        whole_fix = f"fix: pulumi config set {project}:{key} '{EGRESS_ALLOW_EXAMPLE}'"
+        if value is None:
+            if mode == "allowList":
+                self.problems.append(f"{project}:{key} is not set: sandboxEgress 'allowList' needs at least one "
+                                     f"{{cidr, ports}} entry ({whole_fix})")
+            return ()
+        if mode != "allowList":
+            self.problems.append(f"{project}:{key} is only read with sandboxEgress 'allowList' (now {mode!r}), so the "
+                                 f"list would be ignored ({_fix('sandboxEgress', 'allowList')})")
+            return ()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if not isinstance(value, list) or not value:
+            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON list of "
+                                 f"{{cidr, ports, protocol}} objects ({whole_fix})")
+            return ()
+        rules: list[EgressAllowRule] = []
+        for index, entry in enumerate(value):
+            path = f"{project}:{key}[{index}]"
+
+            def path_fix(field: str, example: str) -> str:
+                return f"fix: pulumi config set --path '{path}.{field}' {example}"
+
+            if not isinstance(entry, dict):
+                self.problems.append(f"{path} = {_show(entry)} is invalid: expected an object {{cidr, ports, protocol}} "
+                                     f"({whole_fix})")
+                continue
+            unknown = [f for f in entry if f not in EGRESS_ALLOW_FIELDS]
+            for field_name in unknown:
+                self.problems.append(f"{path}.{field_name} is not a known field: allowed are "
+                                     f"{', '.join(EGRESS_ALLOW_FIELDS)} (fix: pulumi config rm --path '{path}.{field_name}')")
+            cidr = self._allowed_cidr(path, entry.get("cidr"), denied, path_fix("cidr", "151.101.0.0/16"))
+            protocol = entry.get("protocol", "TCP")
+            if protocol not in EGRESS_PROTOCOLS:
+                self.problems.append(f"{path}.protocol = {_show(protocol)} is invalid: allowed values are "
+                                     + ", ".join(f"'{p}'" for p in EGRESS_PROTOCOLS) + f" ({path_fix('protocol', 'TCP')})")
+                protocol = "TCP"
+            ports = self._ports(path, entry.get("ports"), str(protocol), path_fix("ports[0]", "443"))
+            if cidr is not None and ports and not unknown:
+                rules.append(EgressAllowRule(cidr, ports))
+        return tuple(rules)
+
+    def _allowed_cidr(self, path: str, value: Any, denied: list[IPNetwork], fix: str) -> Optional[str]:
+        try:
+            network = _network(str(value)) if isinstance(value, str) else None
+        except ValueError:
+            network = None
+        if network is None:
+            state = "is not set" if value is None else f"= {_show(value)} is invalid"
+            self.problems.append(f"{path}.cidr {state}: expected a CIDR network such as 151.101.0.0/16 ({fix})")
+            return None
+        inside = next((d for d in denied if d.version == network.version and network.subnet_of(d)), None)  # type: ignore[arg-type]
+        if inside is not None:
+            self.problems.append(f"{path}.cidr = {_show(value)} is invalid: it lies inside {inside}, a cluster, private, "
+                                 "metadata or reserved range that sandboxes never reach; only public unicast "
+                                 f"destinations can be allowed ({fix})")
+            return None
+        return str(network)
+
+    def _ports(self, path: str, value: Any, protocol: str, fix: str) -> tuple[PortRange, ...]:
+        if value is None or value == []:
+            self.problems.append(f"{path}.ports is not set: list the ports to open, e.g. [443] or [\"8000-8100\"] ({fix})")
+            return ()
+        items = value if isinstance(value, list) else [value]
+        ports: list[PortRange] = []
+        for item in items:
+            match = PORT_RANGE.match(str(item).strip()) if isinstance(item, (int, str)) and not isinstance(item, bool) else None
+            low = int(match["low"]) if match else 0
+            high = int(match["high"]) if match and match["high"] else low
+            if not match or not 1 <= low <= high <= 65535 or low <= constants.DNS_PORT <= high:
+                self.problems.append(f"{path}.ports = {_show(value)} is invalid: {_show(item)} is not a port 1-65535 or a "
+                                     "range 'low-high' that leaves out 53 (DNS goes to the cluster resolver only) "
+                                     f"({fix})")
+                return ()
+            ports.append(PortRange(protocol, low, high if high != low else None))
+        return tuple(ports)
 
     def resources(self, key: str) -> Resources:
         value = self.value(key)
@@ -330,6 +574,31 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
                 check.fail(key, None, "imageBuild 'prebuilt' needs both image refs (`make images` prints them)",
                            "agent-sandbox/runtime:<tag>")
 
+    if flavour == "kind":
+        default_pods, default_services = _kind_subnets(cluster_name)
+    else:
+        default_pods, default_services = ((constants.KUBEADM_DEFAULT_POD_SUBNET,),
+                                          (constants.KUBEADM_DEFAULT_SERVICE_SUBNET,))
+    cluster_pod_cidrs = check.cidrs("clusterPodCidrs", "10.244.0.0/16", default_pods)
+    cluster_service_cidrs = check.cidrs("clusterServiceCidrs", "10.96.0.0/16", default_services)
+    cluster_node_cidrs = check.cidrs("clusterNodeCidrs", "172.18.0.0/16")
+    denied = denied_egress_networks((*cluster_pod_cidrs, *cluster_service_cidrs, *cluster_node_cidrs))
+    sandbox_egress = check.choice("sandboxEgress", SANDBOX_EGRESS_MODES)
+    sandbox_egress_allow = check.egress_allow("sandboxEgressAllow", sandbox_egress, denied)
+    # The router proxies to pod IPs only: by default exactly the cluster's pod ranges, and never
+    # wider (a range beyond them would reach nodes or Services again).
+    router_pod_cidrs = check.cidrs("routerAllowedPodCidrs", "10.244.0.0/16", cluster_pod_cidrs)
+    pod_networks = [_network(c) for c in cluster_pod_cidrs]
+    for cidr in router_pod_cidrs:
+        network = _network(cidr)
+        if not any(network.version == p.version and network.subnet_of(p) for p in pod_networks):  # type: ignore[arg-type]
+            check.fail("routerAllowedPodCidrs", check.value("routerAllowedPodCidrs"),
+                       f"{cidr!r} is not inside {constants.PROJECT_NAME}:clusterPodCidrs "
+                       f"({','.join(cluster_pod_cidrs)}), so the router could reach nodes or Services in it; "
+                       "narrow it, or set clusterPodCidrs to the cluster's pod ranges", ",".join(cluster_pod_cidrs))
+            break
+    sandbox_namespace = check.name("sandboxNamespace")
+
     kube_context = check.optional_text("kubeContext")
     if kube_context is None and flavour == "kind":
         kube_context = f"kind-{cluster_name}"
@@ -344,7 +613,7 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         kubeconfig=check.optional_text("kubeconfig"),
         runtime=runtime,
         manage_runtime_class=check.boolean("manageRuntimeClass"),
-        sandbox_namespace=check.name("sandboxNamespace"),
+        sandbox_namespace=sandbox_namespace,
         template_name=check.name("templateName"),
         sandbox_image=sandbox_image,
         sandbox_port=check.integer("sandboxPort", 1, 65535),
@@ -353,7 +622,15 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         warm_pool_replicas=check.integer("warmPoolReplicas", 0, 1000),
         router_replicas=check.integer("routerReplicas", 1, 100),
         router_auth_token=check.optional_text("routerAuthToken"),
-        router_allowed_pod_cidrs=check.cidrs("routerAllowedPodCidrs"),
+        router_allowed_pod_cidrs=router_pod_cidrs,
+        router_sandbox_namespaces=check.names("routerSandboxNamespaces", (sandbox_namespace,), sandbox_namespace),
+        api_server_endpoints=check.api_endpoints("apiServerEndpoints"),
+        sandbox_egress=sandbox_egress,
+        sandbox_egress_allow=sandbox_egress_allow,
+        cluster_pod_cidrs=cluster_pod_cidrs,
+        cluster_service_cidrs=cluster_service_cidrs,
+        cluster_node_cidrs=cluster_node_cidrs,
+        cluster_dns_addresses=check.addresses("clusterDnsAddresses", "169.254.20.10", "NodeLocal DNSCache"),
         router_image=router_image,
         image_build=image_build,
         image_variant=check.choice("imageVariant", IMAGE_VARIANTS),
@@ -361,10 +638,11 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
         image_load_strategy=strategy,
         image_registry=registry,
         containerd_address=check.optional_text("containerdAddress"),
-        controller_manifest=check.optional_text("controllerManifest") or versions.AGENT_SANDBOX_MANIFEST_URL,
+        controller_manifest=check.optional_text("controllerManifest") or versions.AGENT_SANDBOX_MANIFEST_VENDORED,
         controller_image=check.image_ref("controllerImage") or versions.AGENT_SANDBOX_CONTROLLER_IMAGE,
         kata_chart_version=check.optional_text("kataChartVersion") or versions.KATA_DEPLOY_CHART_VERSION,
         kata_chart_repo=check.optional_text("kataChartRepo") or versions.KATA_DEPLOY_CHART_REPO,
+        kind_workers=check.integer("kindWorkers", 0, 8),
     )
     if config.router_auth_token is not None and len(config.router_auth_token) < 16:
         check.fail("routerAuthToken", config.router_auth_token,

@@ -1,15 +1,37 @@
-"""Loading and adapting the pinned agent-sandbox controller release manifest."""
+"""The agent-sandbox controller release manifest: where it comes from, whether it is the one we
+trust, what it contains, and how the program adapts it.
+
+Owns: reading a source (the vendored pinned copy by default, a local file or a release URL) and
+checking its sha256; parsing; detecting the release's shape (conversion webhook or not, health
+port, served/stored API versions) instead of assuming v0.5.6; the adaptations (image,
+``--extensions``, a readiness probe that matches that shape); ``check_manifest_source`` for
+callers that want every manifest problem before the engine starts.
+
+Every error is a ``ManifestError``: one line naming ``agent-sandbox:controllerManifest``, the
+problem and the fix."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Union
 
+import pulumi
 import yaml
 
-from sandbox_iac import constants
+from sandbox_iac import constants, versions
+
+CONFIG_KEY = f"{constants.PROJECT_NAME}:controllerManifest"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+VENDORED_MANIFEST = PROJECT_ROOT / versions.AGENT_SANDBOX_MANIFEST_VENDORED
+# Release URLs whose digest we know; any other URL must carry its own (DIGEST_FRAGMENT).
+KNOWN_SHA256 = {versions.AGENT_SANDBOX_MANIFEST_URL: versions.AGENT_SANDBOX_MANIFEST_SHA256}
+DIGEST_FRAGMENT = "#sha256="
+USE_VENDORED = f"pulumi config rm {CONFIG_KEY}"
 
 CRD_KIND = "CustomResourceDefinition"
 # Objects every other object of the release depends on: they are applied first.
@@ -20,38 +42,110 @@ EXPECTED_CRDS = (
     "sandboxclaims.extensions.agents.x-k8s.io",
     "sandboxwarmpools.extensions.agents.x-k8s.io",
 )
+# The CRDs whose objects the program declares (SandboxTemplate, SandboxWarmPool): they must
+# serve one common API version, which the program then uses.
+DECLARED_CRDS = ("sandboxtemplates.extensions.agents.x-k8s.io", "sandboxwarmpools.extensions.agents.x-k8s.io")
+# controller-runtime's defaults, used when the manifest names a webhook but not its port.
+DEFAULT_WEBHOOK_PORT = 9443
+WEBHOOK_PORT_NAME = "webhook"
+HEALTH_PORT_NAME = "healthz"
+HEALTH_PROBE_FLAG = "--health-probe-bind-address"
+READYZ_PATH = "/readyz"
+PROBE_TIMING = {"periodSeconds": 2, "failureThreshold": 30}
 
 
-class ManifestError(ValueError):
-    """The controller manifest is missing, unreadable or not the release we expect."""
+class ManifestError(pulumi.RunError, ValueError):
+    """The controller manifest is missing, unreadable, unverified or not a release we can install.
+
+    A ``pulumi.RunError`` because that is the one exception both the Python language host and
+    the Automation API's inline program server print as a single ``error:`` line; anything else
+    (and ``sys.exit`` in the inline server) reaches the user wrapped in a Python traceback."""
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("https://", "http://"))
+
+
+def _split_digest(source: str) -> tuple[str, Optional[str]]:
+    """(URL without fragment, the ``#sha256=`` digest it pins, if any)."""
+    location, marker, digest = source.partition(DIGEST_FRAGMENT)
+    if not marker:
+        return source, None
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ManifestError(
+            f"{CONFIG_KEY} = {source!r} has a malformed digest {digest!r}: expected 64 lowercase hex digits "
+            f"(fix: {location}{DIGEST_FRAGMENT}<sha256 of the release asset>)"
+        )
+    return location, digest
+
+
+def _verify(data: bytes, expected: str, source: str, fix: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ManifestError(
+            f"{CONFIG_KEY} = {source!r} is refused: its sha256 is {actual}, expected {expected} "
+            f"(not the release this project pins; fix: {fix})"
+        )
+
+
+def _download(source: str) -> bytes:
+    location, pinned = _split_digest(source)
+    expected = pinned or KNOWN_SHA256.get(location)
+    if expected is None:
+        # Refused before any byte is fetched: an unverifiable download is a supply-chain hole.
+        raise ManifestError(
+            f"{CONFIG_KEY} = {source!r} has no known sha256, so a download cannot be verified "
+            f"(fix: pin the digest you checked, {location}{DIGEST_FRAGMENT}<sha256>, or download and check it "
+            f"yourself and set the key to the local file)"
+        )
+    try:
+        with urllib.request.urlopen(location, timeout=60) as response:  # noqa: S310 (digest-checked)
+            data = response.read()
+    except OSError as error:
+        raise ManifestError(
+            f"{CONFIG_KEY} = {source!r} could not be downloaded ({error}); the vendored copy needs no network "
+            f"(fix: {USE_VENDORED}, or set the key to a local copy of the release's sandbox-with-extensions.yaml)"
+        ) from error
+    fix = f"{USE_VENDORED} to use the vendored copy, or pin the digest you trust: {location}{DIGEST_FRAGMENT}<sha256>"
+    _verify(data, expected, source, fix)
+    return data
+
+
+def _is_vendored(path: Path) -> bool:
+    """True for the vendored pinned copy, in this checkout or in any project laid out like it."""
+    relative = Path(versions.AGENT_SANDBOX_MANIFEST_VENDORED)
+    return path.resolve() == VENDORED_MANIFEST.resolve() or path.parts[-len(relative.parts):] == relative.parts
 
 
 def read_manifest_text(source: str, base_dir: Optional[Path] = None) -> str:
-    """Text of the manifest at an http(s) URL or a local path (relative ones from ``base_dir``)."""
-    if source.startswith(("https://", "http://")):
-        try:
-            with urllib.request.urlopen(source, timeout=60) as response:  # noqa: S310 (pinned URL)
-                return response.read().decode()
-        except OSError as error:
-            raise ManifestError(
-                f"agent-sandbox:controllerManifest = {source!r} could not be downloaded ({error}); "
-                "on an air-gapped machine point it at a local copy "
-                "(pulumi config set agent-sandbox:controllerManifest /path/to/sandbox-with-extensions.yaml)"
-            ) from error
+    """Text of the manifest at an http(s) URL or a local path (relative ones from ``base_dir``).
+
+    Downloads must match a known sha256 (the pinned release's, or a ``#sha256=`` on the URL); the
+    vendored copy must match the pinned one. Other local files are the user's own choice."""
+    if _is_url(source):
+        return _download(source).decode()
     path = Path(source).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if not path.is_file():
         raise ManifestError(
-            f"agent-sandbox:controllerManifest = {source!r} is not a readable file; "
-            "set it to the release URL or to a local copy of sandbox-with-extensions.yaml"
+            f"{CONFIG_KEY} = {source!r} is not a readable file "
+            f"(fix: {USE_VENDORED} for the vendored copy, or set it to a local sandbox-with-extensions.yaml)"
         )
-    return path.read_text()
+    data = path.read_bytes()
+    if _is_vendored(path):
+        _verify(data, versions.AGENT_SANDBOX_MANIFEST_SHA256, source,
+                f"restore the vendored release with git checkout -- {versions.AGENT_SANDBOX_MANIFEST_VENDORED}")
+    return data.decode()
 
 
 def parse_manifest(text: str) -> list[dict[str, Any]]:
     """Every Kubernetes object of a multi-document YAML text, empty documents dropped."""
-    objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    try:
+        objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        raise ManifestError(f"{CONFIG_KEY}: the controller manifest is not valid YAML ({detail:.200})") from error
     for obj in objects:
         if not isinstance(obj, dict) or "kind" not in obj or "apiVersion" not in obj:
             raise ManifestError(f"controller manifest holds a document that is not a Kubernetes object: {obj!r:.120}")
@@ -67,6 +161,30 @@ def served_versions(crd: dict[str, Any]) -> list[str]:
     return [v["name"] for v in crd["spec"]["versions"] if v.get("served")]
 
 
+@dataclass(frozen=True)
+class ReleaseShape:
+    """What a controller release manifest has, read from it rather than assumed."""
+
+    conversion_webhook_crds: tuple[str, ...]
+    """CRDs that convert between their versions through a webhook (all four in v0.5.6, none in v1.0.x)."""
+    webhook_service: Optional[str]
+    """The Service that conversion webhook points at, if the manifest ships it."""
+    webhook_port: Optional[int]
+    """Container port the webhook listens on; None without a conversion webhook."""
+    health_port: Optional[Union[int, str]]
+    """Container port of the controller's /healthz and /readyz endpoints, if the manifest names one."""
+    served: Mapping[str, tuple[str, ...]]
+    """API versions each CRD serves."""
+    storage: Mapping[str, str]
+    """The storage version of each CRD."""
+    extensions_api_version: str
+    """``group/version`` the program declares SandboxTemplate and SandboxWarmPool with."""
+
+    @property
+    def conversion_webhook(self) -> bool:
+        return bool(self.conversion_webhook_crds)
+
+
 def _controller_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     for obj in objects:
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == constants.CONTROLLER_DEPLOYMENT:
@@ -74,24 +192,102 @@ def _controller_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     raise ManifestError(f"controller manifest has no Deployment {constants.CONTROLLER_DEPLOYMENT!r}")
 
 
+def _container_port(container: dict[str, Any], name: str) -> Optional[int]:
+    return next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == name), None)
+
+
+def _webhook_port(objects: list[dict[str, Any]], container: dict[str, Any], crds: list[dict[str, Any]]) -> tuple[Optional[str], int]:
+    """(webhook Service in the manifest, the container port behind it)."""
+    client = crds[0]["spec"]["conversion"].get("webhook", {}).get("clientConfig", {})
+    wanted = client.get("service") or {}
+    service = next((o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == wanted.get("name")), None)
+    if service is not None:
+        ports = service["spec"].get("ports") or []
+        port = next((p for p in ports if p.get("port") == wanted.get("port", 443)), ports[0] if ports else None)
+        target = (port or {}).get("targetPort")
+        if isinstance(target, int):
+            return service["metadata"]["name"], target
+        if isinstance(target, str) and _container_port(container, target) is not None:
+            return service["metadata"]["name"], _container_port(container, target)
+    return (service["metadata"]["name"] if service else None), _container_port(container, WEBHOOK_PORT_NAME) or DEFAULT_WEBHOOK_PORT
+
+
+def _health_port(container: dict[str, Any]) -> Optional[int]:
+    named = _container_port(container, HEALTH_PORT_NAME)
+    if named is not None:
+        return named
+    for arg in container.get("args") or []:
+        if arg.startswith(f"{HEALTH_PROBE_FLAG}="):
+            port = arg.rpartition(":")[2]
+            if port.isdigit():
+                return int(port)
+    return None
+
+
+def _extensions_api_version(crds: Mapping[str, dict[str, Any]]) -> str:
+    """The pinned API version while the manifest serves it; else the one version both declared
+    CRDs serve and store (a release that graduated them), else a clear refusal."""
+    group, _, pinned = versions.EXTENSIONS_API_VERSION.partition("/")
+    served = [set(served_versions(crds[name])) for name in DECLARED_CRDS]
+    if all(pinned in s for s in served):
+        return versions.EXTENSIONS_API_VERSION
+    common = set.intersection(*served)
+    stored = {v["name"] for name in DECLARED_CRDS for v in crds[name]["spec"]["versions"] if v.get("storage")}
+    choice = sorted(common & stored) or sorted(common)
+    if not choice:
+        raise ManifestError(
+            f"{CONFIG_KEY}: the controller manifest serves no API version for both SandboxTemplate and SandboxWarmPool "
+            f"({dict(zip(DECLARED_CRDS, map(sorted, served)))}); fix: use a release that serves {pinned} ({USE_VENDORED})"
+        )
+    return f"{group}/{choice[0]}"
+
+
+def release_shape(objects: list[dict[str, Any]]) -> ReleaseShape:
+    """What the release in ``objects`` (``parse_manifest``'s result) has."""
+    crds = {o["metadata"]["name"]: o for o in objects if o["kind"] == CRD_KIND}
+    container = _controller_container(objects)
+    converting = [crd for crd in crds.values() if (crd["spec"].get("conversion") or {}).get("strategy") == "Webhook"]
+    service, port = _webhook_port(objects, container, converting) if converting else (None, None)
+    return ReleaseShape(
+        conversion_webhook_crds=tuple(crd["metadata"]["name"] for crd in converting),
+        webhook_service=service,
+        webhook_port=port,
+        health_port=_health_port(container),
+        served={name: tuple(served_versions(crd)) for name, crd in crds.items()},
+        storage={name: next((v["name"] for v in crd["spec"]["versions"] if v.get("storage")), "") for name, crd in crds.items()},
+        extensions_api_version=_extensions_api_version(crds),
+    )
+
+
+def readiness_probe(shape: ReleaseShape) -> Optional[dict[str, Any]]:
+    """The probe that makes "Available" mean "custom resources can be applied now".
+
+    With a conversion webhook every CR write goes through it, so the webhook port must accept
+    connections. Without one (v1.0.x) the webhook port is never opened; the controller's own
+    /readyz is the signal. A manifest naming neither gets no invented probe."""
+    if shape.conversion_webhook:
+        return {"tcpSocket": {"port": shape.webhook_port}, **PROBE_TIMING}
+    if shape.health_port is not None:
+        return {"httpGet": {"path": READYZ_PATH, "port": shape.health_port}, **PROBE_TIMING}
+    return None
+
+
 def adapt_release(objects: list[dict[str, Any]], controller_image: str, image_pull_policy: str) -> list[dict[str, Any]]:
-    """The release objects with our image, ``--extensions`` guaranteed and a webhook readiness probe.
+    """The release objects with our image, ``--extensions`` guaranteed and a readiness probe that
+    fits the release (``readiness_probe``); a probe the release ships itself is kept.
 
     The probe matters: the release's Deployment has none, so "Available" would not mean the
-    conversion webhook answers, and custom resources applied right after would fail."""
+    controller can take custom resources, and those applied right after would fail."""
     adapted = copy.deepcopy(objects)
+    probe = readiness_probe(release_shape(adapted))
     container = _controller_container(adapted)
     container["image"] = controller_image
     container["imagePullPolicy"] = image_pull_policy
     args = container.setdefault("args", [])
     if constants.EXTENSIONS_FLAG not in args:
         args.append(constants.EXTENSIONS_FLAG)
-    webhook_port = next((p["containerPort"] for p in container.get("ports", []) if p.get("name") == "webhook"), 9443)
-    container.setdefault("readinessProbe", {
-        "tcpSocket": {"port": webhook_port},
-        "periodSeconds": 2,
-        "failureThreshold": 30,
-    })
+    if probe is not None:
+        container.setdefault("readinessProbe", probe)
     return adapted
 
 
@@ -100,3 +296,9 @@ def split_foundation(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     foundation = [o for o in objects if o["kind"] in FOUNDATION_KINDS]
     workload = [o for o in objects if o["kind"] not in FOUNDATION_KINDS]
     return foundation, workload
+
+
+def check_manifest_source(source: str, base_dir: Optional[Path] = None) -> ReleaseShape:
+    """Every check the program makes on the manifest, for a caller that runs before the engine
+    (the driver): read (download + sha256), parse, shape. Raises ``ManifestError`` (one line)."""
+    return release_shape(parse_manifest(read_manifest_text(source, base_dir)))

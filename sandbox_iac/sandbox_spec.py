@@ -3,10 +3,11 @@ program, the policy pack's tests and the docs agree on what a hardened sandbox l
 
 from __future__ import annotations
 
-from typing import Any
+import ipaddress
+from typing import Any, Iterable
 
 from sandbox_iac import constants
-from sandbox_iac.config import StackConfig
+from sandbox_iac.config import StackConfig, minimal_networks
 
 RUNTIME_CONTAINER_NAME = "python-runtime"
 SANDBOX_POD_LABELS = {"app": "agent-sandbox-runtime"}
@@ -73,34 +74,70 @@ def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
     }
 
 
+# Every TCP/UDP port but DNS: NetworkPolicy cannot say "all ports except 53", so two ranges.
+ALL_PORTS_BUT_DNS = tuple(
+    {"protocol": protocol, "port": low, "endPort": high}
+    for protocol in ("TCP", "UDP")
+    for low, high in ((1, constants.DNS_PORT - 1), (constants.DNS_PORT + 1, 65535))
+)
+
+
+def cluster_dns_egress_rule(dns_addresses: Iterable[str] = ()) -> dict[str, Any]:
+    """Egress to the cluster's resolver on 53 only: the kube-dns pods, plus the addresses the
+    cluster really resolves through when they are no kube-dns pod (NodeLocal DNSCache's
+    169.254.20.10, or the kube-dns ClusterIP it intercepts on the node)."""
+    peers: list[dict[str, Any]] = [{
+        "namespaceSelector": {"matchLabels": {constants.NAMESPACE_NAME_LABEL: constants.KUBE_DNS_NAMESPACE}},
+        "podSelector": {"matchLabels": dict(constants.KUBE_DNS_POD_LABELS)},
+    }]
+    peers += [{"ipBlock": {"cidr": str(ipaddress.ip_network(address))}} for address in dns_addresses]
+    return {"to": peers, "ports": [{"protocol": "UDP", "port": constants.DNS_PORT},
+                                   {"protocol": "TCP", "port": constants.DNS_PORT}]}
+
+
+def _ip_block(cidr: str, denied: list[Any]) -> dict[str, Any]:
+    """``ipBlock`` of ``cidr`` with every denied range inside it excepted (a denied range that
+    contains ``cidr`` is refused by config validation before we get here)."""
+    network = ipaddress.ip_network(cidr)
+    excepted = [str(d) for d in minimal_networks(denied)
+                if d.version == network.version and d.subnet_of(network)]  # type: ignore[arg-type]
+    return {"cidr": cidr, "except": excepted} if excepted else {"cidr": cidr}
+
+
+def sandbox_egress_rules(config: StackConfig) -> list[dict[str, Any]]:
+    """The egress of ``config.sandbox_egress`` (before the DNS rule every mode has):
+
+    - ``none``: nothing.
+    - ``internet``: public unicast IPv4 and IPv6 on every TCP/UDP port but 53.
+    - ``allowList``: each listed destination on its listed ports.
+
+    The cluster's pod/Service/node ranges and every non-public range are excepted in all of them."""
+    denied = [ipaddress.ip_network(c) for c in config.egress_denied_networks]
+    if config.sandbox_egress == "none":
+        return []
+    if config.sandbox_egress == "internet":
+        return [{"to": [{"ipBlock": _ip_block("0.0.0.0/0", denied)}, {"ipBlock": _ip_block("::/0", denied)}],
+                 "ports": [dict(p) for p in ALL_PORTS_BUT_DNS]}]
+    return [{"to": [{"ipBlock": _ip_block(rule.cidr, denied)}], "ports": [p.as_dict() for p in rule.ports]}
+            for rule in config.sandbox_egress_allow]
+
+
 def sandbox_network_policy(config: StackConfig) -> dict[str, Any]:
     """``spec.networkPolicy`` of the SandboxTemplate.
 
     Explicit on purpose: when it is omitted the controller installs its default policy *and*
     rewrites pod DNS to public resolvers, which breaks air-gapped clusters. Ingress comes only
-    from router pods; egress reaches the internet but no cluster, private, link-local
-    (metadata) or loopback range; DNS is allowed to the cluster resolver only."""
+    from router pods; egress follows ``sandboxEgress`` (see ``sandbox_egress_rules``), and DNS
+    goes to the cluster resolver only, in every mode."""
     return {
         "ingress": [{
             "from": [{
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": constants.ROUTER_NAMESPACE}},
+                "namespaceSelector": {"matchLabels": {constants.NAMESPACE_NAME_LABEL: constants.ROUTER_NAMESPACE}},
                 "podSelector": {"matchLabels": dict(constants.ROUTER_POD_LABELS)},
             }],
             "ports": [{"protocol": "TCP", "port": config.sandbox_port}],
         }],
-        "egress": [
-            {"to": [
-                {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(constants.EGRESS_DENIED_IPV4)}},
-                {"ipBlock": {"cidr": "::/0", "except": list(constants.EGRESS_DENIED_IPV6)}},
-            ]},
-            {
-                "to": [{
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                }],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            },
-        ],
+        "egress": [*sandbox_egress_rules(config), cluster_dns_egress_rule(config.cluster_dns_addresses)],
     }
 
 

@@ -17,10 +17,20 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks, rpc, settings
 
+from sandbox_iac import versions
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
-PINNED_MANIFEST = SHARED_DIR / "agent-sandbox" / "v0.5.6" / "sandbox-with-extensions.yaml"
+# The vendored release: what the program reads by default, so runs need no network.
+PINNED_MANIFEST = REPO_ROOT / versions.AGENT_SANDBOX_MANIFEST_VENDORED
 PROJECT = "agent-sandbox"
+ENDPOINT_SLICE_TYPE = "kubernetes:discovery.k8s.io/v1:EndpointSlice"
+# What a KIND cluster's API server publishes in EndpointSlice default/kubernetes: the
+# control-plane node's address on the docker network and the secure port.
+MOCK_API_SERVER_SLICE = {
+    "addressType": "IPv4",
+    "endpoints": [{"addresses": ["172.18.0.2"], "conditions": {"ready": True}}],
+    "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+}
 
 
 @dataclass
@@ -64,6 +74,8 @@ class _Mocks(pulumi.runtime.Mocks):
             state["repoDigest"] = "sha256:" + "ab" * 32
         if args.resource_id:  # a read (`.get`): the object exists with its name
             state.setdefault("metadata", {"name": args.resource_id})
+        if args.typ == ENDPOINT_SLICE_TYPE and args.resource_id == "default/kubernetes":
+            state.update(MOCK_API_SERVER_SLICE)
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -153,7 +165,6 @@ def stack_file_config(stack: str) -> dict[str, Any]:
 def run_program(stack: str, overrides: Optional[dict[str, Any]] = None, use_stack_file: bool = True) -> ProgramRun:
     """Run ``__main__.py`` for ``stack`` under mocks; ``overrides`` are ``key: value`` without namespace."""
     config = stack_file_config(stack) if use_stack_file else {}
-    config[f"{PROJECT}:controllerManifest"] = str(PINNED_MANIFEST)
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = value
     as_strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
@@ -181,3 +192,69 @@ def run_program(stack: str, overrides: Optional[dict[str, Any]] = None, use_stac
         pulumi.runtime.set_all_config({})
         asyncio.set_event_loop(None)
         loop.close()
+
+
+# ----------------------------------------------------------------------------- NetworkPolicy evaluation
+
+def _selector_matches(selector: Optional[dict[str, Any]], labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels + matchExpressions) against ``labels``; {} matches all."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}[operator]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_admits(peer: dict[str, Any], ip: Optional[str], pod: Optional[tuple[dict, dict]]) -> bool:
+    import ipaddress
+
+    block = peer.get("ipBlock")
+    if block is not None:
+        if ip is None:
+            return False
+        address = ipaddress.ip_address(ip)
+        cidr = ipaddress.ip_network(block["cidr"])
+        if address.version != cidr.version or address not in cidr:
+            return False
+        return not any(address in ipaddress.ip_network(e) for e in block.get("except") or []
+                       if ipaddress.ip_network(e).version == address.version)
+    if pod is None:
+        return False
+    namespace_labels, pod_labels = pod
+    if "namespaceSelector" not in peer:
+        return False  # same-namespace peers: callers pass pods of other namespaces only
+    return (_selector_matches(peer.get("namespaceSelector"), namespace_labels)
+            and _selector_matches(peer.get("podSelector"), pod_labels))
+
+
+def _port_admits(ports: Optional[list[dict[str, Any]]], port: int, protocol: str) -> bool:
+    if not ports:
+        return True  # no ports: every port of every protocol
+    for entry in ports:
+        if entry.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in entry:
+            return True
+        low = int(entry["port"])
+        if low <= port <= int(entry.get("endPort", low)):
+            return True
+    return False
+
+
+def rules_admitting(rules: list[dict[str, Any]], port: int, protocol: str = "TCP", *, ip: Optional[str] = None,
+                    pod: Optional[tuple[dict[str, str], dict[str, str]]] = None, peers_key: str = "to") -> list[int]:
+    """Indices of the NetworkPolicy rules (egress: ``to``, ingress: ``from``) that admit a
+    connection to/from ``ip`` (an address that is no pod) or ``pod`` = (namespace labels, pod
+    labels) on ``port``/``protocol``. Empty: the policy blocks it."""
+    admitting = []
+    for index, rule in enumerate(rules):
+        peers = rule.get(peers_key)
+        peer_ok = True if not peers else any(_peer_admits(p, ip, pod) for p in peers)
+        if peer_ok and _port_admits(rule.get("ports"), port, protocol):
+            admitting.append(index)
+    return admitting

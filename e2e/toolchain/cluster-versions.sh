@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this
-# Pinned versions of everything the single-node e2e cluster is built from.
-# Sourced by e2e/toolchain/cluster.sh and e2e/cluster/*.sh; one place to bump a version.
+# Pinned versions of everything the KIND node image and the offline toolchain are built from.
+# Sourced by e2e/toolchain/cluster.sh and automation/node_image.py; one place to bump a version.
 KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.15.0}

@@ -228,7 +228,7 @@ ensure_busybox_static() {
   fi
 }
 
-# Images are docker-archive tarballs made without a daemon; e2e/cluster imports them into containerd.
+# Images are docker-archive tarballs made without a daemon (`kind load image-archive` and ctr read them).
 build_images() {
   local dest=$1 log=$2 out=$1/bin.tmp
   local pause_bin=$CACHE_DIR/pause/$PAUSE_VERSION/bin/pause

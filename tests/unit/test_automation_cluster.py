@@ -80,8 +80,9 @@ def test_missing_minikube_profile_is_started_with_kvm2_and_containerd(paths):
     config = parse_stack_config({"clusterFlavour": "minikube", "clusterName": "kata-demo", "runtime": "kata-qemu"}, "kata")
     runner = FakeRunner(minikube_profiles=["something-else"])
     assert clusters.ensure_cluster(config, paths, run=runner, log=lambda m: None) is True
+    # --cni=calico: minikube's default CNI does not enforce NetworkPolicy
     assert runner.calls[-1] == ["minikube", "start", "--driver=kvm2", "--container-runtime=containerd",
-                                "--cpus=4", "--memory=8192", "--profile=kata-demo"]
+                                "--cni=calico", "--cpus=4", "--memory=8192", "--profile=kata-demo"]
 
 
 def test_existing_flavour_never_runs_a_cluster_command(paths):
@@ -144,3 +145,21 @@ def test_a_failed_kind_create_removes_its_half_made_nodes(paths):
                                      log=lambda m: None)
     assert runner.calls[-1][:4] == ["kind", "delete", "cluster", "--name"]
     assert clusters.read_record(paths, "gvisor") is None
+
+
+def test_lib_modules_is_created_remembered_and_removed_when_empty(paths, tmp_path):
+    target = tmp_path / "lib" / "modules"
+    assert clusters.ensure_lib_modules(paths, "gvisor", lib_modules=target) is True
+    assert target.is_dir()
+    assert clusters.ensure_lib_modules(paths, "gvisor", lib_modules=target) is False  # exists now: not ours twice
+    assert clusters.remove_created_lib_modules(paths, "gvisor", log=lambda m: None) is True
+    assert not target.exists()
+    assert clusters.remove_created_lib_modules(paths, "gvisor", log=lambda m: None) is False
+
+
+def test_lib_modules_that_gained_content_is_kept(paths, tmp_path):
+    target = tmp_path / "modules"
+    clusters.ensure_lib_modules(paths, "gvisor", lib_modules=target)
+    (target / "6.1.0").mkdir()
+    assert clusters.remove_created_lib_modules(paths, "gvisor", log=lambda m: None) is False
+    assert target.is_dir()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sandbox_iac.config import CONFIG_KEYS, ConfigError, parse_stack_config
+from sandbox_iac.config import (
+    CONFIG_KEYS,
+    ApiServerEndpoint,
+    ConfigError,
+    EgressAllowRule,
+    PortRange,
+    parse_stack_config,
+)
 from tests.pulumi_harness import REPO_ROOT
 
 
@@ -27,6 +34,48 @@ def test_minimal_config_gives_the_documented_defaults() -> None:
     assert config.sandbox_resources.limits == {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"}
     assert config.image_load_strategy == "kind" and config.image_pull_policy == "Never"
     assert config.router_auth_token is None
+
+
+def test_network_defaults_follow_the_cluster() -> None:
+    kind = parse_stack_config({}, "gvisor")
+    assert kind.sandbox_egress == "internet" and kind.sandbox_egress_allow == ()
+    # KIND's podSubnet/serviceSubnet (our cluster config leaves networking at kind's defaults).
+    assert kind.cluster_pod_cidrs == ("10.244.0.0/16",) and kind.cluster_service_cidrs == ("10.96.0.0/16",)
+    assert kind.cluster_node_cidrs == () and kind.cluster_dns_addresses == ()
+    # The router is confined to pod IPs by default, no longer "any unicast address".
+    assert kind.router_allowed_pod_cidrs == ("10.244.0.0/16",)
+    assert kind.router_sandbox_namespaces == ("agent-sandbox-demo",)
+    assert kind.api_server_endpoints == ()
+    minikube = parse_stack_config({"clusterFlavour": "minikube", "sandboxNamespace": "sb"}, "kata")
+    assert minikube.cluster_pod_cidrs == ("10.244.0.0/16",) and minikube.cluster_service_cidrs == ("10.96.0.0/12",)
+    assert minikube.router_sandbox_namespaces == ("sb",)
+
+
+def test_network_keys_parse_lists_and_json() -> None:
+    config = parse_stack_config({
+        "clusterPodCidrs": '["10.244.0.0/16", "fd00:10:244::/56"]',
+        "clusterServiceCidrs": "10.96.0.0/16, fd00:10:96::/112",
+        "clusterNodeCidrs": ["172.18.0.0/16"],
+        "clusterDnsAddresses": "169.254.20.10",
+        "routerSandboxNamespaces": "agent-sandbox-demo,team-b",
+        "apiServerEndpoints": "172.18.0.2:6443,[fd00::2]:6443,10.0.0.0/28:443",
+        "sandboxEgress": "allowList",
+        "sandboxEgressAllow": '[{"cidr": "151.101.0.0/16", "ports": [443, "8000-8100"]}, '
+                              '{"cidr": "2a04:4e42::/32", "ports": [443], "protocol": "UDP"}]',
+    }, "s")
+    assert config.cluster_pod_cidrs == ("10.244.0.0/16", "fd00:10:244::/56")
+    assert config.router_allowed_pod_cidrs == ("10.244.0.0/16", "fd00:10:244::/56")
+    assert config.cluster_service_cidrs == ("10.96.0.0/16", "fd00:10:96::/112")
+    assert config.cluster_node_cidrs == ("172.18.0.0/16",)
+    assert config.cluster_dns_addresses == ("169.254.20.10",)
+    assert config.router_sandbox_namespaces == ("agent-sandbox-demo", "team-b")
+    assert config.api_server_endpoints == (ApiServerEndpoint("172.18.0.2/32", 6443),
+                                           ApiServerEndpoint("fd00::2/128", 6443),
+                                           ApiServerEndpoint("10.0.0.0/28", 443))
+    assert config.sandbox_egress_allow == (
+        EgressAllowRule("151.101.0.0/16", (PortRange("TCP", 443), PortRange("TCP", 8000, 8100))),
+        EgressAllowRule("2a04:4e42::/32", (PortRange("UDP", 443),)),
+    )
 
 
 @pytest.mark.parametrize("stack", ["gvisor", "kata"])
@@ -61,6 +110,8 @@ def test_partial_resources_are_merged_with_defaults() -> None:
 
 
 FIX = "fix: pulumi config set agent-sandbox:"
+PATH_FIX = "fix: pulumi config set --path 'agent-sandbox:sandboxEgressAllow"
+ALLOW_EXAMPLE = '[{"cidr": "151.101.0.0/16", "ports": [443]}]'
 INVALID = [
     ({"clusterFlavour": "k3d"},
      "agent-sandbox:clusterFlavour = 'k3d' is invalid: allowed values are 'kind', 'minikube', 'existing' "
@@ -130,6 +181,77 @@ INVALID = [
     ({"routerAllowedPodCidrs": "10.244.0.0/16,10.0.0.1/8"},
      "agent-sandbox:routerAllowedPodCidrs = '10.244.0.0/16,10.0.0.1/8' is invalid: '10.0.0.1/8' is not a CIDR network "
      f"(e.g. 10.244.0.0/16) ({FIX}routerAllowedPodCidrs 10.244.0.0/16)"),
+    ({"sandboxEgress": "open"},
+     "agent-sandbox:sandboxEgress = 'open' is invalid: allowed values are 'internet', 'none', 'allowList' "
+     f"({FIX}sandboxEgress internet)"),
+    ({"sandboxEgress": "allowList"},
+     "agent-sandbox:sandboxEgressAllow is not set: sandboxEgress 'allowList' needs at least one {cidr, ports} entry "
+     f"({FIX}sandboxEgressAllow '{ALLOW_EXAMPLE}')"),
+    ({"sandboxEgressAllow": [{"cidr": "151.101.0.0/16", "ports": [443]}]},
+     "agent-sandbox:sandboxEgressAllow is only read with sandboxEgress 'allowList' (now 'internet'), so the list "
+     f"would be ignored ({FIX}sandboxEgress allowList)"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": "{not json"},
+     "agent-sandbox:sandboxEgressAllow = '{not json' is invalid: expected a JSON list of {cidr, ports, protocol} "
+     f"objects ({FIX}sandboxEgressAllow '{ALLOW_EXAMPLE}')"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": ["151.101.0.0/16"]},
+     "agent-sandbox:sandboxEgressAllow[0] = '151.101.0.0/16' is invalid: expected an object {cidr, ports, protocol} "
+     f"({FIX}sandboxEgressAllow '{ALLOW_EXAMPLE}')"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "151.101.0.0/16", "ports": [443], "port": 80}]},
+     "agent-sandbox:sandboxEgressAllow[0].port is not a known field: allowed are cidr, ports, protocol "
+     "(fix: pulumi config rm --path 'agent-sandbox:sandboxEgressAllow[0].port')"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "151.101.0.1/16", "ports": [443]}]},
+     "agent-sandbox:sandboxEgressAllow[0].cidr = '151.101.0.1/16' is invalid: expected a CIDR network such as "
+     f"151.101.0.0/16 ({PATH_FIX}[0].cidr' 151.101.0.0/16)"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "10.1.2.3/32", "ports": [443]}]},
+     "agent-sandbox:sandboxEgressAllow[0].cidr = '10.1.2.3/32' is invalid: it lies inside 10.0.0.0/8, a cluster, "
+     "private, metadata or reserved range that sandboxes never reach; only public unicast destinations can be "
+     f"allowed ({PATH_FIX}[0].cidr' 151.101.0.0/16)"),
+    ({"clusterPodCidrs": "11.0.0.0/16", "sandboxEgress": "allowList",
+      "sandboxEgressAllow": [{"cidr": "11.0.1.0/24", "ports": [443]}]},
+     "agent-sandbox:sandboxEgressAllow[0].cidr = '11.0.1.0/24' is invalid: it lies inside 11.0.0.0/16, a cluster, "
+     "private, metadata or reserved range that sandboxes never reach; only public unicast destinations can be "
+     f"allowed ({PATH_FIX}[0].cidr' 151.101.0.0/16)"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "151.101.0.0/16"}]},
+     "agent-sandbox:sandboxEgressAllow[0].ports is not set: list the ports to open, e.g. [443] or [\"8000-8100\"] "
+     f"({PATH_FIX}[0].ports[0]' 443)"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "151.101.0.0/16", "ports": [443, "50-60"]}]},
+     "agent-sandbox:sandboxEgressAllow[0].ports = [443, \"50-60\"] is invalid: '50-60' is not a port 1-65535 or a "
+     "range 'low-high' that leaves out 53 (DNS goes to the cluster resolver only) "
+     f"({PATH_FIX}[0].ports[0]' 443)"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "151.101.0.0/16", "ports": [0]}]},
+     "agent-sandbox:sandboxEgressAllow[0].ports = [0] is invalid: 0 is not a port 1-65535 or a "
+     "range 'low-high' that leaves out 53 (DNS goes to the cluster resolver only) "
+     f"({PATH_FIX}[0].ports[0]' 443)"),
+    ({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "151.101.0.0/16", "ports": [443],
+                                                            "protocol": "ICMP"}]},
+     "agent-sandbox:sandboxEgressAllow[0].protocol = 'ICMP' is invalid: allowed values are 'TCP', 'UDP', 'SCTP' "
+     f"({PATH_FIX}[0].protocol' TCP)"),
+    ({"clusterPodCidrs": "10.244.0.0/33"},
+     "agent-sandbox:clusterPodCidrs = '10.244.0.0/33' is invalid: '10.244.0.0/33' is not a CIDR network "
+     f"(e.g. 10.244.0.0/16) ({FIX}clusterPodCidrs 10.244.0.0/16)"),
+    ({"clusterServiceCidrs": "10.96.0.1/16"},
+     "agent-sandbox:clusterServiceCidrs = '10.96.0.1/16' is invalid: '10.96.0.1/16' is not a CIDR network "
+     f"(e.g. 10.96.0.0/16) ({FIX}clusterServiceCidrs 10.96.0.0/16)"),
+    ({"clusterNodeCidrs": "nodes"},
+     "agent-sandbox:clusterNodeCidrs = 'nodes' is invalid: 'nodes' is not a CIDR network "
+     f"(e.g. 172.18.0.0/16) ({FIX}clusterNodeCidrs 172.18.0.0/16)"),
+    ({"clusterDnsAddresses": "dns.local"},
+     "agent-sandbox:clusterDnsAddresses = 'dns.local' is invalid: 'dns.local' is not an IP address (e.g. "
+     f"169.254.20.10 for NodeLocal DNSCache) ({FIX}clusterDnsAddresses 169.254.20.10)"),
+    ({"clusterDnsAddresses": "169.254.169.254"},
+     "agent-sandbox:clusterDnsAddresses = '169.254.169.254' is invalid: 169.254.169.254 is the cloud metadata "
+     f"address, not the cluster's resolver ({FIX}clusterDnsAddresses 169.254.20.10)"),
+    ({"routerSandboxNamespaces": "agent-sandbox-demo,Team_B"},
+     "agent-sandbox:routerSandboxNamespaces = 'agent-sandbox-demo,Team_B' is invalid: 'Team_B' is not a DNS-1123 "
+     "namespace name (lower-case letters, digits and '-', at most 63 characters) "
+     f"({FIX}routerSandboxNamespaces agent-sandbox-demo)"),
+    ({"apiServerEndpoints": "172.18.0.2"},
+     "agent-sandbox:apiServerEndpoints = '172.18.0.2' is invalid: '172.18.0.2' is not address:port (e.g. "
+     f"172.18.0.2:6443, [fd00::2]:6443 or 10.0.0.0/28:443) ({FIX}apiServerEndpoints 172.18.0.2:6443)"),
+    ({"routerAllowedPodCidrs": "10.0.0.0/8"},
+     "agent-sandbox:routerAllowedPodCidrs = '10.0.0.0/8' is invalid: '10.0.0.0/8' is not inside "
+     "agent-sandbox:clusterPodCidrs (10.244.0.0/16), so the router could reach nodes or Services in it; narrow it, "
+     f"or set clusterPodCidrs to the cluster's pod ranges ({FIX}routerAllowedPodCidrs 10.244.0.0/16)"),
     ({"runtimeClass": "gvisor"},
      "agent-sandbox:runtimeClass is not a known key: did you mean 'runtime'? see the configuration table in "
      "README.md (fix: pulumi config rm agent-sandbox:runtimeClass)"),
@@ -154,10 +276,17 @@ def test_every_key_is_documented() -> None:
     assert not missing, f"README.md's configuration table lacks {missing}"
 
 
-def test_local_e2e_stack_file_is_valid_once_images_are_known() -> None:
-    data = yaml.safe_load((REPO_ROOT / "Pulumi.local.yaml").read_text())["config"]
+def test_existing_stack_file_asks_for_its_registry() -> None:
+    data = yaml.safe_load((REPO_ROOT / "Pulumi.existing.yaml").read_text())["config"]
     raw = {key.split(":", 1)[1]: value for key, value in data.items()}
-    with pytest.raises(ConfigError, match="sandboxImage is not set"):
-        parse_stack_config(raw, "local")
-    config = parse_stack_config({**raw, "sandboxImage": "agent-sandbox/runtime:1", "routerImage": "agent-sandbox/router:1"}, "local")
-    assert (config.cluster_flavour, config.image_load_strategy, config.kube_context) == ("existing", "containerd", None)
+    with pytest.raises(ConfigError, match="imageRegistry is not set"):
+        parse_stack_config(raw, "existing")
+    config = parse_stack_config({**raw, "imageRegistry": "localhost:5001/agent-sandbox"}, "existing")
+    assert (config.cluster_flavour, config.image_load_strategy, config.kube_context) == ("existing", "registry", None)
+
+
+def test_kind_workers_bounds() -> None:
+    assert parse_stack_config({"kindWorkers": "1"}, "gvisor").kind_workers == 1
+    assert parse_stack_config({}, "gvisor").kind_workers == 0
+    with pytest.raises(ConfigError, match=r"kindWorkers = '9' is invalid: allowed values are integers from 0 to 8"):
+        parse_stack_config({"kindWorkers": "9"}, "gvisor")

@@ -173,3 +173,28 @@ def test_existing_cluster_with_prebuilt_images_needs_no_build_or_load() -> None:
 def test_invalid_config_stops_before_any_resource() -> None:
     with pytest.raises(Exception, match="agent-sandbox:runtime = 'gvisorr' is invalid"):
         run_program("gvisor", {"runtime": "gvisorr"})
+
+
+def test_invalid_network_config_stops_before_any_resource() -> None:
+    with pytest.raises(Exception, match=r"agent-sandbox:sandboxEgressAllow\[0\].cidr = '10.1.2.3/32' is invalid"):
+        run_program("gvisor", {"sandboxEgress": "allowList",
+                               "sandboxEgressAllow": [{"cidr": "10.1.2.3/32", "ports": [443]}]})
+
+
+def test_both_stacks_fence_sandboxes_and_the_router(stack_run: ProgramRun) -> None:
+    egress = stack_run.one("SandboxTemplate").inputs["spec"]["networkPolicy"]["egress"]
+    assert [rule["to"][0]["ipBlock"]["cidr"] for rule in egress[:1]] == ["0.0.0.0/0"]
+    assert "10.0.0.0/8" in egress[0]["to"][0]["ipBlock"]["except"]
+    policy = stack_run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "sandbox-router")
+    assert policy.inputs["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+def test_kata_stack_starts_minikube_with_a_cni_that_enforces_network_policy() -> None:
+    from automation.cluster import create_command
+    from sandbox_iac.config import parse_stack_config
+    from tests.pulumi_harness import stack_file_config
+
+    raw = {key.split(":", 1)[1]: value for key, value in stack_file_config("kata").items()}
+    command = create_command(parse_stack_config(raw, "kata"))
+    # minikube's default CNI (kindnet/bridge) ignores NetworkPolicy: sandbox egress would be open.
+    assert command[:2] == ["minikube", "start"] and "--cni=calico" in command

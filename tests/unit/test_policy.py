@@ -95,7 +95,9 @@ def good_pool() -> dict[str, Any]:
 def good_router() -> dict[str, Any]:
     container = {
         "name": "router", "image": PREBUILT["routerImage"],
-        "env": [{"name": "ROUTER_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "sandbox-router-auth", "key": "token"}}}],
+        "env": [{"name": "ROUTER_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "sandbox-router-auth", "key": "token"}}},
+                {"name": "ROUTER_RESOLVER", "value": "watch"},
+                {"name": "ROUTER_ALLOWED_POD_CIDRS", "value": "10.244.0.0/16"}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
@@ -111,6 +113,42 @@ def good_service() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "sandbox-router-svc", "namespace": "agent-sandbox-system"},
             "spec": {"type": "ClusterIP", "selector": {"app": "sandbox-router"}, "ports": [{"port": 8080}]}}
+
+
+def good_router_policy() -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "sandbox-router", "namespace": "agent-sandbox-system"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "sandbox-router"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]}],
+                "egress": [
+                    {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "agent-sandbox-demo"}},
+                             "podSelector": {"matchLabels": {"app": "agent-sandbox-runtime"}}}],
+                     "ports": [{"protocol": "TCP", "port": 8888}]},
+                    {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                    {"to": [{"ipBlock": {"cidr": "172.18.0.2/32"}}], "ports": [{"protocol": "TCP", "port": 6443}]},
+                ],
+            }}
+
+
+def internet_rule(props: dict[str, Any]) -> dict[str, Any]:
+    return props["spec"]["networkPolicy"]["egress"][0]
+
+
+def drop_except(props: dict[str, Any], peer: int, cidr: str) -> None:
+    block = internet_rule(props)["to"][peer]["ipBlock"]
+    block["except"] = [c for c in block["except"] if c != cidr]
+
+
+def router_netpol_egress(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return props["spec"]["egress"]
+
+
+def router_env_of(props: dict[str, Any]) -> list[dict[str, Any]]:
+    return props["spec"]["template"]["spec"]["containers"][0]["env"]
 
 
 def container_of(props: dict[str, Any]) -> dict[str, Any]:
@@ -181,6 +219,27 @@ VIOLATIONS: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("egress-allow-all", TEMPLATE_TYPE, mutated(good_template, lambda p: p["spec"]["networkPolicy"]["egress"].append(
         {"ports": [{"port": 80, "protocol": "TCP"}]})),
      "sandbox-network-policy", "egress[2] has no 'to', so it allows every destination"),
+    # Issue 11, item 5: the template's egress never reaches cluster, private or reserved ranges.
+    ("egress-private-range", TEMPLATE_TYPE, mutated(good_template, lambda p: drop_except(p, 0, "10.0.0.0/8")),
+     "sandbox-network-policy", "ipBlock 0.0.0.0/0 allows 10.0.0.0/8 (private"),
+    ("egress-this-network", TEMPLATE_TYPE, mutated(good_template, lambda p: drop_except(p, 0, "0.0.0.0/8")),
+     "sandbox-network-policy", "allows 0.0.0.0/8"),
+    ("egress-benchmark-range", TEMPLATE_TYPE, mutated(good_template, lambda p: drop_except(p, 0, "198.18.0.0/15")),
+     "sandbox-network-policy", "allows 198.18.0.0/15"),
+    ("egress-ipv6-ula", TEMPLATE_TYPE, mutated(good_template, lambda p: drop_except(p, 1, "fc00::/7")),
+     "sandbox-network-policy", "ipBlock ::/0 allows fc00::/7"),
+    ("egress-nat64", TEMPLATE_TYPE, mutated(good_template, lambda p: drop_except(p, 1, "64:ff9b::/96")),
+     "sandbox-network-policy", "allows 64:ff9b::/96"),
+    ("egress-6to4", TEMPLATE_TYPE, mutated(good_template, lambda p: drop_except(p, 1, "2002::/16")),
+     "sandbox-network-policy", "allows 2002::/16"),
+    ("egress-public-dns", TEMPLATE_TYPE, mutated(good_template, lambda p: internet_rule(p).pop("ports", None)),
+     "sandbox-network-policy", "opens port 53"),
+    ("egress-public-resolver", TEMPLATE_TYPE, mutated(good_template, lambda p: p["spec"]["networkPolicy"]["egress"].append(
+        {"to": [{"ipBlock": {"cidr": "8.8.8.8/32"}}], "ports": [{"protocol": "UDP", "port": 53}]})),
+     "sandbox-network-policy", "opens port 53 to 8.8.8.8/32"),
+    ("egress-cluster-pods", TEMPLATE_TYPE, mutated(good_template, lambda p: p["spec"]["networkPolicy"]["egress"].append(
+        {"to": [{"namespaceSelector": {}, "podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]})),
+     "sandbox-network-policy", "egress[2].to[0] selects pods"),
     ("bad-management", TEMPLATE_TYPE, mutated(good_template, lambda p: p["spec"].update(networkPolicyManagement="Off")),
      "sandbox-network-policy", "networkPolicyManagement is 'Off'"),
     ("netpol-metadata", NETPOL_TYPE, {"metadata": {"name": "open"}, "spec": {
@@ -192,13 +251,31 @@ VIOLATIONS: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("router-no-probes", DEPLOYMENT_TYPE, mutated(good_router, lambda p: p["spec"]["template"]["spec"]["containers"][0]
                                                   .pop("livenessProbe")),
      "router-probes", "has no livenessProbe"),
-    ("router-no-token", DEPLOYMENT_TYPE, mutated(good_router, lambda p: p["spec"]["template"]["spec"]["containers"][0]
-                                                 .update(env=[])),
+    ("router-no-token", DEPLOYMENT_TYPE, mutated(good_router, lambda p: router_env_of(p).pop(0)),
      "router-auth-token", "has no ROUTER_AUTH_TOKEN"),
     ("router-unauthenticated", DEPLOYMENT_TYPE, mutated(good_router, lambda p: p["spec"]["template"]["spec"]
                                                         ["containers"][0]["env"].append(
                                                             {"name": "ALLOW_UNAUTHENTICATED_ROUTER", "value": "true"})),
      "router-auth-token", "ALLOW_UNAUTHENTICATED_ROUTER=true"),
+    # Issue 11, item 1: the router resolves sandboxes only and is fenced by its own NetworkPolicy.
+    ("router-resolver-unset", DEPLOYMENT_TYPE, mutated(good_router, lambda p: router_env_of(p).pop(1)),
+     "router-sandbox-only", "does not set ROUTER_RESOLVER=watch"),
+    ("router-any-address", DEPLOYMENT_TYPE, mutated(good_router, lambda p: router_env_of(p).pop(2)),
+     "router-sandbox-only", "has no ROUTER_ALLOWED_POD_CIDRS"),
+    ("router-netpol-range", NETPOL_TYPE, mutated(good_router_policy, lambda p: router_netpol_egress(p).append(
+        {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"protocol": "TCP", "port": 443}]})),
+     "router-network-policy", "egress[3].to[0] ipBlock 10.0.0.0/8 is a range"),
+    ("router-netpol-all-ports", NETPOL_TYPE, mutated(good_router_policy, lambda p: router_netpol_egress(p)[0].pop("ports")),
+     "router-network-policy", "egress[0] opens every port"),
+    ("router-netpol-all-pods", NETPOL_TYPE, mutated(good_router_policy, lambda p: router_netpol_egress(p)[0]["to"][0]
+                                                    .update(namespaceSelector={})),
+     "router-network-policy", "egress[0].to[0] selects pods of every namespace"),
+    ("router-netpol-own-namespace", NETPOL_TYPE, mutated(good_router_policy, lambda p: router_netpol_egress(p)[0]["to"][0]
+                                                         .pop("namespaceSelector")),
+     "router-network-policy", "selects pods of the router's own namespace"),
+    ("router-netpol-ingress-only", NETPOL_TYPE, mutated(good_router_policy, lambda p: p["spec"].update(
+        policyTypes=["Ingress"])),
+     "router-network-policy", "does not restrict Egress"),
     ("router-loadbalancer", SERVICE_TYPE, mutated(good_service, lambda p: p["spec"].update(type="LoadBalancer")),
      "router-not-exposed", "is of type LoadBalancer"),
     ("router-nodeport", SERVICE_TYPE, mutated(good_service, lambda p: p["spec"].update(type="NodePort")),
@@ -232,7 +309,7 @@ def test_table_is_large_and_covers_every_resource_policy():
 
 @pytest.mark.parametrize("resource_type,base", [
     (TEMPLATE_TYPE, good_template), (SANDBOX_TYPE, good_template), (POOL_TYPE, good_pool),
-    (DEPLOYMENT_TYPE, good_router), (SERVICE_TYPE, good_service),
+    (DEPLOYMENT_TYPE, good_router), (SERVICE_TYPE, good_service), (NETPOL_TYPE, good_router_policy),
 ])
 def test_hardened_baselines_are_accepted(resource_type, base):
     assert violations(resource_type, base()) == {}
@@ -250,6 +327,29 @@ def test_policy_config_relaxes_only_what_it_names():
     pool = mutated(good_pool, lambda p: p["spec"].update(replicas=30))
     assert violations(POOL_TYPE, pool, {"warm-pool-max-replicas": {"maxReplicas": 50}}) == {}
     assert "warm-pool-max-replicas" in violations(POOL_TYPE, pool, {"warm-pool-max-replicas": {"maxReplicas": 5}})
+
+
+def test_template_egress_policy_knows_the_cluster_ranges_from_its_config():
+    config = parse_stack_config({**PREBUILT, "clusterPodCidrs": "11.0.0.0/16"}, "test")
+    template = {**good_template(), "spec": sandbox_template_spec(config, PREBUILT["sandboxImage"])}
+    assert violations(TEMPLATE_TYPE, template) == {}
+    leaky = mutated(lambda: copy.deepcopy(template), lambda p: drop_except(p, 0, "11.0.0.0/16"))
+    assert violations(TEMPLATE_TYPE, leaky) == {}  # 11/16 is public unicast unless the pack is told otherwise
+    found = violations(TEMPLATE_TYPE, leaky, {"sandbox-network-policy": {"clusterCidrs": ["11.0.0.0/16"]}})
+    assert set(found) == {"sandbox-network-policy"}
+    assert any("allows 11.0.0.0/16 (a cluster range" in m for m in found["sandbox-network-policy"])
+
+
+@pytest.mark.parametrize("raw", [
+    {"sandboxEgress": "none"},
+    {"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "0.0.0.0/0", "ports": [443]},
+                                                          {"cidr": "2a04:4e42::/32", "ports": ["8000-8100"]}]},
+    {"clusterDnsAddresses": "169.254.20.10,10.96.0.10"},
+])
+def test_every_egress_mode_the_program_renders_passes(raw):
+    config = parse_stack_config({**PREBUILT, **raw}, "test")
+    template = {**good_template(), "spec": sandbox_template_spec(config, PREBUILT["sandboxImage"])}
+    assert violations(TEMPLATE_TYPE, template) == {}
 
 
 def test_digest_pinned_latest_and_registry_ports_are_understood():
@@ -278,7 +378,7 @@ def test_unknown_values_during_preview_raise_for_the_engine_to_report():
 
 def good_stack() -> list[tuple[str, dict[str, Any]]]:
     return [(TEMPLATE_TYPE, good_template()), (POOL_TYPE, good_pool()),
-            (DEPLOYMENT_TYPE, good_router()), (SERVICE_TYPE, good_service())]
+            (DEPLOYMENT_TYPE, good_router()), (SERVICE_TYPE, good_service()), (NETPOL_TYPE, good_router_policy())]
 
 
 def test_stack_policy_accepts_a_complete_stack():
@@ -293,6 +393,11 @@ def test_stack_policy_accepts_a_complete_stack():
      "references SandboxTemplate 'ghost', which this stack does not declare"),
     ("no-router-deployment", lambda rs: [r for r in rs if r[0] != DEPLOYMENT_TYPE], "The stack has no router Deployment"),
     ("no-router-service", lambda rs: [r for r in rs if r[0] != SERVICE_TYPE], "The stack has no router Service"),
+    ("no-router-netpol", lambda rs: [r for r in rs if r[0] != NETPOL_TYPE],
+     "The stack has no NetworkPolicy for the router pods"),
+    ("router-netpol-elsewhere", lambda rs: [r for r in rs if r[0] != NETPOL_TYPE] + [(NETPOL_TYPE, mutated(
+        good_router_policy, lambda p: p["metadata"].update(namespace="default")))],
+     "The stack has no NetworkPolicy for the router pods"),
     ("unmanaged-without-netpol", lambda rs: [(t, mutated(lambda: p, lambda x: x["spec"].update(
         networkPolicyManagement="Unmanaged")) if t == TEMPLATE_TYPE else p) for t, p in rs],
      "networkPolicyManagement: Unmanaged but the stack declares no NetworkPolicy"),
@@ -326,11 +431,11 @@ def gvisor_prebuilt_run():
 
 
 @pytest.fixture(scope="module")
-def local_prebuilt_run():
-    return pulumi_harness.run_program("local", PREBUILT)
+def existing_prebuilt_run():
+    return pulumi_harness.run_program("existing", {**PREBUILT, "imageRegistry": "localhost:5001/agent-sandbox"})
 
 
-@pytest.fixture(params=["gvisor_run", "kata_run", "gvisor_prebuilt_run", "local_prebuilt_run"])
+@pytest.fixture(params=["gvisor_run", "kata_run", "gvisor_prebuilt_run", "existing_prebuilt_run"])
 def program_run(request):
     """The project's stacks as their stack files declare them (images built with pulumi-docker),
     gvisor with prebuilt image refs and the local e2e stack (existing cluster, preloaded images);

@@ -35,9 +35,9 @@ def test_missing_reports_say_not_measured() -> None:
 
 
 def test_cli_writes_the_page_and_copies_the_plot(tmp_path: Path) -> None:
-    (tmp_path / "out" / "local").mkdir(parents=True)
-    (tmp_path / "out" / "local" / "bench.json").write_text(json.dumps(BENCH))
-    (tmp_path / "out" / "local" / "bench.png").write_bytes(b"png")
+    (tmp_path / "out" / "gvisor").mkdir(parents=True)
+    (tmp_path / "out" / "gvisor" / "bench.json").write_text(json.dumps(BENCH))
+    (tmp_path / "out" / "gvisor" / "bench.png").write_bytes(b"png")
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")],
                    check=True, capture_output=True)
     assert "Claim latency (bench, n=5)" in (tmp_path / "docs" / "results.md").read_text()
