@@ -121,8 +121,33 @@ def evaluate_egress(results: Mapping[str, str]) -> tuple[str, str]:
         return "fail", "no egress destination was probed"
     connected = sorted(name for name, outcome in results.items() if outcome == "connected")
     if connected:
-        return "fail", f"the sandbox reached {connected}"
+        return "fail", (f"the sandbox reached {connected}: NETWORK POLICY IS NOT ENFORCED on this cluster "
+                        "(its CNI ignores NetworkPolicy, or the stack's policy is missing); use a CNI that "
+                        "enforces it (KIND: the default; minikube: --cni=calico)")
     return "pass", f"refused/timed out: {sorted(results)}"
+
+
+def router_probes(sandbox_id: str, namespace: str, sandbox_port: int) -> list[tuple[str, dict[str, str]]]:
+    """(name, routing headers) of targets the router must refuse: it reaches sandboxes only."""
+    return [
+        ("kubernetes API service", {"X-Sandbox-ID": "kubernetes", "X-Sandbox-Namespace": "default",
+                                    "X-Sandbox-Port": "443"}),
+        ("kube-dns service", {"X-Sandbox-ID": "kube-dns", "X-Sandbox-Namespace": "kube-system",
+                              "X-Sandbox-Port": "53"}),
+        ("router's own namespace", {"X-Sandbox-ID": constants.ROUTER_SERVICE_NAME,
+                                    "X-Sandbox-Namespace": constants.ROUTER_NAMESPACE, "X-Sandbox-Port": "8080"}),
+        ("sandbox on a non-sandbox port", {"X-Sandbox-ID": sandbox_id, "X-Sandbox-Namespace": namespace,
+                                           "X-Sandbox-Port": "10250" if sandbox_port != 10250 else "22"}),
+    ]
+
+
+def evaluate_router_probes(statuses: Mapping[str, int]) -> tuple[str, str]:
+    """(status, detail) of check 7: no non-sandbox target gets a 2xx/3xx through the router."""
+    if not statuses:
+        return "fail", "no router probe ran"
+    reached = sorted(name for name, code in statuses.items() if code < 400)
+    detail = ", ".join(f"{name} -> {code}" for name, code in sorted(statuses.items()))
+    return ("fail", f"the router proxied to {reached}: {detail}") if reached else ("pass", detail)
 
 
 def evaluate_router_auth(no_token: int, wrong_token: int, right_token: int) -> tuple[str, str]:
@@ -186,6 +211,8 @@ class SmokeRun:
             (4, "isolation: sandbox kernel differs from the node", self.check_isolation),
             (5, "egress to Kubernetes API, node and metadata refused", self.check_egress),
             (6, "no service-account token; router refuses requests without the token", self.check_tokens),
+            (7, "router refuses the API server, kube-dns, another namespace and a non-sandbox port",
+             self.check_router_targets),
         )
         for check_id, name, body in checks:
             result = run_check(check_id, name, self._needs_sandbox(body))
@@ -311,6 +338,16 @@ class SmokeRun:
                        "router_status_codes": statuses}
         result.status = "pass" if no_token and router_status == "pass" else "fail"
         result.detail = f"token file present: {probe['token']}; router: {router_detail}"
+
+
+    def check_router_targets(self, result: CheckResult) -> None:
+        auth = {"Authorization": f"Bearer {self.target.router_token}"}
+        statuses = {}
+        for name, routing in router_probes(self.claim["sandbox"], self.target.namespace, self.sandbox_port):
+            response = self.http.get(f"{self.router_url}/", timeout=30, headers={**auth, **routing})
+            statuses[name] = response.status_code
+        result.status, result.detail = evaluate_router_probes(statuses)
+        result.data = {"status_codes": statuses}
 
 
 def run_smoke(target: StackTarget, cluster: Cluster, kube_args: Sequence[str],

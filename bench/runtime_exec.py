@@ -4,9 +4,11 @@
 Starts ``python -m sandbox_runtime`` on a free loopback port with a temporary base dir (or uses
 ``--url`` for a runtime that is already running), then drives it over keep-alive connections:
 sequentially (concurrency 1) and with ``--concurrency`` client threads. Prints one JSON document
-and a one-line summary.
+and a one-line summary. ``--huge-command`` also times GET / while a 4 MiB one-word command is
+posted (security review, issue 11: it used to hold the event loop for minutes; now it is split in
+a worker thread and refused with 422).
 
-    .venv/bin/python bench/runtime_exec.py [--requests 300] [--concurrency 10] [--command true]
+    .venv/bin/python bench/runtime_exec.py [--requests 300] [--concurrency 10] [--command true] [--huge-command]
 """
 
 from __future__ import annotations
@@ -111,6 +113,32 @@ def measure(url: str, method: str, path: str, body: bytes | None, total: int, co
     }
 
 
+def health_during_huge_command(url: str) -> dict[str, float]:
+    """GET / latencies (ms) while one /execute with a 4 MiB single word is being answered."""
+    target = urllib.parse.urlsplit(url)
+    body = json.dumps({"command": "echo " + "a" * (4 * 1024 * 1024 - 64)}).encode()
+    outcome: dict[str, float] = {}
+
+    def post() -> None:
+        started = time.perf_counter()
+        outcome["execute_status"] = _call(http.client.HTTPConnection(target.hostname, target.port or 80, timeout=600),
+                                          "POST", "/execute", body)
+        outcome["execute_ms"] = round((time.perf_counter() - started) * 1000, 1)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    latencies = []
+    while worker.is_alive() or not latencies:
+        started = time.perf_counter()
+        _call(http.client.HTTPConnection(target.hostname, target.port or 80, timeout=600), "GET", "/", None)
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.005)
+    worker.join()
+    ordered = sorted(latencies)
+    return {**outcome, "health_probes": len(ordered), "health_p50_ms": round(statistics.median(ordered) * 1000, 3),
+            "health_max_ms": round(ordered[-1] * 1000, 3)}
+
+
 def main() -> int:
     """Parse arguments, run the measurements, print JSON and a summary line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -118,6 +146,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="requests per measurement (default 300)")
     parser.add_argument("--concurrency", type=int, default=10, help="client threads for the concurrent run (default 10)")
     parser.add_argument("--command", default="true", help="command to execute (default: true)")
+    parser.add_argument("--huge-command", action="store_true", help="also time GET / while a 4 MiB command is posted")
     args = parser.parse_args()
     execute_body = json.dumps({"command": args.command}).encode()
 
@@ -128,6 +157,7 @@ def main() -> int:
             "execute_c1": measure(url, "POST", "/execute", execute_body, args.requests, 1),
             f"execute_c{args.concurrency}": measure(url, "POST", "/execute", execute_body, args.requests, args.concurrency),
             "health_c1": measure(url, "GET", "/", None, args.requests, 1),
+            **({"huge_command": health_during_huge_command(url)} if args.huge_command else {}),
         }
 
     if args.url:
@@ -143,6 +173,10 @@ def main() -> int:
         f"c={args.concurrency} p50 {concurrent['p50_ms']} ms p99 {concurrent['p99_ms']} ms {concurrent['req_per_s']} req/s; "
         f"health c=1 p50 {report['health_c1']['p50_ms']} ms; errors {sequential['errors'] + concurrent['errors']}"
     )
+    huge = report.get("huge_command")
+    if isinstance(huge, dict):
+        print(f"4 MiB command: {huge['execute_status']:.0f} in {huge['execute_ms']} ms; GET / meanwhile "
+              f"p50 {huge['health_p50_ms']} ms max {huge['health_max_ms']} ms ({huge['health_probes']:.0f} probes)")
     return 0
 
 

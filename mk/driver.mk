@@ -21,7 +21,7 @@ tools: venv ## only get the tools STACK needs (PATH, cache, pinned download unle
 preview: venv ## preview STACK with the policy pack (mandatory policies fail the preview)
 	@$(DRIVER) preview $(STACK) $(ARGS)
 
-smoke: venv ## run the six end-to-end checks on STACK through the official SDK (out/STACK/smoke.json)
+smoke: venv ## run the seven end-to-end checks on STACK through the official SDK (out/STACK/smoke.json)
 	@$(DRIVER) smoke $(STACK) $(ARGS)
 
 bench: venv ## warm vs cold claim latency on STACK with N claims each (out/STACK/bench.json, bench.png)

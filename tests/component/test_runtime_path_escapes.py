@@ -3,14 +3,20 @@
 Paths are sent byte-for-byte (http.client does no normalisation), so what reaches the server is
 exactly the attack: raw and percent-encoded ``..``, double encoding, backslashes, NUL bytes,
 symlinks pointing out of the base directory (direct, chained, relative, via /proc), and a
-sibling directory whose name merely starts with the base directory's name.
+sibling directory whose name merely starts with the base directory's name. The race cases swap a
+directory for a symlink to the outside while requests are in flight: the check and the open must be
+one step (resolution beneath a directory descriptor), or some requests leak.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -87,6 +93,11 @@ HOSTILE_UPLOAD_NAMES = [
     b"pwned.txt\x00.png",
     b"%2E%2E/pwned.txt",
     b"link_out/new/dir/pwned.txt",
+    # IE-style full client paths: python-multipart shortens them to their last component, which
+    # would silently write pwned.txt; the backslash rule must refuse them like any other.
+    b"C:\\fakepath\\pwned.txt",
+    b"c:\\pwned.txt",
+    b"\\\\server\\share\\pwned.txt",
 ]
 
 
@@ -162,3 +173,143 @@ def test_lookalike_dots_stay_inside_base(sandbox: RuntimeServer, raw_path: str) 
     """Overlong UTF-8, '..;' and fullwidth dots are ordinary names inside the base dir."""
     status, body = sandbox.request("GET", f"/download/{raw_path}")
     assert status == 404 and SECRET not in body
+
+
+def test_list_does_not_describe_symlink_targets_outside_base(sandbox: RuntimeServer) -> None:
+    status, body = sandbox.request("GET", "/list/")
+    assert status == 200
+    entries = {entry["name"]: entry for entry in json.loads(body)}
+    # Outside targets are described as the links themselves: size = length of the link text.
+    assert entries["link_secret"]["size"] == len("../secret.txt") != len(SECRET)
+    assert entries["link_file"]["size"] == len("/etc/passwd") != os.path.getsize("/etc/passwd")
+    assert entries["link_etc"]["type"] == "file"
+    assert entries["link_etc"]["mod_time"] == os.lstat(sandbox.base_dir / "link_etc").st_mtime
+    # A link that stays inside is still described by its target, as upstream does.
+    (sandbox.base_dir / "sub" / "seven.txt").write_bytes(b"7777777")
+    os.symlink("sub/seven.txt", sandbox.base_dir / "link_inside")
+    status, body = sandbox.request("GET", "/list/")
+    inside = {entry["name"]: entry for entry in json.loads(body)}["link_inside"]
+    assert (inside["size"], inside["type"]) == (7, "file")
+
+
+# --- races: a directory swapped for a symlink to the outside between check and open -----------
+
+RACE_SECONDS = 3.0
+INSIDE = b"harmless inside content"
+
+
+def _exchanger() -> Callable[[Path, Path], None]:
+    """renameat2(RENAME_EXCHANGE) through libc, or skip the test where it is missing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("libc has no renameat2 (glibc 2.28 or later needed to swap entries atomically)")
+    at_fdcwd, rename_exchange = -100, 2
+
+    def exchange(first: Path, second: Path) -> None:
+        if libc.renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+
+    return exchange
+
+
+@pytest.fixture()
+def swapping(tmp_path: Path) -> Iterator[RuntimeServer]:
+    """A runtime whose ``swap`` entry flips between a real directory and a symlink to the outside."""
+    root = tmp_path
+    base = root / "app"
+    (base / "swap").mkdir(parents=True)
+    (base / "swap" / "f").write_bytes(INSIDE)
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(SECRET)
+    (outside / "outside-only-name").write_bytes(SECRET)
+    os.symlink(str(outside), base / "swap_link")
+    stop = threading.Event()
+    exchange = _exchanger()
+
+    def flip() -> None:
+        # An atomic exchange, so ``swap`` always exists (an upload must not find it missing and
+        # create a real directory in its place).
+        while not stop.is_set():
+            exchange(base / "swap", base / "swap_link")
+
+    with RuntimeServer(base) as server:
+        flipper = threading.Thread(target=flip)
+        flipper.start()
+        try:
+            yield server
+        finally:
+            stop.set()
+            flipper.join()
+
+
+def _hammer(attempt: Callable[[int], tuple[int, bool]]) -> tuple[int, int, dict[int, int]]:
+    """Call ``attempt`` (returning the status and whether it leaked) from 8 threads for
+    RACE_SECONDS; return (attempts, leaks, count per status)."""
+    deadline = time.monotonic() + RACE_SECONDS
+
+    def worker(offset: int) -> tuple[int, int, dict[int, int]]:
+        tries = leaks = 0
+        statuses: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            status, leaked = attempt(offset * 1_000_000 + tries)
+            statuses[status] = statuses.get(status, 0) + 1
+            leaks += leaked
+            tries += 1
+        return tries, leaks, statuses
+
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(worker, range(8)))
+    statuses: dict[int, int] = {}
+    for _, _, per_worker in counts:
+        for status, count in per_worker.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return sum(c[0] for c in counts), sum(c[1] for c in counts), statuses
+
+
+def test_race_download_never_reads_outside(swapping: RuntimeServer) -> None:
+    def attempt(_: int) -> tuple[int, bool]:
+        status, body = swapping.request("GET", "/download/swap/f")
+        return status, SECRET in body
+
+    tries, leaks, statuses = _hammer(attempt)
+    print(f"download race: {tries} attempts, {leaks} leaks, statuses {statuses}")
+    assert tries > 200 and leaks == 0, f"{leaks} of {tries} downloads read the file outside the base dir ({statuses})"
+    assert set(statuses) <= {200, 403, 404}, statuses
+
+
+def test_race_list_never_lists_outside(swapping: RuntimeServer) -> None:
+    def attempt(_: int) -> tuple[int, bool]:
+        status, body = swapping.request("GET", "/list/swap")
+        return status, b"outside-only-name" in body
+
+    tries, leaks, statuses = _hammer(attempt)
+    print(f"list race: {tries} attempts, {leaks} leaks, statuses {statuses}")
+    assert tries > 200 and leaks == 0, f"{leaks} of {tries} listings showed the directory outside the base dir ({statuses})"
+    assert set(statuses) <= {200, 403, 404}, statuses
+
+
+def test_race_exists_never_sees_outside(swapping: RuntimeServer) -> None:
+    def attempt(_: int) -> tuple[int, bool]:
+        status, body = swapping.request("GET", "/exists/swap/outside-only-name")
+        return status, status == 200 and json.loads(body)["exists"] is True
+
+    tries, leaks, statuses = _hammer(attempt)
+    print(f"exists race: {tries} attempts, {leaks} leaks, statuses {statuses}")
+    assert tries > 200 and leaks == 0, f"{leaks} of {tries} exists checks saw a file outside the base dir ({statuses})"
+    assert set(statuses) <= {200, 403}, statuses
+
+
+def test_race_upload_never_writes_outside(swapping: RuntimeServer) -> None:
+    def attempt(index: int) -> tuple[int, bool]:
+        body, headers = _multipart(f"swap/pwned-{index}.txt".encode(), b"pwned")
+        status, _ = swapping.request("POST", "/upload", body, headers)
+        return status, False
+
+    tries, _, statuses = _hammer(attempt)
+    outside = swapping.base_dir.parent / "outside"
+    escaped = [p.name for p in outside.iterdir() if p.name.startswith(("pwned", ".pwned"))]
+    print(f"upload race: {tries} attempts, {len(escaped)} outside, statuses {statuses}")
+    assert tries > 100 and not escaped, f"{len(escaped)} of {tries} uploads landed outside the base dir ({statuses})"
+    assert set(statuses) <= {200, 403, 500}, statuses

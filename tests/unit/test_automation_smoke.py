@@ -140,10 +140,17 @@ class FakeCluster:
 class FakeRouter:
     def __init__(self):
         self.seen = []
+        self.posted = []
 
     def post(self, url, json, timeout, headers):
         self.seen.append(headers)
+        self.posted.append(headers)
         return SimpleNamespace(status_code=200 if headers.get("Authorization") == f"Bearer {TOKEN}" else 401)
+
+    def get(self, url, timeout, headers):
+        """A router that reaches sandboxes only: every non-sandbox target is refused."""
+        self.seen.append(headers)
+        return SimpleNamespace(status_code=404)
 
 
 class LoopbackOnlySmoke(smoke.SmokeRun):
@@ -165,7 +172,7 @@ def test_full_run_against_fakes(tmp_path):
     report = run.run()
     statuses = {c.id: c.status for c in report.checks}
     # This machine is not a sandbox: same kernel as the "node" and a full /dev, so isolation fails.
-    assert statuses == {1: "pass", 2: "pass", 3: "pass", 4: "fail", 5: "pass", 6: "pass"}, report.checks
+    assert statuses == {1: "pass", 2: "pass", 3: "pass", 4: "fail", 5: "pass", 6: "pass", 7: "pass"}, report.checks
     assert report.passed is False
     assert report.claim["claim"] == "sandbox-claim-1" and report.claim["sandbox"] == "pool-abcde"
     isolation = report.checks[3]
@@ -174,8 +181,11 @@ def test_full_run_against_fakes(tmp_path):
     assert egress and all(v.startswith("blocked") for v in egress.values())
     assert (tmp_path / "smoke" / "nested" / "dir" / "data.txt").is_file()
     assert cluster.refill_wait == (2, "pool-abcde")  # the refill excludes the claimed pod
-    assert [h.get("Authorization") for h in router.seen] == [None, "Bearer not-the-token", f"Bearer {TOKEN}"]
-    assert all(h["X-Sandbox-ID"] == "pool-abcde" and h["X-Sandbox-Pod-IP"] == "10.244.0.7" for h in router.seen)
+    assert [h.get("Authorization") for h in router.posted] == [None, "Bearer not-the-token", f"Bearer {TOKEN}"]
+    assert all(h["X-Sandbox-ID"] == "pool-abcde" and h["X-Sandbox-Pod-IP"] == "10.244.0.7" for h in router.posted)
+    # check 7 asked the router, with the token, for four targets that are not sandboxes
+    probes = [h for h in router.seen if h not in router.posted]
+    assert len(probes) == 4 and all(h["Authorization"] == f"Bearer {TOKEN}" for h in probes)
 
 
 def test_cold_claim_fails_the_warm_pool_check(tmp_path):
@@ -201,6 +211,27 @@ def test_a_failed_claim_fails_every_check_with_its_reason(tmp_path):
     run = smoke.SmokeRun(target(), FakeCluster("x", 1), FakeSdk(error=error), "http://127.0.0.1:1",
                          log=lambda m: None, http=FakeRouter())
     report = run.run()
-    assert [c.status for c in report.checks] == ["fail"] * 6
+    assert [c.status for c in report.checks] == ["fail"] * 7
     assert all("WarmPoolNotFound" in c.detail for c in report.checks)
     assert "WarmPoolNotFound" in report.claim["error"]
+
+
+def test_router_probes_cover_api_dns_other_namespace_and_port() -> None:
+    probes = dict(smoke.router_probes("sb-1", "agent-sandbox-demo", 8888))
+    assert probes["kubernetes API service"] == {"X-Sandbox-ID": "kubernetes", "X-Sandbox-Namespace": "default",
+                                                "X-Sandbox-Port": "443"}
+    assert probes["kube-dns service"]["X-Sandbox-Namespace"] == "kube-system"
+    assert probes["sandbox on a non-sandbox port"] == {"X-Sandbox-ID": "sb-1", "X-Sandbox-Namespace": "agent-sandbox-demo",
+                                                       "X-Sandbox-Port": "10250"}
+
+
+def test_router_probe_verdicts() -> None:
+    assert smoke.evaluate_router_probes({"a": 404, "b": 502})[0] == "pass"
+    status, detail = smoke.evaluate_router_probes({"kubernetes API service": 200, "b": 403})
+    assert status == "fail" and "proxied to ['kubernetes API service']" in detail
+    assert smoke.evaluate_router_probes({})[0] == "fail"
+
+
+def test_egress_failure_says_policy_is_not_enforced() -> None:
+    status, detail = smoke.evaluate_egress({"metadata": "connected", "api": "refused"})
+    assert status == "fail" and "NETWORK POLICY IS NOT ENFORCED" in detail

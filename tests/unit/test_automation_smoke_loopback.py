@@ -87,7 +87,7 @@ def test_smoke_checks_through_the_real_router_and_runtime(servers):
     report = run.run()
     by_id = {check.id: check for check in report.checks}
     assert {i: c.status for i, c in by_id.items()} == {1: "pass", 2: "pass", 3: "pass", 4: "fail", 5: "pass",
-                                                        6: "pass"}, [(c.id, c.detail) for c in report.checks]
+                                                        6: "pass", 7: "pass"}, [(c.id, c.detail) for c in report.checks]
     assert by_id[1].data["stdout"] == "smoke 42\n" and by_id[1].data["failing_exit_code"] == 3
     assert by_id[6].data["router_status_codes"]["no_token"] in (401, 403)
     assert by_id[6].data["router_status_codes"]["right_token"] == 200

@@ -1,15 +1,18 @@
-"""CommandRunner in-process: no shell, exit codes, output caps, group kill on timeout."""
+"""CommandRunner in-process: no shell, exit codes, output caps (raw and escaped), group kill on
+timeout, minimal environment, refusals (too large, too many); proctree's attribution rules."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from sandbox_runtime.executor import TIMEOUT_EXIT_CODE, CommandResult, CommandRunner
+from sandbox_runtime.executor import TIMEOUT_EXIT_CODE, CommandRefused, CommandResult, CommandRunner
+from sandbox_runtime.proctree import ENDED, Proc, TrackedCommand, attribute, process_counts
 
 
 def run(tmp_path: Path, command: str, timeout: float = 10, cap: int = 1 << 20) -> CommandResult:
@@ -67,8 +70,55 @@ def test_detached_background_child_does_not_block(tmp_path: Path) -> None:
 
 def test_output_cap_keeps_head_and_counts_rest(tmp_path: Path) -> None:
     result = run(tmp_path, "head -c 10000 /dev/zero", cap=100)
-    assert result.stdout.startswith("\0" * 100)
-    assert "[output truncated: 9900 more bytes not shown; the limit is 100 bytes per stream]" in result.stdout
+    # Each NUL is six bytes in the reply (\\u0000): the 2 x cap reply budget keeps 33 of them.
+    assert result.stdout.startswith("\0" * 33) and not result.stdout.startswith("\0" * 34)
+    assert "[output truncated: 9967 more bytes not shown; the limit is 100 bytes per stream]" in result.stdout
+
+
+def test_text_output_within_the_cap_is_never_cut_for_escaping(tmp_path: Path) -> None:
+    # Newlines and quotes escape to two bytes; non-ASCII text travels as UTF-8, unescaped.
+    result = run(tmp_path, "printf '\\n\\n\\n\\n\\n\\t\\t\\t\\t\\t'", cap=10)
+    assert result.stdout == "\n" * 5 + "\t" * 5
+    assert run(tmp_path, "printf 'ééééé'", cap=10).stdout == "ééééé"
+
+
+@pytest.mark.parametrize("command", ["head -c 50000 /dev/zero", "sh -c 'head -c 50000 /dev/urandom'",
+                                     "printf '\\377\\377\\377\\377\\377\\377\\377\\377'"])
+def test_reply_size_is_bounded_once_escaped(tmp_path: Path, command: str) -> None:
+    result = run(tmp_path, command, cap=1000)
+    escaped = len(json.dumps(result.as_json(), ensure_ascii=False).encode())  # the reply is UTF-8 JSON
+    assert escaped <= 2 * 2 * 1000 + 400, f"{escaped} reply bytes for a 1000-byte cap"
+
+
+def test_commands_get_a_minimal_environment(tmp_path: Path) -> None:
+    os.environ["SANDBOX_TEST_SECRET"] = "leak"
+    try:
+        lines = run(tmp_path, "env").stdout.splitlines()
+    finally:
+        del os.environ["SANDBOX_TEST_SECRET"]
+    assert sorted(line.split("=", 1)[0] for line in lines) == ["HOME", "LANG", "PATH", "PYTHONUNBUFFERED"]
+    assert f"HOME={tmp_path}" in lines and "LANG=C.UTF-8" in lines
+
+
+def test_too_large_commands_are_refused_not_started(tmp_path: Path) -> None:
+    for command in ("echo " + "a" * 200_000, "echo " + " ".join(["b" * 60000] * 40)):
+        with pytest.raises(CommandRefused) as refused:
+            run(tmp_path, command)
+        assert refused.value.status == 422 and "too large" in refused.value.detail
+
+
+def test_commands_over_the_concurrency_cap_are_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        runner = CommandRunner(str(tmp_path), 1024, max_concurrent=2)
+        slow = [asyncio.create_task(runner.run("sleep 0.5", 10)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(CommandRefused) as refused:
+            await runner.run("echo third", 10)
+        assert refused.value.status == 429 and "SANDBOX_MAX_CONCURRENT_COMMANDS" in refused.value.detail
+        assert [result.exit_code for result in await asyncio.gather(*slow)] == [0, 0]
+        assert (await runner.run("echo again", 10)).stdout == "again\n"
+
+    asyncio.run(scenario())
 
 
 def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
@@ -102,3 +152,58 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return raw[raw.rfind(b")") + 2:].split()[0] != b"Z"
+
+
+# --- proctree.attribute: who may own which process --------------------------------------------
+
+SERVER = 100
+
+
+def _proc(pid: int, ppid: int, start: int, state: str = "S") -> Proc:
+    return Proc(pid=pid, ppid=ppid, pgid=pid, sid=pid, state=state, start=start)
+
+
+def test_descendants_of_a_leader_belong_to_its_command_only() -> None:
+    command = TrackedCommand(leader=200, start=50, deadline=0)
+    other = TrackedCommand(leader=300, start=10, deadline=0)
+    processes = {p.pid: p for p in [_proc(200, SERVER, 50), _proc(201, 200, 60), _proc(202, 201, 70),
+                                    _proc(300, SERVER, 10), _proc(999, 1, 5)]}
+    owners = attribute(processes, SERVER, [command, other], [])
+    assert owners[201] == owners[202] == owners[200] == {command.id}
+    assert owners[300] == {other.id} and 999 not in owners
+
+
+def test_a_recycled_leader_pid_is_not_the_leader() -> None:
+    command = TrackedCommand(leader=200, start=50, deadline=0)
+    owners = attribute({200: _proc(200, SERVER, 80)}, SERVER, [command], [])
+    assert owners[200] == {command.id}  # an orphan started after the command: a candidate, not exact
+    assert attribute({200: _proc(200, SERVER, 40)}, SERVER, [command], []) == {200: frozenset()}
+
+
+def test_orphans_may_belong_to_every_command_running_when_they_started() -> None:
+    early = TrackedCommand(leader=200, start=10, deadline=0)
+    late = TrackedCommand(leader=300, start=50, deadline=0)
+    processes = {p.pid: p for p in [_proc(400, SERVER, 30), _proc(401, 400, 31), _proc(500, SERVER, 60),
+                                    _proc(600, SERVER, 5), _proc(700, SERVER, 95)]}
+    owners = attribute(processes, SERVER, [early, late], [(80, 100)])
+    assert owners[400] == owners[401] == {early.id}
+    assert owners[500] == {early.id, late.id}
+    assert owners[600] == frozenset()  # started before any command: left alone
+    assert owners[700] == {early.id, late.id, ENDED}
+
+
+def test_process_counts_skip_zombies_and_count_every_candidate() -> None:
+    early = TrackedCommand(leader=200, start=10, deadline=0)
+    late = TrackedCommand(leader=300, start=50, deadline=0)
+    processes = {p.pid: p for p in [_proc(200, SERVER, 10), _proc(201, 200, 11, "Z"), _proc(300, SERVER, 50),
+                                    _proc(500, SERVER, 60)]}
+    counts = process_counts(processes, attribute(processes, SERVER, [early, late], []))
+    assert (counts[early.id], counts[late.id]) == (2, 2)
+
+
+def test_without_subreaper_the_session_and_group_are_the_fallback() -> None:
+    command = TrackedCommand(leader=200, start=10, deadline=0)
+    stray = Proc(pid=800, ppid=1, pgid=200, sid=200, state="S", start=20)
+    owners = attribute({200: _proc(200, SERVER, 10), 800: stray}, SERVER, [command], [], sessions=True)
+    assert owners[800] == {command.id}
+    assert 800 not in attribute({200: _proc(200, SERVER, 10), 800: stray}, SERVER, [command], [])

@@ -37,6 +37,14 @@ def test_byte_sizes_accept_suffixes(tmp_path: Path, raw: str, expected: int) -> 
     assert Settings.from_env({"SANDBOX_BASE_DIR": str(tmp_path), "SANDBOX_MAX_UPLOAD_BYTES": raw}).max_upload_bytes == expected
 
 
+def test_command_caps_have_defaults_and_overrides(tmp_path: Path) -> None:
+    defaults = Settings.from_env({"SANDBOX_BASE_DIR": str(tmp_path)})
+    assert (defaults.max_concurrent_commands, defaults.max_command_processes) == (128, 256)
+    custom = Settings.from_env({"SANDBOX_BASE_DIR": str(tmp_path), "SANDBOX_MAX_CONCURRENT_COMMANDS": "4",
+                                "SANDBOX_MAX_COMMAND_PROCESSES": "32"})
+    assert (custom.max_concurrent_commands, custom.max_command_processes) == (4, 32)
+
+
 def test_cap_follows_a_larger_default_timeout(tmp_path: Path) -> None:
     settings = Settings.from_env({"SANDBOX_BASE_DIR": str(tmp_path), "SANDBOX_EXEC_TIMEOUT_SECONDS": "7200"})
     assert settings.max_exec_timeout_seconds == 7200
@@ -51,6 +59,8 @@ def test_cap_follows_a_larger_default_timeout(tmp_path: Path) -> None:
     ("SANDBOX_MAX_OUTPUT_BYTES", "lots"), ("SANDBOX_MAX_OUTPUT_BYTES", "0"), ("SANDBOX_MAX_UPLOAD_BYTES", "-1"),
     ("SANDBOX_MAX_UPLOAD_BYTES", "1.5G"), ("SANDBOX_LOG_LEVEL", "verbose"), ("SANDBOX_ACCESS_LOG", "maybe"),
     ("SANDBOX_BASE_DIR", "relative/dir"), ("SANDBOX_BASE_DIR", "/"),
+    ("SANDBOX_MAX_CONCURRENT_COMMANDS", "many"), ("SANDBOX_MAX_CONCURRENT_COMMANDS", "0"),
+    ("SANDBOX_MAX_COMMAND_PROCESSES", "-3"), ("SANDBOX_MAX_COMMAND_PROCESSES", "2.5"),
 ])
 def test_bad_values_name_key_and_value(tmp_path: Path, key: str, value: str) -> None:
     env = {"SANDBOX_BASE_DIR": str(tmp_path), key: value}

@@ -3,19 +3,25 @@
 Endpoints and reply shapes follow the upstream ``python-runtime-sandbox`` contract (see
 images/runtime/README.md): ``GET /``, ``POST /execute``, ``POST /upload``,
 ``GET /download/{path}``, ``GET /list/{path}``, ``GET /exists/{path}``.
+
+File endpoints resolve the client's path to a name (paths.py) and open that name beneath a
+descriptor of the base directory without following symlinks (beneath.py). Errors are JSON with
+the reason only: no reply carries a server path, and an unexpected exception is a JSON 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import json
 import logging
 import math
 import os
 import stat
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -25,8 +31,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route
 
-from .executor import CommandRunner
-from .paths import PathRefused, resolve_confined
+from .beneath import describe_error, open_beneath
+from .executor import CommandRefused, CommandRunner, minimal_environment
+from .paths import PathRefused, is_inside, relative_to_base, resolve_confined
+from .proctree import become_subreaper
 from .reaper import reap_orphans_forever
 from .settings import Settings
 from .uploads import UploadError, receive_upload
@@ -35,6 +43,12 @@ logger = logging.getLogger("sandbox_runtime")
 
 MAX_EXECUTE_BODY_BYTES = 4 * 1024**2
 _DOWNLOAD_CHUNK = 256 * 1024
+# Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
+_INLINE_JSON_BYTES = 64 * 1024
+# What a path that cannot name an entry fails with: missing, through a file, a symlink swapped in
+# after the check, a name over NAME_MAX. All of them mean "no such file" to the client.
+_NOT_THERE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV, errno.ENAMETOOLONG}
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class AnyPathConvertor(Convertor[str]):
@@ -60,19 +74,52 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
+def _render_execute_reply(content: dict[str, object]) -> bytes:
+    """/execute replies are UTF-8 JSON: valid non-ASCII output is not inflated to \\uXXXX escapes
+    (the executor bounds each stream's size *as rendered here*)."""
+    text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a message: escape everything instead
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _message(status: int, message: str) -> AsciiJSONResponse:
     return AsciiJSONResponse({"message": message}, status_code=status)
 
 
-def _access_denied(error: PathRefused) -> AsciiJSONResponse:
+def _refused(error: PathRefused) -> AsciiJSONResponse:
     logger.warning("%s", error)
-    return _message(403, "Access denied")
+    return _message(error.status, error.message)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Turn an unexpected exception into a JSON 500 that names no server path (the traceback
+    goes to the server log only)."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception:
+            logger.exception("unexpected error in %s %s", request.method, request.url.path[:200])
+            return _message(500, "Internal server error")
+
+    return guarded
 
 
 def create_app(settings: Settings) -> Starlette:
     """Build the ASGI application for ``settings`` (base directory must already exist)."""
     base_dir = os.path.realpath(settings.base_dir)
-    runner = CommandRunner(cwd=base_dir, max_output_bytes=settings.max_output_bytes)
+    # Every file operation starts from this descriptor, never from the base directory's name.
+    base_fd = os.open(base_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    runner = CommandRunner(
+        cwd=base_dir,
+        max_output_bytes=settings.max_output_bytes,
+        environment=minimal_environment(base_dir),
+        max_concurrent=settings.max_concurrent_commands,
+        max_processes=settings.max_command_processes,
+    )
 
     async def health(request: Request) -> Response:
         return AsciiJSONResponse({"status": "ok", "message": "Sandbox Runtime is active."})
@@ -84,18 +131,30 @@ def create_app(settings: Settings) -> Starlette:
             if len(body) > MAX_EXECUTE_BODY_BYTES:
                 return AsciiJSONResponse({"detail": f"request body exceeds {MAX_EXECUTE_BODY_BYTES} bytes"}, status_code=413)
         try:
-            command, timeout = _parse_execute_request(bytes(body), settings)
+            if len(body) <= _INLINE_JSON_BYTES:
+                command, timeout = _parse_execute_request(bytes(body), settings)
+            else:
+                command, timeout = await anyio.to_thread.run_sync(_parse_execute_request, bytes(body), settings)
         except ValueError as exc:
             return AsciiJSONResponse({"detail": str(exc)}, status_code=422)
-        result = await runner.run(command, timeout)
-        return AsciiJSONResponse(result.as_json())
+        try:
+            result = await runner.run(command, timeout)
+        except CommandRefused as refused:
+            headers = {"Retry-After": "1"} if refused.status == 429 else None
+            return AsciiJSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)
+        content = result.as_json()
+        if len(result.stdout) + len(result.stderr) <= _INLINE_JSON_BYTES:
+            body = _render_execute_reply(content)
+        else:
+            body = await anyio.to_thread.run_sync(_render_execute_reply, content)
+        return Response(body, media_type="application/json")
 
     async def upload(request: Request) -> Response:
         try:
-            filename = await receive_upload(request, base_dir, settings.max_upload_bytes)
+            filename = await receive_upload(request, base_dir, base_fd, settings.max_upload_bytes)
         except UploadError as exc:
             if exc.status == 403:
-                logger.warning("upload refused: destination escapes %s", base_dir)
+                logger.warning("upload refused: destination escapes the base directory")
             headers = {"Connection": "close"} if exc.status == 413 else None
             return AsciiJSONResponse({"message": exc.message}, status_code=exc.status, headers=headers)
         return _message(200, f"File '{filename}' uploaded successfully.")
@@ -105,13 +164,14 @@ def create_app(settings: Settings) -> Starlette:
         try:
             path = resolve_confined(base_dir, requested)
         except PathRefused as exc:
-            return _access_denied(exc)
+            return _refused(exc)
+        flags = os.O_RDONLY | os.O_NONBLOCK
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return _message(404, "File not found")
+            fd = await anyio.to_thread.run_sync(open_beneath, base_fd, relative_to_base(base_dir, path), flags)
         except OSError as exc:
-            return _message(500, f"Download failed: {exc.strerror}")
+            if exc.errno in _NOT_THERE or exc.errno == errno.EISDIR:
+                return _message(404, "File not found")
+            return _message(500, f"Download failed: {describe_error(exc)}")
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             # Directories, FIFOs, sockets and devices are not downloadable (a FIFO would block).
@@ -129,13 +189,13 @@ def create_app(settings: Settings) -> Starlette:
         try:
             path = resolve_confined(base_dir, requested)
         except PathRefused as exc:
-            return _access_denied(exc)
+            return _refused(exc)
         try:
-            entries = await anyio.to_thread.run_sync(_scan_directory, path)
-        except (FileNotFoundError, NotADirectoryError):
-            return _message(404, "Path is not a directory")
+            entries = await anyio.to_thread.run_sync(_scan_directory, base_dir, base_fd, path)
         except OSError as exc:
-            return _message(500, f"List files failed: {exc.strerror}")
+            if exc.errno in _NOT_THERE:
+                return _message(404, "Path is not a directory")
+            return _message(500, f"List files failed: {describe_error(exc)}")
         return AsciiJSONResponse(entries)
 
     async def exists(request: Request) -> Response:
@@ -143,14 +203,20 @@ def create_app(settings: Settings) -> Starlette:
         try:
             path = resolve_confined(base_dir, requested)
         except PathRefused as exc:
-            return _access_denied(exc)
-        return AsciiJSONResponse({"path": requested, "exists": os.path.exists(path)})
+            return _refused(exc)
+        found = await anyio.to_thread.run_sync(_exists_beneath, base_fd, relative_to_base(base_dir, path))
+        return AsciiJSONResponse({"path": requested, "exists": found})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Orphans of commands (double-forked daemons) are re-parented to the server instead of
+        # leaving its view, so their whole tree stays bounded (proctree.py).
+        runner.subreaper = become_subreaper()
+        if not runner.subreaper:
+            logger.warning("cannot become a child subreaper: processes that leave a command's session are not bounded")
         reaper: asyncio.Task[None] | None = None
-        if os.getpid() == 1:
-            # As PID 1 of a container we inherit every orphan; nobody else would reap them.
+        if runner.subreaper:
+            # As subreaper (or PID 1 of a container) we inherit every orphan; nobody else reaps them.
             reaper = asyncio.create_task(reap_orphans_forever(lambda: runner.live_process_groups))
         try:
             yield
@@ -162,11 +228,11 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", health, methods=["GET"]),
-            Route("/execute", execute, methods=["POST"]),
-            Route("/upload", upload, methods=["POST"]),
-            Route("/download/{path:anypath}", download, methods=["GET"]),
-            Route("/list/{path:anypath}", list_directory, methods=["GET"]),
-            Route("/exists/{path:anypath}", exists, methods=["GET"]),
+            Route("/execute", _guarded(execute), methods=["POST"]),
+            Route("/upload", _guarded(upload), methods=["POST"]),
+            Route("/download/{path:anypath}", _guarded(download), methods=["GET"]),
+            Route("/list/{path:anypath}", _guarded(list_directory), methods=["GET"]),
+            Route("/exists/{path:anypath}", _guarded(exists), methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -179,39 +245,84 @@ def _parse_execute_request(body: bytes, settings: Settings) -> tuple[str, float]
     """Validate ``{"command": str, "timeout_seconds"?: number}``; return (command, effective timeout)."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the decoder's recursion limit.
         raise ValueError('body must be JSON such as {"command": "echo hello", "timeout_seconds": 30}') from None
     if not isinstance(payload, dict):
         raise ValueError('body must be a JSON object such as {"command": "echo hello"}')
     command = payload.get("command")
     if not isinstance(command, str):
-        raise ValueError(f"field 'command' must be a string, got {command!r}; e.g. \"ls -la\" or \"sh -c 'echo a | wc -c'\"")
+        raise ValueError(f"field 'command' must be a string, got {_brief(command)}; e.g. \"ls -la\" or \"sh -c 'echo a | wc -c'\"")
     timeout = payload.get("timeout_seconds")
     if timeout is None:
         return command, settings.exec_timeout_seconds
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"field 'timeout_seconds' must be a positive number of seconds, got {timeout!r}")
+    # Integers are compared as integers: float() of a 401-digit number overflows.
+    valid = (isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0) or (
+        isinstance(timeout, float) and math.isfinite(timeout) and timeout > 0)
+    if not valid:
+        raise ValueError(f"field 'timeout_seconds' must be a positive number of seconds, got {_brief(timeout)}")
     # Longer requests are capped rather than refused, so a generous client still gets a result.
-    return command, min(float(timeout), settings.max_exec_timeout_seconds)
+    if timeout >= settings.max_exec_timeout_seconds:
+        return command, settings.max_exec_timeout_seconds
+    return command, float(timeout)
 
 
-def _scan_directory(path: str) -> list[dict[str, object]]:
-    """Entries of ``path`` in the contract's shape, sorted by name."""
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({type(value).__name__})"
+
+
+def _scan_directory(base_dir: str, base_fd: int, path: str) -> list[dict[str, object]]:
+    """Entries of the directory ``path`` (a resolve_confined result) in the contract's shape,
+    sorted by name. The directory is opened beneath ``base_fd`` without following symlinks."""
     entries: list[dict[str, object]] = []
-    with os.scandir(path) as iterator:
-        for entry in iterator:
-            try:
-                info = entry.stat()  # follows symlinks, like the upstream runtime
-            except OSError:
-                info = entry.stat(follow_symlinks=False)  # dangling symlink: describe the link
-            entries.append({
-                "name": entry.name,
-                "size": info.st_size,
-                "type": "directory" if stat.S_ISDIR(info.st_mode) else "file",
-                "mod_time": info.st_mtime,
-            })
+    fd = open_beneath(base_fd, relative_to_base(base_dir, path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with os.scandir(fd) as iterator:
+            for entry in iterator:
+                try:
+                    if entry.is_symlink():
+                        info = _describe_link(base_dir, base_fd, path, entry)
+                    else:
+                        info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed while we listed
+                entries.append({
+                    "name": entry.name,
+                    "size": info.st_size,
+                    "type": "directory" if stat.S_ISDIR(info.st_mode) else "file",
+                    "mod_time": info.st_mtime,
+                })
+    finally:
+        os.close(fd)
     entries.sort(key=lambda item: str(item["name"]))
     return entries
+
+
+def _describe_link(base_dir: str, base_fd: int, directory: str, entry: os.DirEntry[str]) -> os.stat_result:
+    """A symlink is described by its target, as upstream does, only when the target is inside
+    the base directory; a link pointing outside (or dangling) is described as the link itself,
+    so listings reveal nothing about files outside."""
+    target = os.path.realpath(os.path.join(directory, entry.name))
+    if is_inside(base_dir, target):
+        try:
+            fd = open_beneath(base_fd, relative_to_base(base_dir, target), os.O_PATH)
+        except OSError:
+            pass
+        else:
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
+    return entry.stat(follow_symlinks=False)
+
+
+def _exists_beneath(base_fd: int, relative: str) -> bool:
+    try:
+        os.close(open_beneath(base_fd, relative, os.O_PATH))
+    except OSError:
+        return False
+    return True
 
 
 async def _read_file(fd: int, size: int) -> AsyncIterator[bytes]:

@@ -1,8 +1,9 @@
-"""Reaping orphaned zombies when the runtime is PID 1 of its container.
+"""Reaping orphaned zombies: the runtime is PID 1 of its container and a child subreaper.
 
 Commands may leave background children behind; when their parent exits they are re-parented to
-PID 1. Without an init process in the image that is this server, and unreaped orphans would pile
-up as zombies. Only children that are *not* the leaders of running commands are reaped, so the
+the nearest subreaper, which is this server (it sets PR_SET_CHILD_SUBREAPER so that it keeps
+every command's process tree in view, see proctree.py), or PID 1, which is this server too when
+the image has no init. Unreaped orphans would pile up as zombies. Only children that are *not* the leaders of running commands are reaped, so the
 event loop's own child watcher keeps receiving the exit status of the commands it waits for.
 """
 

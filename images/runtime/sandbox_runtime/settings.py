@@ -40,6 +40,8 @@ class Settings:
     max_exec_timeout_seconds: float = 3600.0
     max_output_bytes: int = 4 * 1024**2
     max_upload_bytes: int = 1024**3
+    max_concurrent_commands: int = 128
+    max_command_processes: int = 256
     log_level: str = "info"
     access_log: bool = False
 
@@ -66,6 +68,8 @@ class Settings:
             max_exec_timeout_seconds=max_timeout,
             max_output_bytes=_byte_size(env, "SANDBOX_MAX_OUTPUT_BYTES", defaults.max_output_bytes),
             max_upload_bytes=_byte_size(env, "SANDBOX_MAX_UPLOAD_BYTES", defaults.max_upload_bytes),
+            max_concurrent_commands=_count(env, "SANDBOX_MAX_CONCURRENT_COMMANDS", defaults.max_concurrent_commands),
+            max_command_processes=_count(env, "SANDBOX_MAX_COMMAND_PROCESSES", defaults.max_command_processes),
             log_level=log_level,
             access_log=_boolean(env, "SANDBOX_ACCESS_LOG", defaults.access_log),
         )
@@ -119,6 +123,19 @@ def _positive_seconds(env: Mapping[str, str], key: str, default: float) -> float
         raise ConfigError(f"{key}={raw!r} is not a number; use a positive number of seconds such as 300") from None
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{key}={raw!r} must be a positive, finite number of seconds such as 300")
+    return value
+
+
+def _count(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not an integer; use a positive whole number such as {default}") from None
+    if not 1 <= value <= 1_000_000:
+        raise ConfigError(f"{key}={raw!r} is out of range; use a whole number between 1 and 1000000, e.g. {default}")
     return value
 
 

@@ -5,26 +5,37 @@ temporary file next to the destination, so memory use does not grow with the fil
 temporary directory outside the base directory is needed (the root filesystem may be read-only).
 The temporary file is renamed over the destination only when the part is complete; an aborted
 or oversized upload leaves nothing behind.
+
+Directories are created and the file written beneath a descriptor of the base directory, one
+component at a time and without following symlinks (beneath.py), so a directory swapped for a
+symlink during the upload cannot redirect the write. Memory and the body are bounded as a whole:
+the headers of each part (MAX_PART_HEADER_BYTES) and every byte of the body, including parts
+other than ``file`` (the upload limit plus MULTIPART_OVERHEAD_ALLOWANCE).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from email.message import Message
 
 import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from .paths import PathRefused, is_inside, resolve_confined
+from .beneath import describe_error, make_dirs_beneath
+from .paths import PathRefused, relative_to_base, resolve_confined
 
 FILE_FIELD = "file"
-# Multipart framing (boundaries, part headers) on top of the payload that is still accepted
-# when the declared Content-Length is checked against the payload limit.
+# Multipart framing (boundaries, part headers, other parts) on top of the payload that is still
+# accepted, both for the declared Content-Length and for the bytes actually received.
 MULTIPART_OVERHEAD_ALLOWANCE = 64 * 1024
+# Every header line of one part together; a Content-Disposition with a path of PATH_MAX fits.
+MAX_PART_HEADER_BYTES = 16 * 1024
 # After rejecting an upload, keep reading (and discarding) this much of the body so the client
 # gets to read the 413 instead of a connection reset; beyond that the connection is closed.
 DRAIN_BUDGET_BYTES = 32 * 1024**2
@@ -47,14 +58,16 @@ class _PartState:
     header_field: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
     headers: dict[str, bytes] = field(default_factory=dict)
+    header_bytes: int = 0
     is_upload: bool = False
 
 
 class _UploadSink:
     """Collects the ``file`` part's bytes and writes them to a temporary file beside the target."""
 
-    def __init__(self, base_dir: str, limit: int) -> None:
+    def __init__(self, base_dir: str, base_fd: int, limit: int) -> None:
         self.base_dir = base_dir
+        self.base_fd = base_fd
         self.limit = limit
         self.filename: str | None = None
         self.received = 0
@@ -62,8 +75,9 @@ class _UploadSink:
         self.error: UploadError | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
-        self._target: str | None = None
-        self._temp_path: str | None = None
+        self._parent_fd: int | None = None
+        self._name: str | None = None
+        self._temp_name: str | None = None
         self._fd: int | None = None
 
     # -- parser callbacks (synchronous, inside parser.write) --------------------------------
@@ -75,37 +89,43 @@ class _UploadSink:
             return
         self.received += len(chunk)
         if self.received > self.limit:
-            self.error = UploadError(413, f"Upload exceeds the limit of {self.limit} bytes (SANDBOX_MAX_UPLOAD_BYTES).")
-            self.pending.clear()
+            self.fail(UploadError(413, f"Upload exceeds the limit of {self.limit} bytes (SANDBOX_MAX_UPLOAD_BYTES)."))
             return
         self.pending.append(chunk)
         self.pending_bytes += len(chunk)
 
+    def fail(self, error: UploadError) -> None:
+        """Remember the first error; nothing more is buffered after it."""
+        if self.error is None:
+            self.error = error
+        self.pending.clear()
+        self.pending_bytes = 0
+
     # -- file system work (run in a worker thread) ------------------------------------------
     def open_target(self) -> None:
-        """Resolve the destination, create its parent directories and open the temporary file."""
+        """Resolve the destination, create its parent directories and open the temporary file,
+        all beneath the base directory's descriptor."""
         assert self.filename is not None
         try:
             target = resolve_confined(self.base_dir, self.filename)
-        except PathRefused:
-            raise UploadError(403, "Access denied") from None
+        except PathRefused as refused:
+            raise UploadError(refused.status, refused.message) from None
         if target == self.base_dir:
-            raise UploadError(400, f"Upload filename {self.filename!r} names the base directory itself; give a file path")
-        parent = os.path.dirname(target)
+            raise UploadError(400, f"Upload filename {self.filename[:200]!r} names the base directory itself; give a file path")
+        parent, name = os.path.split(relative_to_base(self.base_dir, target))
         try:
-            os.makedirs(parent, exist_ok=True)
+            self._parent_fd = make_dirs_beneath(self.base_fd, parent)
         except OSError as exc:
-            raise UploadError(500, f"File upload failed: {exc}") from None
-        # A symlink swapped in while the directories were created must not redirect the write.
-        if not is_inside(self.base_dir, os.path.realpath(parent)):
-            raise UploadError(403, "Access denied")
-        temp_path = os.path.join(parent, f".{os.path.basename(target)}.upload-{secrets.token_hex(6)}")
+            raise _upload_error(exc) from None
+        # Short enough for NAME_MAX whatever the destination's name is.
+        short = os.fsdecode(os.fsencode(name)[:64])
+        temp_name = f".{short}.upload-{secrets.token_hex(6)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            self._fd = os.open(temp_path, flags, 0o644)
+            self._fd = os.open(temp_name, flags, 0o644, dir_fd=self._parent_fd)
         except OSError as exc:
-            raise UploadError(500, f"File upload failed: {exc}") from None
-        self._target, self._temp_path = target, temp_path
+            raise _upload_error(exc) from None
+        self._name, self._temp_name = name, temp_name
 
     def write_pending(self) -> None:
         """Append the buffered bytes to the temporary file."""
@@ -119,35 +139,49 @@ class _UploadSink:
                 view = view[written:]
 
     def commit(self) -> None:
-        """Close the temporary file and atomically move it onto the destination."""
-        assert self._fd is not None and self._temp_path is not None and self._target is not None
+        """Close the temporary file and atomically move it onto the destination (in the same
+        directory descriptor: a symlink at the destination is replaced, never followed)."""
+        assert self._fd is not None and self._temp_name is not None and self._name is not None
         os.close(self._fd)
         self._fd = None
         try:
-            os.replace(self._temp_path, self._target)
+            os.replace(self._temp_name, self._name, src_dir_fd=self._parent_fd, dst_dir_fd=self._parent_fd)
         except OSError as exc:
             self.discard()
-            raise UploadError(500, f"File upload failed: {exc}") from None
-        self._temp_path = None
+            raise _upload_error(exc) from None
+        self._temp_name = None
 
     def discard(self) -> None:
-        """Remove the temporary file after a failed or aborted upload."""
+        """Remove the temporary file after a failed or aborted upload; release the directory."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._temp_path is not None:
+        if self._temp_name is not None:
             try:
-                os.unlink(self._temp_path)
+                os.unlink(self._temp_name, dir_fd=self._parent_fd)
             except FileNotFoundError:
                 pass
-            self._temp_path = None
+            self._temp_name = None
+        if self._parent_fd is not None:
+            os.close(self._parent_fd)
+            self._parent_fd = None
 
     @property
     def opened(self) -> bool:
         return self._fd is not None
 
 
-async def receive_upload(request: Request, base_dir: str, limit: int) -> str:
+def _upload_error(exc: OSError) -> UploadError:
+    """The reply for a file system error: the reason only, never a server path."""
+    if exc.errno in (errno.ELOOP, errno.EXDEV):
+        # A symlink was swapped in after the path was checked.
+        return UploadError(403, "Access denied")
+    if exc.errno == errno.ENAMETOOLONG:
+        return UploadError(400, f"File upload failed: {describe_error(exc)}")
+    return UploadError(500, f"File upload failed: {describe_error(exc)}")
+
+
+async def receive_upload(request: Request, base_dir: str, base_fd: int, limit: int) -> str:
     """Stream the request's ``file`` part to its destination; return the filename as sent.
 
     Raises UploadError with the HTTP status and message to send back.
@@ -156,20 +190,31 @@ async def receive_upload(request: Request, base_dir: str, limit: int) -> str:
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise UploadError(422, "POST /upload needs a multipart/form-data body with a part named 'file'.")
+    body_limit = limit + MULTIPART_OVERHEAD_ALLOWANCE
     declared = _declared_length(request)
-    if declared is not None and declared > limit + MULTIPART_OVERHEAD_ALLOWANCE:
+    if declared is not None and declared > body_limit:
         # A client waiting for "100 Continue" has sent nothing yet: answer without reading.
         if request.headers.get("expect", "").lower() != "100-continue":
             await _drain(request.stream())
         raise UploadError(413, f"Upload of {declared} bytes exceeds the limit of {limit} bytes (SANDBOX_MAX_UPLOAD_BYTES).")
 
-    sink = _UploadSink(base_dir, limit)
+    sink = _UploadSink(base_dir, base_fd, limit)
     part = _PartState()
-    parser = MultipartParser(boundary, _callbacks(part, sink))
+    try:
+        parser = MultipartParser(boundary, _callbacks(part, sink))
+    except ValueError:
+        raise UploadError(400, "Malformed multipart body: unusable boundary.") from None
     body = request.stream()
+    received = 0
     try:
         async for chunk in body:
             if sink.error is not None:
+                break
+            received += len(chunk)
+            if received > body_limit:
+                # Chunked bodies have no Content-Length: count what arrives, whatever part it is in.
+                sink.fail(UploadError(413, f"Upload body exceeds the limit of {limit} bytes (SANDBOX_MAX_UPLOAD_BYTES) "
+                                           f"plus {MULTIPART_OVERHEAD_ALLOWANCE} bytes of multipart framing and other parts."))
                 break
             try:
                 parser.write(chunk)
@@ -179,7 +224,7 @@ async def receive_upload(request: Request, base_dir: str, limit: int) -> str:
                 try:
                     await anyio.to_thread.run_sync(sink.open_target)
                 except UploadError as refused:
-                    sink.error = refused  # answered after draining, like an oversized body
+                    sink.fail(refused)  # answered after draining, like an oversized body
                     continue
             if sink.pending_bytes >= _FLUSH_THRESHOLD or (sink.complete and sink.pending):
                 await anyio.to_thread.run_sync(sink.write_pending)
@@ -198,7 +243,7 @@ async def receive_upload(request: Request, base_dir: str, limit: int) -> str:
     except ClientDisconnect:
         raise UploadError(400, "Client disconnected before the upload was complete.") from None
     except OSError as exc:
-        raise UploadError(500, f"File upload failed: {exc}") from None
+        raise _upload_error(exc) from None
     finally:
         sink.discard()
 
@@ -210,31 +255,46 @@ def _callbacks(part: _PartState, sink: _UploadSink) -> dict[str, object]:
         part.header_field.clear()
         part.header_value.clear()
         part.headers.clear()
+        part.header_bytes = 0
         part.is_upload = False
 
+    def count_header(size: int) -> bool:
+        """Account for header bytes; False (and the upload failed) once there are too many."""
+        part.header_bytes += size
+        if part.header_bytes > MAX_PART_HEADER_BYTES:
+            part.header_field.clear()
+            part.header_value.clear()
+            sink.fail(UploadError(413, f"Multipart part headers exceed {MAX_PART_HEADER_BYTES} bytes."))
+        return sink.error is None
+
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        part.header_field += data[start:end]
+        if count_header(end - start):
+            part.header_field += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        part.header_value += data[start:end]
+        if count_header(end - start):
+            part.header_value += data[start:end]
 
     def on_header_end() -> None:
-        part.headers[part.header_field.decode("latin-1").strip().lower()] = bytes(part.header_value)
+        if sink.error is None:
+            part.headers[part.header_field.decode("latin-1").strip().lower()] = bytes(part.header_value)
         part.header_field.clear()
         part.header_value.clear()
 
     def on_headers_finished() -> None:
-        disposition, options = parse_options_header(part.headers.get("content-disposition", b""))
-        filename = options.get(b"filename")
+        if sink.error is not None:
+            return
+        disposition, options = _content_disposition(part.headers.get("content-disposition", b""))
+        filename = options.get("filename")
         if (
-            disposition == b"form-data"
-            and options.get(b"name") == FILE_FIELD.encode()
+            disposition == "form-data"
+            and options.get("name") == FILE_FIELD
             and filename is not None
             and sink.filename is None
         ):
             part.is_upload = True
             # Header bytes are latin-1 on the wire; clients put UTF-8 path bytes there.
-            sink.begin(filename.decode("utf-8", errors="surrogateescape"))
+            sink.begin(filename.encode("latin-1", errors="replace").decode("utf-8", errors="surrogateescape"))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if part.is_upload:
@@ -254,6 +314,26 @@ def _callbacks(part: _PartState, sink: _UploadSink) -> dict[str, object]:
         "on_part_data": on_part_data,
         "on_part_end": on_part_end,
     }
+
+
+def _content_disposition(value: bytes) -> tuple[str, dict[str, str]]:
+    """(disposition, parameters) of a part's Content-Disposition, RFC 2231 values included.
+
+    Not python-multipart's parse_options_header: that one shortens IE-style full client paths
+    (``C:\\fakepath\\x.txt`` becomes ``x.txt``), which would turn a name the path rules refuse
+    (backslash: 403) into a silent upload of a different file.
+    """
+    text = value.decode("latin-1")
+    if ";" not in text:
+        return text.strip().lower(), {}
+    message = Message()
+    message["content-disposition"] = text
+    params = message.get_params(header="content-disposition") or [("", "")]
+    options: dict[str, str] = {}
+    for key, parameter in params[1:]:
+        # RFC 2231 values come back as (charset, language, value).
+        options[key.lower()] = parameter[-1] if isinstance(parameter, tuple) else parameter
+    return params[0][0].strip().lower(), options
 
 
 def _declared_length(request: Request) -> int | None:
