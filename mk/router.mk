@@ -1,8 +1,8 @@
 # Sandbox router (owner: router): run it locally, test it, benchmark it against the runtime.
 .PHONY: router-run test-router bench-router
 
-router-run: venv ## run the router on :8080 (needs ROUTER_AUTH_TOKEN, or ALLOW_UNAUTHENTICATED_ROUTER=true for dev)
-	PYTHONPATH=images/router $(PY) -m sandbox_router
+router-run: venv ## run the router on :8080 outside a cluster (ROUTER_RESOLVER=dns; needs ROUTER_AUTH_TOKEN)
+	ROUTER_RESOLVER=$${ROUTER_RESOLVER:-dns} PYTHONPATH=images/router $(PY) -m sandbox_router
 
 test-router: venv ## router unit, component and SDK-through-router tests
 	$(PY) -m pytest tests/unit/test_router_*.py tests/component/test_router_*.py tests/component/test_sdk_*.py

@@ -146,7 +146,9 @@ def runtime(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
 
 @pytest.fixture(scope="module")
 def router(engine: Engine, images: dict[str, str]) -> Iterator[Container]:
-    container = Container(engine, images["router"], [8080], ["--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}"])
+    # outside a cluster: the legacy DNS resolution (watch mode needs the Kubernetes API)
+    container = Container(engine, images["router"], [8080], ["--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}",
+                                                               "--env", "ROUTER_RESOLVER=dns"])
     try:
         yield container
     finally:
@@ -165,6 +167,7 @@ def paired_router(engine: Engine, images: dict[str, str], runtime: Container) ->
         "--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}",
         "--env", f"ROUTER_PORT={PAIRED_ROUTER_PORT}",
         "--env", "ROUTER_ALLOW_LOOPBACK_POD_IP=true",
+        "--env", "ROUTER_RESOLVER=dns",
     ])
     container.url = runtime.urls[PAIRED_ROUTER_PORT]
     try:

@@ -70,22 +70,22 @@ class FakeTransport(asyncio.Transport):
 def app() -> Iterator[RouterApp]:
     loop = asyncio.new_event_loop()
     settings = load_settings({"ROUTER_AUTH_TOKEN": TOKEN, "ROUTER_ALLOW_LOOPBACK_POD_IP": "true",
-                              "ROUTER_MAX_REQUEST_BODY_BYTES": "1000"})
+                              "ROUTER_MAX_REQUEST_BODY_BYTES": "1000", "ROUTER_RESOLVER": "dns"})
     yield RouterApp(settings, loop)
     loop.close()
 
 
 def pooled_upstream(app: RouterApp, port: int = 9000) -> tuple[UpstreamConnection, FakeTransport]:
-    conn = UpstreamConnection(app.pool, ("127.0.0.1", port))
+    conn = UpstreamConnection(app.pool, ("127.0.0.1", port, ""))
     transport = FakeTransport()
     conn.connection_made(transport)
     app.pool.release(conn, app.now)
     return conn, transport
 
 
-def client(app: RouterApp) -> tuple[ClientConnection, FakeTransport]:
+def client(app: RouterApp, peer: tuple[str, int] = ("10.1.1.1", 40000)) -> tuple[ClientConnection, FakeTransport]:
     conn = ClientConnection(app)
-    transport = FakeTransport()
+    transport = FakeTransport(peer)
     conn.connection_made(transport)
     return conn, transport
 
@@ -110,7 +110,7 @@ def test_get_is_forwarded_with_rewritten_head_and_response_relayed(app: RouterAp
     reply = transport.take()
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok")
     assert b"Content-Length: 2" in reply and b"X-Other: 2" in reply and b"X-Hop" not in reply
-    assert app.pool.take_idle(("127.0.0.1", 9000), app.now) is upstream  # returned to the pool
+    assert app.pool.take_idle(("127.0.0.1", 9000, ""), app.now) is upstream  # returned to the pool
     assert not transport.closed
 
 
@@ -289,3 +289,156 @@ def test_unknown_method_and_metrics_endpoint(app: RouterApp) -> None:
     conn.data_received(f"GET /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
     reply = transport.take()
     assert reply.startswith(b"HTTP/1.1 200 ") and b'sandbox_router_requests_total{code="405"} 1.0' in reply
+
+
+# -- issue 11 item 2: response desync / pool poisoning ------------------------------------------
+def test_second_response_after_a_complete_one_poisons_the_connection(app: RouterApp) -> None:
+    """A sandbox that sends a second response head right after a complete response must not get
+    that head (or its body) delivered to the next request, pipelined or not."""
+    fresh, fresh_transport = pooled_upstream(app)
+    upstream, up_transport = pooled_upstream(app)  # most recently pooled: handed out first
+    conn, transport = client(app)
+    conn.data_received(request("/one") + request("/two"))
+    assert up_transport.take().startswith(b"GET /one ")
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                           b"HTTP/1.1 200 OK\r\nX-Evil: 1\r\nContent-Length: 100\r\n\r\nEVIL")
+    reply = transport.take()
+    assert reply.count(b"HTTP/1.1 ") == 1 and reply.endswith(b"\r\n\r\nok"), reply
+    assert b"EVIL" not in reply and b"X-Evil" not in reply
+    assert upstream.closed, "a connection with bytes after a complete response was kept"
+    assert not up_transport.take().startswith(b"GET /two "), "/two was sent on the poisoned connection"
+    assert fresh_transport.take().startswith(b"GET /two ")
+    fresh.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+    assert transport.take().endswith(b"\r\n\r\ntwo")
+
+
+def test_poisoned_connection_never_serves_the_next_client(app: RouterApp) -> None:
+    """The second head arrives in the same read as the end of the first response; its body
+    would arrive later. The next request must get a fresh connection and only its own answer."""
+    fresh, fresh_transport = pooled_upstream(app)
+    upstream, up_transport = pooled_upstream(app)  # most recently pooled: handed out first
+    conn, transport = client(app)
+    conn.data_received(request("/one"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                           b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert transport.take().endswith(b"\r\n\r\nok")
+    other, other_transport = client(app, ("10.1.1.2", 40001))
+    other.data_received(request("/two"))
+    if not upstream.closed:
+        upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhonest")
+    assert fresh_transport.take().startswith(b"GET /two ")
+    fresh.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean")
+    reply = other_transport.take()
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nclean"), reply
+    assert reply.count(b"HTTP/1.1") == 1
+
+
+def test_garbage_after_a_complete_response_closes_the_connection(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/one"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00\x01garbage")
+    assert transport.take().endswith(b"\r\n\r\nok") and not transport.closed
+    assert upstream.closed
+
+
+# -- issue 11 item 10: 1xx responses and WebSocket tunnels obey X-Sandbox-Timeout --------------
+def test_interim_responses_do_not_stretch_the_request_timeout(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    now = [app.now]
+    conn.clock = lambda: now[0]
+    conn.last_activity = now[0]
+    conn.data_received(request("/slow", extra="X-Sandbox-Timeout: 2\r\n"))
+    for step in range(1, 9):
+        now[0] = app.now + step * 0.5
+        if not upstream.closed:
+            upstream.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        conn.check_timers(now[0])
+    assert transport.take().startswith(b"HTTP/1.1 504 "), "1xx responses kept the request alive"
+
+
+def test_websocket_tunnel_obeys_x_sandbox_timeout(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/ws", extra="X-Sandbox-Timeout: 2\r\nConnection: Upgrade\r\n"
+                                            "Upgrade: websocket\r\nSec-WebSocket-Key: abc\r\n"
+                                            "Sec-WebSocket-Version: 13\r\n"))
+    upstream.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                           b"Connection: Upgrade\r\n\r\n")
+    assert conn.tunnel
+    conn.check_timers(conn.last_activity + 1)
+    assert not transport.closed
+    conn.check_timers(conn.last_activity + 2.5)
+    assert transport.closed, "an idle tunnel outlived its X-Sandbox-Timeout"
+
+
+def test_websocket_tunnel_without_timeout_header_keeps_the_websocket_idle_limit(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/ws", extra="Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                                            "Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n"))
+    upstream.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                           b"Connection: Upgrade\r\n\r\n")
+    conn.check_timers(conn.last_activity + app.settings.proxy_timeout_seconds + 10)
+    assert not transport.closed
+
+
+# -- issue 11 item 4: denial of service without a token -------------------------------------------
+def test_connection_that_sends_nothing_gets_the_header_timeout(app: RouterApp) -> None:
+    conn, transport = client(app)
+    conn.check_timers(conn.last_activity + app.settings.header_timeout_seconds - 1)
+    assert not transport.closed
+    conn.check_timers(conn.last_activity + app.settings.header_timeout_seconds + 0.5)
+    assert transport.closed, "a silent connection was held for the keep-alive timeout"
+
+
+def test_keep_alive_timeout_applies_after_an_authenticated_request(app: RouterApp) -> None:
+    upstream, _ = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/one"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    conn.check_timers(conn.last_activity + app.settings.header_timeout_seconds + 5)
+    assert not transport.closed
+    conn.check_timers(conn.last_activity + app.settings.keepalive_timeout_seconds + 1)
+    assert transport.closed
+
+
+def test_unauthenticated_healthz_keep_alive_gets_the_header_timeout(app: RouterApp) -> None:
+    conn, transport = client(app)
+    conn.data_received(b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n")
+    assert transport.take().startswith(b"HTTP/1.1 200 ") and not transport.closed
+    conn.check_timers(conn.last_activity + app.settings.header_timeout_seconds + 0.5)
+    assert transport.closed
+
+
+@pytest.mark.parametrize("framing", [b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                                     b"Content-Length: 2147483648\r\n\r\nxxxx"])
+def test_healthz_with_a_body_is_answered_and_closed(app: RouterApp, framing: bytes) -> None:
+    conn, transport = client(app)
+    conn.data_received(b"GET /healthz HTTP/1.1\r\nHost: r\r\n" + framing)
+    reply = transport.take()
+    assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in reply
+    assert transport.closed, "the router kept reading an unauthenticated body"
+
+
+def test_full_router_evicts_the_oldest_idle_connection_for_a_new_one() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        settings = load_settings({"ROUTER_AUTH_TOKEN": TOKEN, "ROUTER_MAX_CONNECTIONS": "4",
+                                  "ROUTER_MAX_CONNECTIONS_PER_CLIENT": "2", "ROUTER_RESOLVER": "dns"})
+        app = RouterApp(settings, loop)
+        held = []
+        for index in range(4):
+            conn, transport = client(app, (f"10.2.0.{index}", 40000))
+            conn.data_received(b"GET / HTTP/1.1\r\nHost: r\r\nX-Slow: ")  # half-sent request
+            conn.last_activity = float(index)  # held[0] has been silent longest
+            held.append((conn, transport))
+        probe, probe_transport = client(app, ("10.9.0.1", 40000))
+        assert not probe_transport.closed, probe_transport.take()
+        assert held[0][1].closed and not any(t.closed for _, t in held[1:])
+        probe.data_received(b"GET /healthz HTTP/1.1\r\nHost: r\r\n\r\n")
+        assert probe_transport.take().startswith(b"HTTP/1.1 200 ")
+        assert len(app.connections) == 4
+    finally:
+        loop.close()

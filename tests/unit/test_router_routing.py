@@ -17,6 +17,8 @@ from sandbox_router.settings import RouterSettings  # noqa: E402
 
 
 def resolver(**overrides: object) -> RouteResolver:
+    """A legacy (dns mode) resolver; watch mode is tested in test_router_sandboxes.py."""
+    overrides = {"resolver": "dns", "sandbox_ports": None, **overrides}
     settings = RouterSettings(auth_token="t" * 20, **overrides)  # type: ignore[arg-type]
     policy = AddressPolicy(settings.allowed_pod_cidrs, settings.allow_loopback_pod_ip,
                            own_addresses=("10.9.9.9",), self_endpoints=(("127.0.0.1", 8080),))
@@ -99,6 +101,20 @@ REFUSED = [
     ("240.0.0.1", "reserved"), ("fec0::1", "reserved"),
     ("fd00:ec2::254", "metadata"), ("100.100.100.200", "metadata"), ("168.63.129.16", "metadata"),
     ("10.9.9.9", "own address"),
+    # Issue 11 item 8: metadata and special-purpose ranges that used to be accepted.
+    ("fd20:ce::254", "metadata"),                      # GCP metadata over IPv6
+    ("2002:a9fe:a9fe::", "IPv4"), ("2002:a9fe:a9fe::1", "IPv4"),  # 6to4 of 169.254.169.254
+    ("2002:a00:1::1", "IPv4"),                         # any 6to4: reaches IPv4 through a relay
+    ("64:ff9b::a9fe:a9fe", "IPv4"),                    # NAT64 of 169.254.169.254
+    ("64:ff9b:1::a9fe:a9fe", "IPv4"),                  # local-use NAT64 prefix
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "IPv4"),  # Teredo
+    ("::a9fe:a9fe", "reserved"),                       # IPv4-compatible (deprecated) form
+    ("100.64.0.1", "shared address space"), ("100.127.255.254", "shared address space"),
+    ("192.0.0.1", "special-purpose"), ("192.0.0.170", "special-purpose"),
+    ("198.18.0.1", "benchmarking"), ("198.19.255.254", "benchmarking"),
+    ("0.255.255.255", "unspecified"), ("240.0.0.0", "reserved"), ("255.255.255.254", "reserved"),
+    ("192.0.2.1", "documentation"), ("198.51.100.7", "documentation"), ("203.0.113.9", "documentation"),
+    ("2001:db8::1", "documentation"), ("100::1", "discard"),
 ]
 
 
@@ -123,6 +139,18 @@ def test_pod_cidrs_restrict_every_address() -> None:
     assert "outside" in policy.refusal(ipaddress.ip_address("10.245.0.1"), 1)
     assert "outside" in policy.refusal(ipaddress.ip_address("8.8.8.8"), 1)
     assert "outside" in policy.refusal(ipaddress.ip_address("127.0.0.1"), 1)
+
+
+def test_shared_and_benchmark_ranges_are_allowed_only_inside_configured_pod_cidrs() -> None:
+    """Some clusters (e.g. EKS custom networking) put pods in 100.64.0.0/10: naming the range in
+    ROUTER_ALLOWED_POD_CIDRS is the explicit opt-in; metadata and link-local stay refused."""
+    policy = AddressPolicy([ipaddress.ip_network("100.64.0.0/16"), ipaddress.ip_network("198.18.0.0/24")])
+    assert policy.refusal(ipaddress.ip_address("100.64.3.4"), 8888) is None
+    assert policy.refusal(ipaddress.ip_address("198.18.0.9"), 8888) is None
+    assert "shared address space" in policy.refusal(ipaddress.ip_address("100.65.0.1"), 8888)
+    wide = AddressPolicy([ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")])
+    for address in ("169.254.169.254", "100.100.100.200", "fd20:ce::254", "2002:a9fe:a9fe::", "192.0.0.1"):
+        assert wide.refusal(ipaddress.ip_address(address), 8888) is not None, address
 
 
 def test_public_address_allowed_without_cidrs() -> None:

@@ -24,6 +24,9 @@ def main() -> int:
     if settings.allow_unauthenticated:
         log.warning("ALLOW_UNAUTHENTICATED_ROUTER=true: anyone who can reach this port can use every "
                     "sandbox. Development only.")
+    if settings.resolver == "dns":
+        log.warning("ROUTER_RESOLVER=dns: targets come from the caller's X-Sandbox-Pod-IP or Service names, "
+                    "limited only by the address policy. Local tests only; use watch in a cluster.")
     if settings.allow_loopback_pod_ip:
         log.warning("ROUTER_ALLOW_LOOPBACK_POD_IP=true: loopback pod IPs are accepted. Local tests only.")
     try:

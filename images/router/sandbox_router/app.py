@@ -1,4 +1,5 @@
-"""The router process: shared state (settings, pool, metrics, limits) and the serving loop."""
+"""The router process: shared state (settings, pool, metrics, limits, sandbox pod index) and the
+serving loop, including the Kubernetes watch that keeps the index current in watch mode."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import asyncio
 import gc
 import ipaddress
 import logging
+import random
 import signal
 
+from .kube import KubeClient, KubeConfig, PodWatcher
 from .metrics import RouterMetrics
 from .netinfo import local_addresses
 from .proxy import ClientConnection
 from .routing import AddressPolicy, RouteResolver
+from .sandboxes import SandboxIndex
 from .settings import RouterSettings
 from .upstream import UpstreamPool
 
@@ -19,6 +23,7 @@ log = logging.getLogger("sandbox_router")
 
 TICK_SECONDS = 0.25
 SHUTDOWN_GRACE_SECONDS = 10.0
+EVICTION_SAMPLE = 64
 
 
 class RouterApp:
@@ -32,20 +37,43 @@ class RouterApp:
         self.token = settings.auth_token.encode() if settings.auth_token is not None else None
         self.policy = AddressPolicy(settings.allowed_pod_cidrs, settings.allow_loopback_pod_ip,
                                     own_addresses=settings.own_addresses + local_addresses())
-        self.resolver = RouteResolver(settings, self.policy)
+        self.sandboxes: SandboxIndex | None = None
+        if settings.resolver == "watch":
+            self.sandboxes = SandboxIndex(settings.sandbox_namespaces, settings.route_unclaimed_pool_pods)
+        self.resolver = RouteResolver(settings, self.policy, self.sandboxes)
         self.pool = UpstreamPool(loop, self.policy, self.metrics, settings.upstream_max_idle_per_target,
                                  settings.upstream_idle_seconds)
         self.connections: set[ClientConnection] = set()
         self.per_client: dict[str, int] = {}
         self.server: asyncio.base_events.Server | None = None
 
+    @property
+    def ready(self) -> bool:
+        """True when the router can route (watch mode: every sandbox namespace listed once)."""
+        return self.sandboxes is None or self.sandboxes.ready
+
     def admit(self, conn: ClientConnection) -> str | None:
-        """Register a new client connection; return a refusal message when over a limit."""
-        if len(self.connections) >= self.settings.max_connections:
-            return "The router is at its connection limit; retry later."
+        """Register a new client connection; return a refusal message when over a limit.
+
+        At the global limit a connection without a request in flight (idle keep-alive, or a
+        request head still arriving), the longest idle of a random sample, is closed to make
+        room: otherwise anyone could fill the limit with half-sent requests, no token needed,
+        and starve the kubelet's /healthz probes and every real client. Connections with a
+        request in flight or a WebSocket tunnel are never evicted.
+        """
         count = self.per_client.get(conn.client_ip, 0)
         if count >= self.settings.max_connections_per_client:
             return "Too many connections from this client."
+        if len(self.connections) >= self.settings.max_connections:
+            # A random sample keeps this O(1) per accept even at thousands of connections (an
+            # approximate "longest idle"), so a flood of connects cannot make admission expensive.
+            connections = tuple(self.connections)
+            sample = random.sample(connections, min(len(connections), EVICTION_SAMPLE))
+            victim = min((c for c in sample if c.evictable()), key=lambda c: c.last_activity, default=None)
+            if victim is None:
+                return "The router is at its connection limit; retry later."
+            self.metrics.evictions.inc()
+            victim.evict()
         self.per_client[conn.client_ip] = count + 1
         self.connections.add(conn)
         self.metrics.client_connections.inc()
@@ -94,9 +122,11 @@ class RouterApp:
         sockets = list(self.server.sockets or [])
         self._set_self_endpoints(sockets)
         bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets)
-        log.info("sandbox-router listening on %s (auth %s, loopback pod IPs %s, pod CIDRs %s)", bound,
-                 "on" if self.token is not None else "OFF", "allowed" if settings.allow_loopback_pod_ip
-                 else "refused", ",".join(map(str, settings.allowed_pod_cidrs)) or "any")
+        log.info("sandbox-router listening on %s (auth %s, resolver %s, loopback pod IPs %s, pod CIDRs %s)", bound,
+                 "on" if self.token is not None else "OFF", self._resolver_summary(),
+                 "allowed" if settings.allow_loopback_pod_ip else "refused",
+                 ",".join(map(str, settings.allowed_pod_cidrs)) or "any")
+        watcher = self._start_watcher()
         # Everything allocated so far lives for the whole process: keep it out of the cyclic
         # GC's scans so collections (and their pauses) only look at per-connection objects.
         gc.collect()
@@ -116,6 +146,25 @@ class RouterApp:
                 conn.transport.abort()
             self.pool.close_all()
             ticker.cancel()
+            if watcher is not None:
+                watcher.stop()
+
+    def _resolver_summary(self) -> str:
+        settings = self.settings
+        ports = "any port" if settings.sandbox_ports is None else "ports " + ",".join(map(str, settings.sandbox_ports))
+        namespaces = ",".join(settings.sandbox_namespaces) or "any namespace"
+        return f"{settings.resolver} ({namespaces}; {ports})"
+
+    def _start_watcher(self) -> PodWatcher | None:
+        if self.sandboxes is None:
+            return None
+        settings = self.settings
+        client = KubeClient(KubeConfig.in_cluster(settings.kube_host, settings.kube_port, settings.serviceaccount_dir))
+        index, metrics = self.sandboxes, self.metrics
+        watcher = PodWatcher(client, index, on_change=lambda: metrics.sandbox_targets.set(len(index)),
+                             on_error=lambda kind: metrics.watch_errors.labels(kind=kind).inc())
+        watcher.start()
+        return watcher
 
 
 async def run(settings: RouterSettings) -> None:

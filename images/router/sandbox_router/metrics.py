@@ -82,6 +82,14 @@ class RouterMetrics:
                                          registry=self.registry)
         self.websockets = Gauge("sandbox_router_websocket_tunnels",
                                 "Open WebSocket tunnels.", registry=self.registry)
+        self.sandbox_targets = Gauge("sandbox_router_sandbox_targets",
+                                     "Sandbox pods the watch resolver can route to.", registry=self.registry)
+        self.watch_errors = Counter("sandbox_router_watch_errors_total",
+                                    "Failed or expired list/watch requests to the Kubernetes API, by kind.",
+                                    ["kind"], registry=self.registry)
+        self.evictions = Counter("sandbox_router_evicted_connections_total",
+                                 "Idle or still-unsent client connections closed to admit a new one at the "
+                                 "global connection limit.", registry=self.registry)
 
     def upstream_error(self, kind: str) -> None:
         """Count one upstream failure (connect_failed, connect_timeout, timeout, reset, ...)."""

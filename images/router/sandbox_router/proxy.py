@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .responses import HEALTH_BODY, build_response, error_response, reason_phrase
-from .routing import HEADER_ID, ROUTING_HEADERS, RouteTarget, RoutingError
+from .responses import HEALTH_BODY, NOT_READY_BODY, build_response, error_response, reason_phrase
+from .routing import HEADER_ID, ROUTING_HEADERS, RouteTarget, RoutingError, SandboxUnavailable
 from .upstream import ForbiddenTargetError, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
 _BEARER = b"bearer "
+_PROBES = frozenset({b"/healthz", b"/readyz"})
+_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 # Why client reading is paused (bit flags; reading resumes when none is left).
 PAUSE_UPSTREAM = 1   # upstream socket buffer is full
@@ -68,7 +70,7 @@ class RequestState:
     __slots__ = ("url", "headers", "header_bytes", "created", "headers_done", "method",
                  "keep_alive", "version", "upgrade", "websocket", "body_done", "pending",
                  "pending_bytes", "body_bytes", "chunked_in", "discard", "started", "target",
-                 "head", "head_sent", "retried", "response_started", "response_done", "status",
+                 "head", "head_parts", "head_sent", "retried", "response_started", "response_done", "status",
                  "out_mode", "close_delimited", "response_bytes")
 
     def __init__(self, now: float) -> None:
@@ -91,6 +93,7 @@ class RequestState:
         self.started = 0.0
         self.target: RouteTarget | None = None
         self.head = b""
+        self.head_parts: list[bytes] | None = None  # set while the target is still being looked up
         self.head_sent = False
         self.retried = False
         self.response_started = False
@@ -119,9 +122,15 @@ class ClientConnection(asyncio.Protocol):
         self.upgrading = False
         self.tunnel = False
         self.tunnel_started = 0.0
+        self.tunnel_idle_limit = app.settings.websocket_idle_timeout_seconds
+        # Set once a request passed authentication: only then does an idle connection get the
+        # keep-alive timeout; before, it gets the (shorter) header timeout.
+        self.trusted = False
         self.tunnel_backlog: list[bytes] = []
         self.clock = app.loop.time
         self.last_activity = self.clock()
+        self.max_header_bytes = app.settings.max_header_bytes  # read per header: keep it one lookup away
+        self.max_header_count = app.settings.max_header_count
         self.parse_error: tuple[int, str] | None = None
         self.client_eof = False
         # Write coalescing: bytes produced while one socket read is being parsed are sent with a
@@ -160,6 +169,21 @@ class ClientConnection(asyncio.Protocol):
             upstream.abort()
         if self.requests and not self.requests[0].response_done and self.requests[0].headers_done:
             self.app.metrics.reject("client_disconnected")
+
+    def evictable(self) -> bool:
+        """May be closed to admit another connection: nothing in flight (idle keep-alive, or
+        the head of the next request is still arriving)."""
+        if self.closing or self.tunnel or self.upgrading:
+            return False
+        return not self.requests or not self.requests[0].headers_done
+
+    def evict(self) -> None:
+        """Close this connection at once and stop counting it (the router is full)."""
+        self.closing = True
+        if self.admitted:
+            self.admitted = False
+            self.app.forget(self)
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         """Parse request bytes; in tunnel mode relay them verbatim."""
@@ -232,7 +256,7 @@ class ClientConnection(asyncio.Protocol):
             return
         state.url += url
         state.header_bytes += len(url)
-        if state.header_bytes > self.app.settings.max_header_bytes:
+        if state.header_bytes > self.max_header_bytes:
             self._header_limit()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -241,9 +265,9 @@ class ClientConnection(asyncio.Protocol):
         if state is None or self.closing:
             return
         state.header_bytes += len(name) + len(value) + 4
-        state.headers.append((name, value))
-        settings = self.app.settings
-        if state.header_bytes > settings.max_header_bytes or len(state.headers) > settings.max_header_count:
+        headers = state.headers
+        headers.append((name, value))
+        if state.header_bytes > self.max_header_bytes or len(headers) > self.max_header_count:
             self._header_limit()
 
     def on_headers_complete(self) -> None:
@@ -317,8 +341,8 @@ class ClientConnection(asyncio.Protocol):
         url = state.url
         path = url.split(b"?", 1)[0]
 
-        if path == b"/healthz" and state.method in (b"GET", b"HEAD"):
-            self._respond_local(state, 200, HEALTH_BODY, b"application/json")
+        if path in _PROBES and state.method in (b"GET", b"HEAD"):
+            self._probe(state, path)
             return
         if not url.startswith(b"/"):
             self._reject(state, 400, "Request target must be an origin-form path.", "routing")
@@ -378,14 +402,20 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(state, 401, "Invalid token.", "auth", ((b"WWW-Authenticate", b"Bearer"),))
                 return
         if metrics_request:
-            self._respond_local(state, 200, app.metrics.render(), app.metrics.content_type.encode())
+            self._respond_local(state, 200, app.metrics.render(), app.metrics.content_type.encode(),
+                                has_body=chunked or (content_length is not None and content_length.strip() != b"0"))
             return
+        self.trusted = True  # only requests that passed authentication (or with auth off) get here
 
         if duplicate is not None:
             self._reject(state, 400, f"Duplicate {_CANONICAL[duplicate]} header.", "routing")
             return
+        pending: SandboxUnavailable | None = None
         try:
-            target = app.resolver.resolve(routing)
+            target: RouteTarget | None = app.resolver.resolve(routing)
+        except SandboxUnavailable as exc:
+            # Not in the pod index (yet): finish validating, then wait a moment for it below.
+            target, pending = None, exc
         except RoutingError as exc:
             self._reject(state, exc.status, exc.detail, "routing")
             return
@@ -421,7 +451,8 @@ class ClientConnection(asyncio.Protocol):
         if extra:
             forwarded = [(n, v) for n, v in forwarded if n.lower() not in extra]
 
-        parts = [state.method, b" ", url, b" HTTP/1.1\r\nHost: ", target.authority, _CRLF]
+        # parts[4] is the target's authority, filled in once the target is known.
+        parts = [state.method, b" ", url, b" HTTP/1.1\r\nHost: ", b"", _CRLF]
         for name, value in forwarded:
             parts += (name, b": ", value, _CRLF)
         if chunked:
@@ -431,17 +462,45 @@ class ClientConnection(asyncio.Protocol):
         if state.websocket:
             parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
         parts.append(_CRLF)
+        expect_continue = expect == b"100-continue"
+        if target is not None:
+            self._dispatch(state, target, parts, expect_continue)
+            return
+        assert pending is not None
+        wait = min(settings.sandbox_wait_seconds, pending.request.timeout)
+        if wait <= 0:
+            self._reject(state, pending.status, pending.detail, "unknown_sandbox")
+            return
+        state.head_parts = parts
+        app.loop.create_task(self._await_sandbox(state, pending, wait, expect_continue))
+
+    def _dispatch(self, state: RequestState, target: RouteTarget, parts: list[bytes], expect_continue: bool) -> None:
+        """Send a validated request to its target: on a pooled connection, or a new one."""
+        app = self.app
+        parts[4] = target.authority
         state.head = b"".join(parts)
+        state.head_parts = None
         state.target = target
-
-        if expect == b"100-continue" and not state.body_done:
+        if expect_continue and not state.body_done:
             self.transport.write(_CONTINUE)
-
         upstream = app.pool.take_idle(target.pool_key, app.now)
         if upstream is not None:
             self._attach(state, upstream)
         else:
             app.loop.create_task(self._connect(state, target))
+
+    async def _await_sandbox(self, state: RequestState, pending: SandboxUnavailable, wait: float,
+                             expect_continue: bool) -> None:
+        """Wait briefly for a sandbox the pod index does not know yet (just adopted or created:
+        the claim can be Ready a moment before the pod's update reaches the watch)."""
+        try:
+            target = await self.app.resolver.wait_for(pending.request, wait)
+        except RoutingError as exc:
+            if self._still_waiting(state) and state.head_parts is not None:
+                self._reject(state, exc.status, exc.detail, "unknown_sandbox")
+            return
+        if self._still_waiting(state) and state.head_parts is not None:
+            self._dispatch(state, target, state.head_parts, expect_continue)
 
     async def _connect(self, state: RequestState, target: RouteTarget) -> None:
         """Open a new upstream connection for `state` (the only awaited step per request)."""
@@ -515,6 +574,9 @@ class ClientConnection(asyncio.Protocol):
     def upstream_head(self, upstream: UpstreamConnection, status: int, reason: bytes,
                       headers: list[tuple[bytes, bytes]]) -> None:
         """Write the response head, re-framed for the client."""
+        if upstream is not self.upstream or not self.requests or self.requests[0].response_started:
+            self._stray_upstream(upstream)
+            return
         state = self.requests[0]
         if status == 101 and not state.websocket:
             self._fail(state, 502, "The backend sandbox switched protocols unexpectedly.", "bad_response")
@@ -576,8 +638,13 @@ class ClientConnection(asyncio.Protocol):
             # comes: finish here and do not reuse the connection.
             self._complete(state, upstream, reusable=False)
 
-    def upstream_body(self, body: bytes) -> None:
+    def upstream_body(self, upstream: UpstreamConnection, body: bytes) -> None:
         """Relay one piece of response body."""
+        if upstream is not self.upstream or not self.requests or not self.requests[0].response_started:
+            # A body byte for a request whose response head this router did not produce: the
+            # client must never see it (response desync).
+            self._stray_upstream(upstream)
+            return
         state = self.requests[0]
         state.response_bytes += len(body)
         if state.response_bytes > self.app.settings.max_response_body_bytes:
@@ -600,6 +667,9 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_complete(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
         """The response is complete: close its framing, account it, recycle the connection."""
+        if upstream is not self.upstream or not self.requests or not self.requests[0].response_started:
+            self._stray_upstream(upstream)
+            return
         state = self.requests[0]
         if state.status == 101:
             return  # llhttp completes the 101 message right before the protocol switch
@@ -611,10 +681,18 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_upgraded(self, upstream: UpstreamConnection, rest: bytes) -> None:
         """The sandbox accepted the WebSocket upgrade: become a raw byte relay both ways."""
+        if upstream is not self.upstream or not self.requests:
+            self._stray_upstream(upstream)
+            return
         state = self.requests[0]
         if not state.websocket or state.status != 101 or self.closing:
             self._abort_exchange()
             return
+        requested = state.target.requested_timeout if state.target is not None else None
+        if requested is not None:
+            # X-Sandbox-Timeout is an inactivity timeout for tunnels too (never longer than the
+            # WebSocket idle limit).
+            self.tunnel_idle_limit = min(self.tunnel_idle_limit, requested)
         self.app.metrics.record(101, perf_counter() - state.started)
         self.app.metrics.websockets.inc()
         self.tunnel = True
@@ -629,8 +707,20 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_failed(self, upstream: UpstreamConnection, status: int, detail: str, kind: str) -> None:
         """The sandbox misbehaved (invalid HTTP)."""
+        if upstream is not self.upstream:
+            self._stray_upstream(upstream)
+            return
         if self.requests:
             self._fail(self.requests[0], status, detail, kind)
+
+    def _stray_upstream(self, upstream: UpstreamConnection) -> None:
+        """An upstream event that belongs to no response this connection is relaying: drop that
+        upstream connection (it is out of step) and, if it was ours, this exchange too."""
+        self.app.metrics.upstream_error("desync")
+        if upstream is self.upstream:
+            self._abort_exchange()
+        else:
+            upstream.abort()
 
     def upstream_lost(self, upstream: UpstreamConnection) -> None:
         """The upstream connection closed while serving the active request."""
@@ -713,16 +803,35 @@ class ClientConnection(asyncio.Protocol):
         if self.requests and self.requests[0].headers_done and not self.closing:
             self._start(self.requests[0])
 
-    def _respond_local(self, state: RequestState, status: int, body: bytes, content_type: bytes) -> None:
-        """Answer a request the router serves itself (health, metrics)."""
+    def _probe(self, state: RequestState, path: bytes) -> None:
+        """GET/HEAD /healthz (the process serves) and /readyz (it can route: in watch mode, the
+        sandbox pods of every namespace have been listed). No token: kubelet probes have none."""
+        has_body = any(name.lower() in _BODY_FRAMING and not (name.lower() == b"content-length"
+                                                              and value.strip() == b"0")
+                       for name, value in state.headers)
+        if path == b"/readyz" and not self.app.ready:
+            self._respond_local(state, 503, NOT_READY_BODY, b"application/json", has_body)
+        else:
+            self._respond_local(state, 200, HEALTH_BODY, b"application/json", has_body)
+
+    def _respond_local(self, state: RequestState, status: int, body: bytes, content_type: bytes,
+                       has_body: bool = False) -> None:
+        """Answer a request the router serves itself (health, metrics).
+
+        A request with a body is answered and the connection closed: the body is of no use, and
+        reading it (an endless chunked body, a 2 GiB Content-Length) would let anyone, token or
+        not, hold the connection and make the router read for as long as they like.
+        """
         head_only = state.method == b"HEAD"
-        self.transport.write(build_response(status, body, content_type, close=not state.keep_alive,
-                                            head_only=head_only))
+        close = not state.keep_alive or has_body
+        self.transport.write(build_response(status, body, content_type, close=close, head_only=head_only))
         self.app.metrics.record(status, perf_counter() - state.started)
         state.status = status
         state.discard = True
         state.response_started = state.response_done = True
-        if state.body_done:
+        if has_body:
+            self._close()
+        elif state.body_done:
             self._finish(state)
 
     def _reject(self, state: RequestState, status: int, detail: str, reason: str | None,
@@ -815,12 +924,14 @@ class ClientConnection(asyncio.Protocol):
         settings = self.app.settings
         idle = now - self.last_activity
         if self.tunnel:
-            if idle > settings.websocket_idle_timeout_seconds or \
-                    now - self.tunnel_started > settings.websocket_max_lifetime_seconds:
+            if idle > self.tunnel_idle_limit or now - self.tunnel_started > settings.websocket_max_lifetime_seconds:
                 self._close()
             return
         if not self.requests:
-            if idle > settings.keepalive_timeout_seconds:
+            # Keep-alive idling is for clients that authenticated; a connection that has sent
+            # nothing (or only probes) gets no longer than a slow request head would.
+            limit = settings.keepalive_timeout_seconds if self.trusted else settings.header_timeout_seconds
+            if idle > limit:
                 self._close()
             return
         state = self.requests[0]
@@ -829,6 +940,8 @@ class ClientConnection(asyncio.Protocol):
                 self.app.metrics.reject("header_timeout")
                 self._refuse_connection(408, "Timed out reading the request headers.")
             return
+        if state.head_parts is not None:
+            return  # waiting for the sandbox to appear in the pod index (bounded by that wait)
         if state.response_done or state.target is None:
             if idle > settings.header_timeout_seconds:
                 self._close()

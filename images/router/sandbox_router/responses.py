@@ -38,3 +38,4 @@ def error_response(status: int, detail: str, *, close: bool = True,
 
 
 HEALTH_BODY = json_body({"status": "ok"})
+NOT_READY_BODY = json_body({"status": "syncing", "detail": "The sandbox pod index is not loaded yet."})

@@ -9,10 +9,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+RESOLVERS = ("watch", "dns")
+SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+DEFAULT_SANDBOX_PORTS = (8888,)
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -50,6 +55,14 @@ class RouterSettings:
     websocket_max_lifetime_seconds: float = 86400.0
     metrics_require_auth: bool = True
     log_level: str = "INFO"
+    resolver: str = "watch"
+    sandbox_namespaces: tuple[str, ...] = ()
+    sandbox_ports: tuple[int, ...] | None = DEFAULT_SANDBOX_PORTS  # None: any port (dns mode only)
+    sandbox_wait_seconds: float = 3.0
+    route_unclaimed_pool_pods: bool = False
+    kube_host: str = ""
+    kube_port: int = 443
+    serviceaccount_dir: str = SERVICEACCOUNT_DIR
 
     @property
     def auth_enabled(self) -> bool:
@@ -130,6 +143,68 @@ def _addresses(env: Mapping[str, str], key: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _namespaces(env: Mapping[str, str], key: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for item in env.get(key, "").replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not _DNS1123_LABEL.fullmatch(item):
+            raise SettingsError(f"{key} contains {item!r}, which is not a namespace name; "
+                                f"use a comma-separated list like agent-sandbox-demo,team-a")
+        if item not in found:
+            found.append(item)
+    return tuple(found)
+
+
+def _ports(env: Mapping[str, str], key: str) -> tuple[int, ...] | None:
+    raw = env.get(key)
+    if raw is None or not raw.strip():
+        return None
+    found: list[int] = []
+    for item in raw.replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 1 <= int(item) <= 65535 or item.startswith("0"):
+            raise SettingsError(f"{key} contains {item!r}, which is not a port; "
+                                f"use a comma-separated list of ports 1-65535 like 8888")
+        if int(item) not in found:
+            found.append(int(item))
+    if not found:
+        raise SettingsError(f"{key}={raw!r} names no port; use e.g. 8888")
+    return tuple(found)
+
+
+def _watch_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """What watch mode needs: sandbox namespaces and the in-cluster API (checked up front so a
+    misconfigured router exits with a clear message instead of refusing every request)."""
+    namespaces = _namespaces(env, "ROUTER_SANDBOX_NAMESPACES")
+    if not namespaces:
+        raise SettingsError("ROUTER_SANDBOX_NAMESPACES is not set: in ROUTER_RESOLVER=watch mode (the default) the "
+                            "router proxies only to sandbox pods of the namespaces named there; set it to e.g. "
+                            "agent-sandbox-demo (or ROUTER_RESOLVER=dns for local tests only)")
+    host = env.get("KUBERNETES_SERVICE_HOST", "").strip()
+    raw_port = env.get("KUBERNETES_SERVICE_PORT", "").strip()
+    if not host or not raw_port:
+        raise SettingsError("KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set: ROUTER_RESOLVER=watch reads "
+                            "sandbox pods from the Kubernetes API and must run in a pod (or set ROUTER_RESOLVER=dns "
+                            "for local tests only)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not all(_DNS1123_LABEL.fullmatch(part) for part in host.lower().split(".")):
+            raise SettingsError(f"KUBERNETES_SERVICE_HOST={host!r} is neither an IP address nor a host name") from None
+    port = _int(env, "KUBERNETES_SERVICE_PORT", 443, 1, 65535)
+    sa_dir = env.get("ROUTER_SERVICEACCOUNT_DIR", "").strip() or SERVICEACCOUNT_DIR
+    for name in ("token", "ca.crt"):
+        if not os.path.isfile(os.path.join(sa_dir, name)):
+            raise SettingsError(f"{os.path.join(sa_dir, name)} does not exist: ROUTER_RESOLVER=watch authenticates "
+                                f"to the Kubernetes API with the pod's service-account token; mount it "
+                                f"(automountServiceAccountToken: true) or set ROUTER_SERVICEACCOUNT_DIR")
+    return {"sandbox_namespaces": namespaces, "kube_host": host, "kube_port": port, "serviceaccount_dir": sa_dir}
+
+
 def _token(env: Mapping[str, str]) -> str | None:
     token = env.get("ROUTER_AUTH_TOKEN")
     token_file = env.get("ROUTER_AUTH_TOKEN_FILE", "").strip()
@@ -173,7 +248,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> RouterSettings:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"ROUTER_LOG_LEVEL={level!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
     proxy_timeout = _seconds(env, "PROXY_TIMEOUT_SECONDS", 180.0)
-    return RouterSettings(
+    common = dict(
         host=_text(env, "ROUTER_HOST", "0.0.0.0"),
         port=_int(env, "ROUTER_PORT", 8080, 0, 65535),
         auth_token=token,
@@ -198,4 +273,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> RouterSettings:
         websocket_max_lifetime_seconds=_seconds(env, "WEBSOCKET_MAX_LIFETIME_SECONDS", 86400.0, 30 * 86400),
         metrics_require_auth=_flag(env, "ROUTER_METRICS_REQUIRE_AUTH", True),
         log_level=level,
+    )
+    # Resolution last: a bad value above is reported first, even when watch mode is incomplete.
+    resolver = _text(env, "ROUTER_RESOLVER", "watch").lower() or "watch"
+    if resolver not in RESOLVERS:
+        raise SettingsError(f"ROUTER_RESOLVER={env.get('ROUTER_RESOLVER')!r} is not a resolver; use watch "
+                            f"(sandbox pods from the Kubernetes API, the default) or dns (local tests only)")
+    ports = _ports(env, "ROUTER_SANDBOX_PORTS")
+    if resolver == "watch":
+        resolution: dict[str, object] = _watch_settings(env)
+        ports = ports or DEFAULT_SANDBOX_PORTS
+    else:
+        resolution = {"sandbox_namespaces": _namespaces(env, "ROUTER_SANDBOX_NAMESPACES")}
+    raw_wait = env.get("ROUTER_SANDBOX_WAIT_SECONDS", "").strip()
+    wait = 0.0 if raw_wait in ("0", "0.0") else _seconds(env, "ROUTER_SANDBOX_WAIT_SECONDS", 3.0, maximum=60.0)
+    return RouterSettings(
+        resolver=resolver,
+        sandbox_ports=ports,
+        sandbox_wait_seconds=wait,
+        route_unclaimed_pool_pods=_flag(env, "ROUTER_ROUTE_UNCLAIMED_POOL_PODS", False),
+        **resolution,  # type: ignore[arg-type]
+        **common,  # type: ignore[arg-type]
     )

@@ -20,7 +20,7 @@ from .routing import AddressPolicy, RouteTarget
 if TYPE_CHECKING:
     from .proxy import ClientConnection
 
-PoolKey = tuple[str, int]
+PoolKey = tuple[str, int, str]  # (address or DNS name, port, pod UID or "")
 MAX_RESPONSE_HEADER_BYTES = 256 * 1024
 
 
@@ -29,11 +29,17 @@ class ForbiddenTargetError(OSError):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection to a sandbox, owned by at most one client request."""
+    """One keep-alive HTTP/1.1 connection to a sandbox, owned by at most one client request.
+
+    A connection is reused only when its response ended exactly at a message boundary with
+    nothing after it: a sandbox that sends a second response head (or any byte) after a
+    complete response, or a response nobody asked for, would otherwise leave the connection
+    mid-message and the next request on it would get bytes without a head of its own.
+    """
 
     __slots__ = ("pool", "key", "transport", "parser", "owner", "idle_since", "closed",
-                 "reused", "received", "reading_paused", "tunnel", "_headers", "_reason",
-                 "_informational", "_header_bytes")
+                 "reused", "received", "reading_paused", "tunnel", "poisoned", "in_message",
+                 "_headers", "_reason", "_informational", "_header_bytes", "_done", "_progress")
 
     def __init__(self, pool: UpstreamPool, key: PoolKey) -> None:
         self.pool = pool
@@ -47,10 +53,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False        # got bytes for the current request
         self.reading_paused = False  # paused because the client is slow to read
         self.tunnel = False          # switched to a raw WebSocket byte relay
+        self.poisoned = False        # out of step with the requests: never reuse
+        self.in_message = False      # the parser is inside a response
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._informational = False
         self._header_bytes = 0
+        self._done: bool | None = None  # keep-alive flag of a final response completed in this read
+        self._progress = False          # this read carried part of a final response
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,27 +70,52 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.metrics.upstream_connects.inc()
 
     def data_received(self, data: bytes) -> None:
-        """Feed response bytes to the parser (or relay them verbatim in tunnel mode)."""
+        """Feed response bytes to the parser (or relay them verbatim in tunnel mode).
+
+        The owner learns that its response is complete only after the whole read was parsed,
+        so it knows whether anything followed the response before it recycles the connection.
+        """
         owner = self.owner
-        if owner is None:
-            # Bytes on an idle pooled connection mean the server is not speaking HTTP/1.1
-            # keep-alive as we expect; never hand such a connection out again.
-            self.close()
+        if owner is None or self.poisoned:
+            # Bytes nobody asked for (an idle pooled connection, or after a response that ended
+            # out of step): never hand such a connection out again.
+            self.abort()
             return
-        owner.last_activity = owner.clock()
         if self.tunnel:
+            owner.last_activity = owner.clock()
             owner.transport.write(data)
             return
         self.received = True
+        # Invariant between reads: _done is None and _progress is False (reset where consumed).
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
+            self._done, self._progress = None, False
+            owner.last_activity = owner.clock()
             owner.upstream_upgraded(self, data[upgrade.args[0]:])
+            return
         except httptools.HttpParserError:
+            if self._done is None:
+                self._progress = False
+                if self.owner is owner:
+                    owner.upstream_failed(self, 502, "The backend sandbox sent an invalid HTTP response.",
+                                          "bad_response")
+                return
+            self.poisoned = True  # garbage right after a complete response
+        if self._progress:
+            # Only a final response counts as activity for X-Sandbox-Timeout: interim (1xx)
+            # responses, however many, do not extend the wait for it.
+            self._progress = False
+            owner.last_activity = owner.clock()
+        done = self._done
+        if done is not None:
+            self._done = None
             if self.owner is owner:
-                owner.upstream_failed(self, 502, "The backend sandbox sent an invalid HTTP response.",
-                                      "bad_response")
-        if owner.head_out is not None:
+                owner.upstream_complete(self, done and not self.poisoned and not self.in_message)
+            else:
+                self.abort()
+            return
+        if owner.head_out is not None and self.owner is owner:
             owner.flush_head()  # a head whose body has not arrived yet must not wait for it
 
     def eof_received(self) -> bool:
@@ -109,7 +144,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
-        """Reset per-response state."""
+        """Reset per-response state; a response after a completed one poisons the connection."""
+        if self._done is not None or self.owner is None:
+            self.poisoned = True
+        self.in_message = True
         self._headers = []
         self._reason = b""
         self._header_bytes = 0
@@ -120,6 +158,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect one response header; a sandbox sending endless headers is cut off."""
+        if self.poisoned:
+            return
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_RESPONSE_HEADER_BYTES:
             owner = self.owner
@@ -131,28 +171,36 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         """Hand the response head to the owner; 1xx interim responses are swallowed."""
+        if self.poisoned:
+            return
         status = self.parser.get_status_code()
         if status < 200 and status != 101:
             self._informational = True
             return
+        self._progress = True
         owner = self.owner
         if owner is not None:
             owner.upstream_head(self, status, self._reason, self._headers)
 
     def on_body(self, body: bytes) -> None:
         """Stream one body piece to the owner."""
+        if self.poisoned:
+            return
+        self._progress = True
         owner = self.owner
         if owner is not None:
-            owner.upstream_body(body)
+            owner.upstream_body(self, body)
 
     def on_message_complete(self) -> None:
-        """The response is complete: the owner finishes the request and releases us."""
+        """The response is complete; the owner is told once the whole read was parsed."""
+        self.in_message = False
         if self._informational:
             self._informational = False
             return
-        owner = self.owner
-        if owner is not None:
-            owner.upstream_complete(self, self.parser.should_keep_alive())
+        if self.poisoned:
+            return
+        if self.owner is not None:
+            self._done = self.parser.should_keep_alive()
 
     # -- helpers --------------------------------------------------------------------------
     def close(self) -> None:
@@ -187,7 +235,8 @@ class UpstreamPool:
         stack = self.idle.get(key)
         while stack:
             conn = stack.pop()
-            if conn.closed:
+            if conn.closed or conn.poisoned or conn.in_message:
+                conn.abort()
                 continue
             if now - conn.idle_since > self.idle_seconds:
                 conn.close()
@@ -199,6 +248,9 @@ class UpstreamPool:
         """Put a connection whose response completed cleanly back into the pool."""
         conn.owner = None
         if conn.closed:
+            return
+        if conn.poisoned or conn.in_message or conn.tunnel:
+            conn.abort()
             return
         stack = self.idle.get(conn.key)
         if stack is None:
