@@ -1,85 +1,91 @@
-"""Agent Sandbox on Kubernetes: reads the stack config once and wires the components."""
+"""Agent Sandbox on Kubernetes: this project's Pulumi program, one consumer of the
+``agent_sandbox_pulumi`` package. It reads the stack config once (validated), builds or adopts
+the images, and hands every knob to ``AgentSandbox`` by name."""
 
 from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.controller import AgentSandboxController, ControllerArgs
-from components.images import ImagesArgs, SandboxImages
-from components.router import RouterArgs, SandboxRouter
-from components.sandbox_pool import SandboxPool, SandboxPoolArgs
-from components.secure_runtime import SecureRuntime, SecureRuntimeArgs
-from sandbox_iac import manifests
-from sandbox_iac.pulumi_config import read_stack_config
+from agent_sandbox_pulumi.components.agent_sandbox import AgentSandbox
+from agent_sandbox_pulumi.components.images import SandboxImages
+from agent_sandbox_pulumi.sandbox_iac import manifests
+from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
+from agent_sandbox_pulumi.sandbox_iac.pulumi_config import read_router_token, read_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
 config = read_stack_config()
-release_objects = manifests.parse_manifest(manifests.read_manifest_text(config.controller_manifest, PROJECT_DIR))
+# Config paths are relative to the project; read (and verify) the manifest before anything is
+# declared, so a bad source stops the run before an image build starts.
+controller_manifest = manifests.resolve_source(config.controller_manifest, PROJECT_DIR)
+manifests.load_release(controller_manifest)
 
 cluster = k8s.Provider("cluster", context=config.kube_context, kubeconfig=config.kubeconfig)
-in_cluster = pulumi.ResourceOptions(provider=cluster)
 
-images = SandboxImages("images", ImagesArgs(
-    images_dir=PROJECT_DIR / "images",
-    build_mode=config.image_build,
-    load_strategy=config.image_load_strategy,
-    cluster_name=config.cluster_name,
-    base_image=config.base_image,
-    runtime_variant=config.image_variant,
-    registry=config.image_registry,
-    containerd_address=config.containerd_address,
-    prebuilt_refs={"runtime": config.sandbox_image or "", "router": config.router_image or ""},
-))
+# Unset optional inputs are passed as None, which the components read as "not given".
+images = SandboxImages("images", {
+    "build_mode": config.image_build,
+    "load_strategy": config.image_load_strategy,
+    "images_dir": str(PROJECT_DIR / "images"),
+    "cluster_name": config.cluster_name,
+    "base_image": config.base_image,
+    "runtime_variant": config.image_variant,
+    "registry": config.image_registry,
+    "containerd_address": config.containerd_address,
+    "prebuilt_runtime": config.sandbox_image,
+    "prebuilt_router": config.router_image,
+})
 
-secure_runtime = SecureRuntime("secure-runtime", SecureRuntimeArgs(
-    runtime=config.runtime,
-    handler=config.runtime_handler,
-    cluster_flavour=config.cluster_flavour,
-    cluster_name=config.cluster_name,
-    manage_runtime_class=config.manage_runtime_class,
-    kata_chart_version=config.kata_chart_version,
-    kata_chart_repo=config.kata_chart_repo,
-), opts=in_cluster)
+sandbox = AgentSandbox("agent-sandbox", {
+    # The image refs carry the loads onto the nodes: pods that use them wait for them.
+    "runtime_image": images.runtime_image,
+    "router_image": images.router_image,
+    "image_pull_policy": config.image_pull_policy,
+    "runtime": config.runtime,
+    "allow_insecure_runc": config.runtime == "runc",
+    "manage_runtime_class": config.manage_runtime_class,
+    "kata_node_name": config.cluster_name,
+    "kata_chart_version": config.kata_chart_version,
+    "kata_chart_repo": config.kata_chart_repo,
+    "controller_manifest": controller_manifest,
+    "controller_image": config.controller_image,
+    "sandbox_namespace": config.sandbox_namespace,
+    "template_name": config.template_name,
+    "sandbox_port": config.sandbox_port,
+    "sandbox_resources": config.sandbox_resources.as_dict(),
+    "warm_pool_name": config.warm_pool_name,
+    "warm_pool_replicas": config.warm_pool_replicas,
+    "router_replicas": config.router_replicas,
+    "router_resources": config.router_resources.as_dict(),
+    "router_auth_token": read_router_token(),  # a secret Output, or None: generated once and kept
+    "router_allowed_pod_cidrs": list(config.router_allowed_pod_cidrs),
+    "router_sandbox_namespaces": list(config.router_sandbox_namespaces),
+    "api_server_endpoints": [endpoint.as_input() for endpoint in config.api_server_endpoints],
+    "sandbox_egress": config.sandbox_egress,
+    "sandbox_egress_allow": [{"cidr": rule.cidr, "protocol": rule.ports[0].protocol,
+                              "ports": [p.as_text() for p in rule.ports]} for rule in config.sandbox_egress_allow],
+    "cluster_pod_cidrs": list(config.cluster_pod_cidrs),
+    "cluster_service_cidrs": list(config.cluster_service_cidrs),
+    "cluster_node_cidrs": list(config.cluster_node_cidrs),
+    "cluster_dns_addresses": list(config.cluster_dns_addresses),
+}, opts=pulumi.ResourceOptions(provider=cluster))
 
-controller = AgentSandboxController("controller", ControllerArgs(
-    manifest_objects=release_objects,
-    controller_image=config.controller_image,
-), opts=in_cluster)
+is_kind_gvisor = config.cluster_flavour == "kind" and config.runtime == "gvisor"
 
-pool = SandboxPool("sandboxes", SandboxPoolArgs(
-    config=config,
-    runtime_image=images.runtime_image,
-    runtime_class_name=secure_runtime.runtime_class_name,
-), opts=pulumi.ResourceOptions(provider=cluster, depends_on=[controller, secure_runtime, *images.load_resources]))
-
-router = SandboxRouter("router", RouterArgs(
-    image=images.router_image,
-    image_pull_policy=config.image_pull_policy,
-    replicas=config.router_replicas,
-    resources=config.router_resources,
-    auth_token=config.router_auth_token,
-    sandbox_namespaces=config.router_sandbox_namespaces,
-    sandbox_port=config.sandbox_port,
-    allowed_pod_cidrs=config.router_allowed_pod_cidrs,
-    namespace_dependencies=[pool.namespace_resource],
-    api_server_endpoints=config.api_server_endpoints,
-    dns_addresses=config.cluster_dns_addresses,
-    node_cidrs=config.cluster_node_cidrs,
-), opts=pulumi.ResourceOptions(provider=cluster, depends_on=[controller, *images.load_resources]))
-
-pulumi.export("namespace", pool.namespace)
-pulumi.export("template", pool.template_name)
-pulumi.export("warmPool", pool.warm_pool_name)
-pulumi.export("warmPoolReplicas", config.warm_pool_replicas)
-pulumi.export("routerService", router.service_name)
-pulumi.export("routerNamespace", router.namespace)
-pulumi.export("routerPort", router.port)
-pulumi.export("routerAuthToken", router.auth_token)
+pulumi.export("namespace", sandbox.namespace)
+pulumi.export("template", sandbox.template_name)
+pulumi.export("warmPool", sandbox.warm_pool_name)
+pulumi.export("warmPoolReplicas", sandbox.warm_pool_replicas)
+pulumi.export("sandboxPort", sandbox.sandbox_port)
+pulumi.export("routerService", sandbox.router_service_name)
+pulumi.export("routerNamespace", sandbox.router_namespace)
+pulumi.export("routerPort", sandbox.router_port)
+pulumi.export("routerAuthToken", sandbox.router_auth_token)
 pulumi.export("runtimeImage", images.runtime_image)
 pulumi.export("routerImage", images.router_image)
-pulumi.export("runtimeClass", secure_runtime.runtime_class_name)
-pulumi.export("kindClusterConfig", secure_runtime.kind_cluster_config)
+pulumi.export("runtimeClass", sandbox.runtime_class_name)
+# What `make up` gives `kind create cluster --config` (gVisor's runsc handler on every node).
+pulumi.export("kindClusterConfig", kind_cluster_config(config.cluster_name) if is_kind_gvisor else "")
 pulumi.export("kubeContext", config.kube_context or "")
 pulumi.export("clusterFlavour", config.cluster_flavour)

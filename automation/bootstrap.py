@@ -22,8 +22,8 @@ from typing import Callable, Optional
 from automation import cluster as clusters
 from automation import node_image, preflight, tools
 from automation.project import PROJECT_DIR, ProjectPaths, cache_dir, pulumi_env
-from sandbox_iac import versions
-from sandbox_iac.config import StackConfig
+from agent_sandbox_pulumi.sandbox_iac import versions
+from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 
 Log = Callable[[str], None]
 # The node image kind v0.30.0 defaults to (Kubernetes v1.34.0), used when it can be pulled.
@@ -138,7 +138,8 @@ class Setup:
         self.result.cluster_created = clusters.create_kind_cluster(
             c, self.paths, image=image, runsc=self.tool_paths.get("runsc"),
             shim=self.tool_paths.get("containerd-shim-runsc-v1"), workers=self.workers,
-            restrict_oom_score_adj=preflight.root_lacks_capabilities(), log=self.log)
+            restrict_oom_score_adj=preflight.root_lacks_capabilities(),
+            cgroupfs_driver=preflight.host_cgroup_v1(), log=self.log)
 
     def ensure_node_image(self) -> str:
         if not self.offline:

@@ -39,8 +39,8 @@ from automation.bootstrap import SetupError
 from automation.node_image import NodeImageError
 from automation.preflight import PreflightError
 from automation.tools import ToolError
-from sandbox_iac.config import ConfigError, StackConfig
-from sandbox_iac.manifests import ManifestError, check_manifest_source
+from agent_sandbox_pulumi.sandbox_iac.config import ConfigError, StackConfig
+from agent_sandbox_pulumi.sandbox_iac.manifests import ManifestError, check_manifest_source
 
 # Set-up failures that say what to fix in one line (no traceback).
 SetupFailure = (SetupError, NodeImageError, PreflightError, ToolError)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from automation.project import ProjectPaths, find_tool
-from sandbox_iac import constants
-from sandbox_iac.config import StackConfig
-from sandbox_iac.kind_config import kind_cluster_config
+from agent_sandbox_pulumi.sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
+from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
 
 Runner = Callable[..., subprocess.CompletedProcess]
 # minikube's default CNI does not enforce NetworkPolicy, so the sandboxes' and the router's
@@ -110,7 +110,8 @@ def kind_node_has_runsc(cluster_name: str, run: Runner = subprocess.run) -> bool
 
 def create_kind_cluster(config: StackConfig, paths: ProjectPaths, *, image: str, runsc: Optional[str],
                         shim: Optional[str], workers: int = 0, restrict_oom_score_adj: bool = False,
-                        run: Runner = subprocess.run, log: Callable[[str], None] = print) -> bool:
+                        cgroupfs_driver: bool = False, run: Runner = subprocess.run,
+                        log: Callable[[str], None] = print) -> bool:
     """``kind create cluster`` with the gVisor config, ``image`` and ``workers`` worker nodes; records it."""
     paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
     kind_file = paths.driver_state_dir / f"{config.stack}-kind-config.yaml"
@@ -118,7 +119,7 @@ def create_kind_cluster(config: StackConfig, paths: ProjectPaths, *, image: str,
         config.cluster_name,
         runsc_host_path=str(Path(runsc).resolve()) if runsc else constants.RUNSC_NODE_PATH,
         shim_host_path=str(Path(shim).resolve()) if shim else constants.RUNSC_SHIM_NODE_PATH,
-        workers=workers, restrict_oom_score_adj=restrict_oom_score_adj))
+        workers=workers, restrict_oom_score_adj=restrict_oom_score_adj, cgroupfs_driver=cgroupfs_driver))
     command = create_command(config, kind_file) + ["--image", image]
     log(f"cluster: creating with `{' '.join(command)}`")
     started = time.monotonic()

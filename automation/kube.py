@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sandbox_iac import constants, versions
-from sandbox_iac.config import StackConfig
+from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 
 POOL_PLURAL = "sandboxwarmpools"
 POOL_GROUP, POOL_VERSION = versions.EXTENSIONS_API_VERSION.split("/")

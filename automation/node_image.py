@@ -38,9 +38,12 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FILES_DIR = REPO_ROOT / "images" / "kind-node"
 # Bumped when the recipe below changes what ends up in the image.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
+# Bumped when the debootstrap roots change (their own cache key: packages and this).
+ROOTFS_VERSION = "2"
 IMAGE_REPOSITORY = "agent-sandbox/kind-node"
 BUILD_LABEL = "io.agent-sandbox.build=kind-node"
+BUILD_NAME_PREFIX = "agent-sandbox-kind-node-build-"
 SUITE = "bookworm"
 # What kind's base image installs (images/base/Dockerfile), less the storage clients (nfs-common,
 # open-iscsi) and fuse-overlayfs, which only network storage and rootless nodes use.
@@ -299,7 +302,7 @@ class NodeImageBuilder:
         log_file.write_text("")
         steps = Steps(self.log, log_file)
         self.log(f"node-image: building {tag} (log: {log_file})")
-        build_name = f"agent-sandbox-kind-node-build-{key}"
+        build_name = f"{BUILD_NAME_PREFIX}{key}"
         stage_tag = f"{IMAGE_REPOSITORY}-stage:{key}"
         self._remove_leftovers(steps, build_name)
         node_rootfs = self._rootfs(steps, "node", NODE_PACKAGES)
@@ -322,15 +325,17 @@ class NodeImageBuilder:
         self.log(f"node-image: built {tag} in {steps.elapsed()}")
 
     def _remove_leftovers(self, steps: Steps, build_name: str) -> None:
-        result = subprocess.run([self.docker, "ps", "-aq", "--filter", f"label={BUILD_LABEL}"],
-                                capture_output=True, text=True)
+        # Both the label and the name: nothing but a build container of ours matches (the final image
+        # clears the label, so kind nodes made from it never carry it).
+        result = subprocess.run([self.docker, "ps", "-aq", "--filter", f"label={BUILD_LABEL}",
+                                 "--filter", f"name={BUILD_NAME_PREFIX}"], capture_output=True, text=True)
         for container in result.stdout.split():
             steps.run(f"removing a half-finished build container {container}", [self.docker, "rm", "-f", container],
                       check=False)
 
     def _rootfs(self, steps: Steps, name: str, packages: Sequence[str]) -> Path:
         """A debootstrap root filesystem tarball, cached by suite and package list."""
-        key = hashlib.sha256(f"{SUITE} {' '.join(packages)} {RECIPE_VERSION}".encode()).hexdigest()[:12]
+        key = hashlib.sha256(f"{SUITE} {' '.join(packages)} {ROOTFS_VERSION}".encode()).hexdigest()[:12]
         tarball = self.work_dir / f"rootfs-{name}-{SUITE}-{key}.tar"
         if tarball.is_file():
             self.log(f"node-image: {name} root filesystem cached ({tarball.name})")
@@ -458,13 +463,23 @@ class NodeImageBuilder:
                 input_path=images_tar)
             steps.run("stopping containerd", [self.docker, "exec", build_name, "bash", "-c",
                       "pkill containerd; for i in $(seq 1 40); do pgrep containerd >/dev/null || exit 0; sleep 0.25; done"])
+            committed = f"{IMAGE_REPOSITORY}-committed:{tag.rsplit('-', 1)[-1]}"
             steps.run("committing the node image", [
                 self.docker, "commit", "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
-                "--change", "CMD []", "--change", "STOPSIGNAL SIGRTMIN+3", "--change", "ENV container=docker",
-                "--change", f"LABEL io.agent-sandbox.kind-node.key={tag.rsplit('-', 1)[-1]}",
-                build_name, tag])
+                "--change", "CMD []", "--change", "ENV container=docker",
+                # a commit keeps the build container's labels: clear ours, so no node ever looks like a build
+                "--change", "LABEL io.agent-sandbox.build=", build_name, committed])
         finally:
             steps.run("removing the build container", [self.docker, "rm", "-f", build_name], check=False)
+        # `docker commit --change` takes no STOPSIGNAL on every engine: a metadata-only build adds it
+        # (systemd stops on SIGRTMIN+3; SIGTERM would make it re-execute) and writes the final tag.
+        with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="final-") as context:
+            (Path(context) / "Dockerfile").write_text(
+                f"FROM {committed}\nSTOPSIGNAL SIGRTMIN+3\n"
+                f"LABEL io.agent-sandbox.kind-node.key={tag.rsplit('-', 1)[-1]}\n")
+            steps.run("tagging the node image", [self.docker, "build", "-q", "--network", "none", "-t", tag, context],
+                      env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        steps.run("removing the intermediate commit", [self.docker, "rmi", committed], check=False)
 
     def _verify(self, steps: Steps, tag: str) -> None:
         out = steps.run("checking the image", [self.docker, "run", "--rm", "--entrypoint", "cat", tag, "/kind/version"],

@@ -154,3 +154,9 @@ def root_lacks_capabilities(status: Optional[str] = None, last_cap: Optional[int
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+def host_cgroup_v1(cgroup_root: Path = Path("/sys/fs/cgroup")) -> bool:
+    """True on a cgroup v1 (or hybrid) host: there, runsc needs kubelet's cgroupfs driver so that a
+    sandbox lands in its pod's cgroup and the pod's limits apply to it."""
+    return not (cgroup_root / "cgroup.controllers").exists()

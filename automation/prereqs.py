@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from automation.project import tool_search_path
-from sandbox_iac import constants
-from sandbox_iac.config import StackConfig
+from agent_sandbox_pulumi.sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 
 KVM_DEVICE = "/dev/kvm"
 

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from sandbox_iac import constants, versions
-from sandbox_iac.config import StackConfig, parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac.config import StackConfig, parse_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = "/var/cache/agent-sandbox-iac"
@@ -100,7 +100,10 @@ def pulumi_env(paths: ProjectPaths, environ: Optional[Mapping[str, str]] = None)
         "PULUMI_BACKEND_URL": environ.get("PULUMI_BACKEND_URL") or f"file://{paths.state_dir}",
         "PULUMI_CONFIG_PASSPHRASE": environ.get("PULUMI_CONFIG_PASSPHRASE", ""),
         "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # Offline the engine must not try to download a plugin (it would hang, then fail unclearly);
+        # online it fetches what the pinned packages ask for.
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "false" if environ.get(
+            "AGENT_SANDBOX_OFFLINE", "0").strip().lower() in ("", "0", "false", "no") else "true",
         "PATH": tool_search_path(environ),
         # Dynamic providers (components/image_loader.py) run in a provider process the engine starts
         # from its work dir; their pickled classes import project modules, so the project goes first.

@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 SCHEMA_VERSION = 1
+"""Version of the smoke report."""
+BENCH_SCHEMA_VERSION = 2
+"""Version of the bench report; 2 added phases, load, capacity, concurrency and controller metrics."""
+BENCH_PHASES = ("create", "bind", "ready", "sdk", "first_command")
+"""The phases of one claim, in order (automation.bench.PHASES)."""
 STATUSES = ("pass", "fail", "skip")
 
 
@@ -122,30 +127,130 @@ def validate_smoke_report(data: Any) -> list[str]:
     return errors
 
 
+_NUMBER = (int, float)
+_OPTIONAL_NUMBER = (int, float, type(None))
+_STATS_KEYS = ("count", "p50", "p90", "p95", "p99", "max", "mean", "min")
+
+
+def _expect_stats(errors: list[str], data: Any, key: str, where: str) -> None:
+    stats = _expect(errors, data, key, (dict,), where)
+    if stats is not None:
+        for name in _STATS_KEYS:
+            _expect(errors, stats, name, _OPTIONAL_NUMBER, f"{where}.{key}")
+
+
+def _expect_load(errors: list[str], data: Any, key: str, where: str, optional: bool = False) -> None:
+    load = _expect(errors, data, key, (list, type(None)) if optional else (list,), where)
+    if load is not None and (len(load) != 3 or not all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in load)):
+        errors.append(f"{where}.{key} should be the three load averages, got {load!r}")
+
+
+def _expect_sample(errors: list[str], sample: Any, where: str) -> None:
+    _expect(errors, sample, "claim", (str,), where)
+    _expect(errors, sample, "ok", (bool,), where)
+    _expect(errors, sample, "warm", (bool, type(None)), where)
+    _expect(errors, sample, "error", (str, type(None)), where)
+    for key in ("claim_ready_seconds", "first_exec_seconds", "total_seconds", "requested_at", "sdk_returned_at",
+                "first_result_at"):
+        _expect(errors, sample, key, _OPTIONAL_NUMBER, where)
+    phases = _expect(errors, sample, "phases", (dict,), where)
+    if phases is not None:
+        for phase in BENCH_PHASES:
+            value = _expect(errors, phases, phase, _OPTIONAL_NUMBER, f"{where}.phases")
+            if isinstance(value, _NUMBER) and value < 0:
+                errors.append(f"{where}.phases.{phase} is negative ({value})")
+    clamped = _expect(errors, sample, "clamped", (list,), where)
+    if clamped is not None and not all(isinstance(x, str) for x in clamped):
+        errors.append(f"{where}.clamped should list milestone names")
+    for key in ("controller", "cold", "timeline"):
+        _expect(errors, sample, key, (dict,), where)
+
+
+def _expect_statistics(errors: list[str], data: Any, where: str) -> None:
+    for metric in ("claim_ready", "first_exec", "total"):
+        _expect_stats(errors, data, metric, where)
+    phases = _expect(errors, data, "phases", (dict,), where)
+    if phases is not None:
+        for phase in BENCH_PHASES:
+            _expect_stats(errors, phases, phase, f"{where}.phases")
+    for key in ("controller_phases", "cold_phases"):
+        group = _expect(errors, data, key, (dict,), where)
+        for name in group or {}:
+            _expect_stats(errors, group, name, f"{where}.{key}")
+    for key in ("ok", "failed", "warm_adopted"):
+        _expect(errors, data, key, (int,), where)
+    _expect_load(errors, data, "load_before", where)
+    _expect_load(errors, data, "load_after", where)
+    _expect(errors, data, "controller", (dict, type(None)), where)
+
+
 def validate_bench_report(data: Any) -> list[str]:
-    """Schema problems of a bench report dict (empty list: valid)."""
+    """Schema problems of a bench report dict (empty list: valid). Strict: every field the
+    driver writes is required with its type, phases are never negative, and the version must
+    be BENCH_SCHEMA_VERSION (an older report is reported as such, not half-read)."""
     errors: list[str] = []
-    _expect(errors, data, "schema_version", (int,), "report")
+    version = _expect(errors, data, "schema_version", (int,), "report")
+    if version is not None and version != BENCH_SCHEMA_VERSION:
+        errors.append(f"report.schema_version is {version}, this driver reads {BENCH_SCHEMA_VERSION}")
     _expect(errors, data, "stack", (str,), "report")
+    _expect(errors, data, "runtime", (str,), "report")
     _expect(errors, data, "n", (int,), "report")
+    _expect(errors, data, "original_pool_replicas", (int,), "report")
+    _expect(errors, data, "started_at", _NUMBER, "report")
+    _expect(errors, data, "finished_at", _NUMBER, "report")
+    machine = _expect(errors, data, "machine", (dict,), "report")
+    if machine is not None:
+        _expect(errors, machine, "cpus", (int,), "report.machine")
+        _expect_load(errors, machine, "load_before", "report.machine")
+        _expect_load(errors, machine, "load_after", "report.machine", optional=True)
+    capacity = _expect(errors, data, "capacity", (dict,), "report")
+    if capacity is not None:
+        _expect(errors, capacity, "max_sandboxes", (int, type(None)), "report.capacity")
+        _expect(errors, capacity, "limited_by", (str, type(None)), "report.capacity")
+        _expect(errors, capacity, "per_sandbox", (dict,), "report.capacity")
+        _expect(errors, capacity, "nodes", (list,), "report.capacity")
+        _expect(errors, capacity, "error", (str, type(None)), "report.capacity")
+    metrics = _expect(errors, data, "controller_metrics", (dict,), "report")
+    if metrics is not None:
+        _expect(errors, metrics, "available", (bool,), "report.controller_metrics")
+        _expect(errors, metrics, "source", (str, type(None)), "report.controller_metrics")
+        _expect(errors, metrics, "error", (str, type(None)), "report.controller_metrics")
+    if isinstance(data, dict) and "watch_errors" in data:  # written by run_bench, absent without a watch
+        watch_errors = _expect(errors, data, "watch_errors", (list,), "report")
+        if watch_errors is not None and not all(isinstance(x, str) for x in watch_errors):
+            errors.append("report.watch_errors should list strings")
     for mode in ("warm", "cold"):
         section = _expect(errors, data, mode, (dict,), "report")
         if section is None:
             continue
-        _expect(errors, section, "pool_replicas", (int,), f"report.{mode}")
-        samples = _expect(errors, section, "samples", (list,), f"report.{mode}") or []
+        where = f"report.{mode}"
+        _expect(errors, section, "pool_replicas", (int,), where)
+        _expect(errors, section, "prepare_seconds", _NUMBER, where)
+        _expect_statistics(errors, section, where)
+        samples = _expect(errors, section, "samples", (list,), where) or []
         for index, sample in enumerate(samples):
-            where = f"report.{mode}.samples[{index}]"
-            _expect(errors, sample, "claim", (str,), where)
-            _expect(errors, sample, "ok", (bool,), where)
-            _expect(errors, sample, "warm", (bool, type(None)), where)
-            _expect(errors, sample, "claim_ready_seconds", (int, float, type(None)), where)
-            _expect(errors, sample, "first_exec_seconds", (int, float, type(None)), where)
-        for metric in ("claim_ready", "first_exec"):
-            stats = _expect(errors, section, metric, (dict,), f"report.{mode}")
-            if stats is not None:
-                for key in ("count", "p50", "p95", "max"):
-                    _expect(errors, stats, key, (int, float, type(None)), f"report.{mode}.{metric}")
+            _expect_sample(errors, sample, f"{where}.samples[{index}]")
+    curve = _expect(errors, data, "concurrency", (dict,), "report")
+    if curve is not None:
+        for key in ("levels_requested", "levels"):
+            levels = _expect(errors, curve, key, (list,), "report.concurrency")
+            if levels is not None and not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in levels):
+                errors.append(f"report.concurrency.{key} should list positive integers, got {levels!r}")
+        _expect(errors, curve, "capped", (bool,), "report.concurrency")
+        _expect(errors, curve, "reason", (str, type(None)), "report.concurrency")
+        for mode in ("warm", "cold"):
+            points = _expect(errors, curve, mode, (list,), "report.concurrency") or []
+            for index, point in enumerate(points):
+                where = f"report.concurrency.{mode}[{index}]"
+                _expect(errors, point, "concurrency", (int,), where)
+                source = _expect(errors, point, "source", (str,), where)
+                if source is not None and source not in ("sequential", "burst"):
+                    errors.append(f"{where}.source should be 'sequential' or 'burst', got {source!r}")
+                _expect(errors, point, "burst_seconds", (list,), where)
+                _expect(errors, point, "claims_per_second", _OPTIONAL_NUMBER, where)
+                _expect_statistics(errors, point, where)
+                for sample_index, sample in enumerate(point.get("samples") or [] if isinstance(point, dict) else []):
+                    _expect_sample(errors, sample, f"{where}.samples[{sample_index}]")
     return errors
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from automation.kube import Cluster
 from automation.report import CheckResult, SmokeReport, run_check
 from automation.tunnel import PortForwardTunnel
-from sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac import constants
 
 DEV_ENTRIES_MAX = 30
 EGRESS_TIMEOUT_SECONDS = 3

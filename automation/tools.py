@@ -35,6 +35,7 @@ Fetch = Callable[[str, Path], None]
 Runner = Callable[[Sequence[str]], int]
 
 PULUMI_VERSION = "3.259.0"
+KUBERNETES_PROVIDER_VERSION = "4.25.0"
 KIND_VERSION = "v0.30.0"
 KUBERNETES_VERSION = "v1.34.4"
 # gVisor's dated release nearest to the go-branch commit the offline build pins.
@@ -68,6 +69,9 @@ class Tool:
     downloads: Mapping[str, Download] = field(default_factory=dict)
     """Binary name → release download (a binary without one is only found or built)."""
     why: str = ""
+    plugins: tuple[str, ...] = ()
+    """Pulumi plugin directories (``resource-<name>-v<version>``) that must be in the plugin home
+    offline; online the engine fetches missing ones itself."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ PULUMI = Tool(
          f"https://get.pulumi.com/releases/sdk/pulumi-v{PULUMI_VERSION}-linux-x64.tar.gz",
          f"https://get.pulumi.com/releases/sdk/pulumi-{PULUMI_VERSION}-checksums.txt",
          archive_member="pulumi/pulumi-language-python")},
-    why="the Pulumi engine and its Python language host run the program")
+    why="the Pulumi engine and its Python language host run the program",
+    plugins=(f"resource-kubernetes-v{KUBERNETES_PROVIDER_VERSION}",))
 KIND = Tool(
     "kind", KIND_VERSION, ("kind",), _toolchain("cluster.sh", "kind"),
     {"kind": Download(f"https://kind.sigs.k8s.io/dl/{KIND_VERSION}/kind-linux-amd64",
@@ -211,6 +216,21 @@ def _run_build(command: Sequence[str]) -> int:
     return subprocess.run(list(command), cwd=REPO_ROOT).returncode
 
 
+def plugin_home(cache: Path, environ: Optional[Mapping[str, str]] = None) -> Path:
+    """Where the engine looks for plugins: ``PULUMI_HOME``, else the toolchain's, else ``~/.pulumi``."""
+    environ = os.environ if environ is None else environ
+    if environ.get("PULUMI_HOME"):
+        return Path(environ["PULUMI_HOME"])
+    cached = cache / "pulumi" / "home"
+    return cached if cached.is_dir() else Path.home() / ".pulumi"
+
+
+def missing_plugins(tool: Tool, cache: Path) -> list[str]:
+    home = plugin_home(cache)
+    return [name for name in tool.plugins
+            if not (home / "plugins" / name).is_dir() or (home / "plugins" / f"{name}.partial").exists()]
+
+
 def resolve_tool(
     tool: Tool,
     cache: Optional[Path] = None,
@@ -224,14 +244,19 @@ def resolve_tool(
 ) -> Resolved:
     """Find or get ``tool`` in the documented order; raise :class:`ToolError` when nothing works."""
     cache = Path(cache or default_cache_dir())
+    allow_download = (not offline()) if allow_download is None else allow_download
+    # Offline, the engine cannot fetch a plugin itself: a missing one sends the tool to its build.
+    plugins_ok = allow_download or not missing_plugins(tool, cache)
     found = _all_found(tool, path_which)
-    if found:
+    if found and plugins_ok:
         return Resolved(tool, "path", found)
     cached = _cache_which(cache)
     found = _all_found(tool, cached)
-    if found:
+    if found and plugins_ok:
         return Resolved(tool, "cache", found)
-    allow_download = (not offline()) if allow_download is None else allow_download
+    if found and not allow_build:
+        raise ToolError(f"missing Pulumi plugins {', '.join(missing_plugins(tool, cache))} in "
+                        f"{plugin_home(cache)}: needed because {tool.why}. Get them: make tools")
     download_error = ""
     if allow_download and all(name in tool.downloads for name in tool.binaries):
         try:
@@ -245,8 +270,8 @@ def resolve_tool(
     log(f"tools: {tool.name} {tool.version}: not on PATH or in {cache}; building it from Go modules "
         f"(`{' '.join(tool.build_command)}`)")
     code = build(tool.build_command)
-    found = _all_found(tool, cached)
-    if code != 0 or not found:
+    found = _all_found(tool, cached) or _all_found(tool, path_which)
+    if code != 0 or not found or (not allow_download and missing_plugins(tool, cache)):
         raise ToolError(f"building {tool.name} failed (exit {code}); see the output above and "
                         f"{cache / 'logs'}. Fix the cause and run `make tools` again (finished parts are kept)")
     return Resolved(tool, "build", found)

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Optional, Sequence
 
 from automation.project import find_tool
-from sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac import constants
 
 _LIVE: "set[PortForwardTunnel]" = set()
 _LIVE_LOCK = threading.Lock()

@@ -29,7 +29,7 @@ import yaml
 
 from automation.prereqs import PULUMI
 from automation.project import ProjectPaths, find_tool, pulumi_env
-from sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac import constants
 
 
 class DriverError(RuntimeError):

@@ -169,7 +169,8 @@ def main() -> int:
             if name == "sandbox-router":
                 proc = start("sandbox_router", REPO / "images" / "router",
                              {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(port), "ROUTER_AUTH_TOKEN": TOKEN,
-                              "ROUTER_ALLOW_LOOPBACK_POD_IP": "true", "ROUTER_LOG_LEVEL": "WARNING"},
+                              "ROUTER_ALLOW_LOOPBACK_POD_IP": "true", "ROUTER_LOG_LEVEL": "WARNING",
+                              "ROUTER_RESOLVER": "dns"},
                              f"http://127.0.0.1:{port}/healthz")
                 headers = {"Authorization": f"Bearer {TOKEN}", "X-Sandbox-ID": "bench",
                            "X-Sandbox-Port": str(runtime_port), "X-Sandbox-Pod-IP": "127.0.0.1"}

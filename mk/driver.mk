@@ -38,3 +38,10 @@ test-driver: venv ## unit tests of the driver (no cluster needed)
 
 test-policy: venv ## unit tests of the policy pack (no CLI needed)
 	$(PY) -m pytest tests/unit/test_policy*.py
+
+.PHONY: connect
+# CODE='...': run that Python with `client` in scope instead of the console (what the README's snippet uses).
+connect: venv ## Python console with `client`, a SandboxClient connected to STACK (tunnel + router token from its outputs)
+	@set -e; if [ -f e2e/toolchain/env.sh ]; then TOOLCHAIN_ENV_QUIET=1 . e2e/toolchain/env.sh 2>/dev/null || true; fi; \
+	PULUMI_BACKEND_URL="$${PULUMI_BACKEND_URL:-file://$(CURDIR)/.pulumi-state}" \
+	$(PY) -m agent_sandbox_pulumi.client $(STACK) $(if $(CODE),-c '$(CODE)')

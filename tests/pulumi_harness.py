@@ -1,4 +1,4 @@
-"""Runs the real Pulumi program under mocks and records what it registers.
+"""Runs the real Pulumi program (or any package consumer) under mocks and records what it registers.
 
 Each run gets a fresh event loop and fresh runtime settings (leaking either between tests
 causes "attached to a different loop" failures), the stack file's config as the engine
@@ -11,17 +11,17 @@ import json
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pulumi
 import yaml
 from pulumi.runtime import mocks, rpc, settings
 
-from sandbox_iac import versions
+from agent_sandbox_pulumi.sandbox_iac import manifests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The vendored release: what the program reads by default, so runs need no network.
-PINNED_MANIFEST = REPO_ROOT / versions.AGENT_SANDBOX_MANIFEST_VENDORED
+# The vendored release (package data): what the program reads by default, so runs need no network.
+PINNED_MANIFEST = manifests.VENDORED_MANIFEST
 PROJECT = "agent-sandbox"
 ENDPOINT_SLICE_TYPE = "kubernetes:discovery.k8s.io/v1:EndpointSlice"
 # What a KIND cluster's API server publishes in EndpointSlice default/kubernetes: the
@@ -46,6 +46,8 @@ class Registered:
     ignore_changes: list[str]
     custom: bool
     read: bool
+    aliases: list[str] = field(default_factory=list)
+    """Alias specs as text: ``noParent``, ``parent=<urn>``, ``name=<name>`` or the alias URN."""
 
     @property
     def k8s_name(self) -> Optional[str]:
@@ -65,6 +67,15 @@ def _reveal(value: Any) -> Any:
     if isinstance(value, list):
         return [_reveal(v) for v in value]
     return value
+
+
+def _alias_text(alias: Any) -> str:
+    if alias.HasField("urn") or not alias.HasField("spec"):
+        return alias.urn
+    spec = alias.spec
+    parts = ["noParent"] if spec.noParent else ([f"parent={spec.parentUrn}"] if spec.parentUrn else [])
+    parts += [f"name={spec.name}"] if spec.name else []
+    return ",".join(parts)
 
 
 class _Mocks(pulumi.runtime.Mocks):
@@ -98,7 +109,7 @@ class RecordingMonitor(mocks.MockMonitor):
                 urn=response.urn, type=request.type, name=request.name, inputs=_reveal(dict(inputs)),
                 parent=request.parent, dependencies=list(request.dependencies),
                 ignore_changes=list(request.ignoreChanges), custom=bool(request.custom),
-                read=bool(request.importId),
+                read=bool(request.importId), aliases=[_alias_text(a) for a in request.aliases],
             ))
         return response
 
@@ -147,12 +158,21 @@ class ProgramRun:
         return chain
 
     def waits_for(self, resource: Registered, other: Registered) -> bool:
-        """True if ``resource`` (or a component above it) depends on ``other`` or on a
-        component containing it: the engine then creates ``other`` first."""
+        """True if the engine creates ``other`` (or the component holding it) before ``resource``:
+        ``resource`` or a component above it depends on it, directly or through what it depends
+        on (a pool depends on its template, which depends on the image loads)."""
         other_chain = {other.urn, *(a.urn for a in self.ancestors(other))}
-        for node in [resource, *self.ancestors(resource)]:
-            if other_chain & set(node.dependencies):
-                return True
+        seen: set[str] = set()
+        todo = [resource]
+        while todo:
+            current = todo.pop()
+            for node in [current, *self.ancestors(current)]:
+                if node.urn in seen:
+                    continue
+                seen.add(node.urn)
+                if other_chain & set(node.dependencies):
+                    return True
+                todo.extend(r for r in self.resources if r.urn in node.dependencies)
         return False
 
 
@@ -167,20 +187,27 @@ def run_program(stack: str, overrides: Optional[dict[str, Any]] = None, use_stac
     config = stack_file_config(stack) if use_stack_file else {}
     for key, value in (overrides or {}).items():
         config[f"{PROJECT}:{key}"] = value
-    as_strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
+    def program() -> None:
+        runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__pulumi_program__")
+
+    return run_callable(program, stack, config)
+
+
+def run_callable(program: Callable[[], None], stack: str = "test", config: Optional[dict[str, Any]] = None,
+                 project: str = PROJECT) -> ProgramRun:
+    """Run ``program`` (any code declaring resources: a package consumer) under mocks;
+    ``config`` keys are namespaced (``agent-sandbox:warmPoolReplicas``)."""
+    as_strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (config or {}).items()}
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     monitor = RecordingMonitor()
     try:
-        pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=False)
+        pulumi.runtime.reset_options(project=project, stack=stack, preview=False)
         pulumi.runtime.set_all_config(as_strings)
-        pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        pulumi.runtime.set_mocks(_Mocks(), project=project, stack=stack, preview=False, monitor=monitor)
         # run_in_stack makes the root Stack itself, as the real language host does.
         settings.ROOT.set(None)
-
-        def program() -> None:
-            runpy.run_path(str(REPO_ROOT / "__main__.py"), run_name="__pulumi_program__")
 
         async def run() -> None:
             await pulumi.runtime.stack.run_in_stack(program)
@@ -188,7 +215,7 @@ def run_program(stack: str, overrides: Optional[dict[str, Any]] = None, use_stac
         loop.run_until_complete(run())
         return ProgramRun(stack=stack, resources=monitor.registered, outputs=monitor.stack_outputs)
     finally:
-        pulumi.runtime.reset_options(project=PROJECT, stack=stack)
+        pulumi.runtime.reset_options(project=project, stack=stack)
         pulumi.runtime.set_all_config({})
         asyncio.set_event_loop(None)
         loop.close()

@@ -336,7 +336,7 @@ main() {
       kubernetes) component kubernetes "$KUBERNETES_VERSION" build_kubernetes ;;
       etcd) component etcd "$ETCD_VERSION" build_etcd ;;
       agent-sandbox) component agent-sandbox "$AGENT_SANDBOX_VERSION" build_agent_sandbox ;;
-      gvisor) component gvisor "$GVISOR_VERSION" build_gvisor ;;
+      gvisor) component gvisor "$GVISOR_BUILD" build_gvisor ;;
       coredns) component coredns "$COREDNS_BUILD" build_coredns ;;
       kube-router) component kube-router "$KUBE_ROUTER_VERSION" build_kube_router ;;
       pause) component pause "$PAUSE_VERSION" build_pause ;;

@@ -3,6 +3,7 @@
 #   $CACHE_DIR/pulumi/<ver>/bin/pulumi                     CLI (wrapper module around pkg/v3, version ldflag set)
 #   $CACHE_DIR/pulumi/<ver>/bin/pulumi-language-python     language host (ours, Python; see pulumi_language_python/)
 #   $CACHE_DIR/pulumi/<ver>/bin/pulumi-language-python-exec, pulumi-resource-pulumi-python (from the sdk/v3 module)
+#   $CACHE_DIR/pulumi/<ver>/bin/pulumi-language-yaml       Pulumi YAML language host (-> $CACHE_DIR/pulumi-language-yaml/<ver>/)
 #   $CACHE_DIR/pulumi-resource-<name>/<ver>/pulumi-resource-<name>   provider plugins
 #   $CACHE_DIR/pulumi/home                                 PULUMI_HOME with the providers installed
 #   $CACHE_DIR/bin/pulumi                                  stable symlink
@@ -29,6 +30,10 @@ COMMAND_PSEUDO=v0.0.0-20260303235922-7f3eb6f3b77c     # provider module at the v
 DOCKER_VERSION=5.1.0
 DOCKER_PSEUDO=v5.0.0-20260626165050-e944612c4c97      # provider/v5 at the v5.1.0 commit
 LANGHOST_PSEUDO=v3.0.0-20260819165155-0ac56e876614    # pulumi-language-python/v3 at the v3.259.0 commit
+# Pulumi YAML's language host, for programs such as examples/yaml. The proxy serves v1.11.1 and
+# v1.25.0 (later ones are refused); v1.25.0 requires pkg/sdk v3.206.0, which the proxy serves, and
+# speaks the language-host gRPC protocol the v3.259 engine expects (it is backward compatible).
+YAML_VERSION=1.25.0
 
 ROOT="$CACHE_DIR/pulumi/$PULUMI_VERSION"
 BIN="$ROOT/bin"
@@ -77,7 +82,7 @@ module_available() {
 module_dir() { (cd /tmp && go mod download -json "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error")))'); }
 
 # ------------------------------------------------------------------------------------------------
-step "1/6 pulumi CLI v$PULUMI_VERSION"
+step "1/7 pulumi CLI v$PULUMI_VERSION"
 if [[ -x "$BIN/pulumi" ]] && [[ "$("$BIN/pulumi" version 2>/dev/null)" == "v$PULUMI_VERSION" ]]; then
 	note "cached: $BIN/pulumi"
 else
@@ -109,7 +114,7 @@ ln -sfn "$BIN/pulumi" "$CACHE_DIR/bin/pulumi"
 status "pulumi $("$BIN/pulumi" version) built"
 
 # ------------------------------------------------------------------------------------------------
-step "2/6 SDK scripts from github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION"
+step "2/7 SDK scripts from github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION"
 if [[ -f "$BIN/pulumi-language-python-exec" && -x "$BIN/pulumi-resource-pulumi-python" ]]; then
 	note "cached"
 else
@@ -121,7 +126,7 @@ fi
 status "pulumi-language-python-exec v$PULUMI_VERSION built"
 
 # ------------------------------------------------------------------------------------------------
-step "3/6 Python language host"
+step "3/7 Python language host"
 avail=$(module_available "github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3@$LANGHOST_PSEUDO")
 if [[ "$avail" == ok ]]; then
 	note "the upstream Go host is served now; this script still installs the Python host (see README)"
@@ -156,6 +161,9 @@ EOF
 	note "installed in $(elapsed "$t")s"
 fi
 status "pulumi-language-python $PULUMI_VERSION built (python implementation, source $SRC_HASH)"
+# beside the CLI's link, so tools that look for the host on PATH find it too (automation/tools.py);
+# the wrapper resolves its own link, so the venv next to the real file is used
+ln -sfn "$BIN/pulumi-language-python" "$CACHE_DIR/bin/pulumi-language-python"
 
 # ------------------------------------------------------------------------------------------------
 # install_plugin NAME VERSION BINARY: put a provider into PULUMI_HOME's plugin cache (offline, --file).
@@ -167,7 +175,7 @@ install_plugin() {
 	fi
 }
 
-step "4/6 pulumi-resource-kubernetes v$K8S_VERSION"
+step "4/7 pulumi-resource-kubernetes v$K8S_VERSION"
 K8S_OUT="$CACHE_DIR/pulumi-resource-kubernetes/$K8S_VERSION/pulumi-resource-kubernetes"
 if [[ -x "$K8S_OUT" ]]; then
 	note "cached: $K8S_OUT"
@@ -213,12 +221,12 @@ try_module_provider() {
 	status "pulumi-resource-$name v$version built"
 }
 
-step "5/6 pulumi-resource-command v$COMMAND_VERSION"
+step "5/7 pulumi-resource-command v$COMMAND_VERSION"
 try_module_provider command "$COMMAND_VERSION" "github.com/pulumi/pulumi-command/provider@$COMMAND_PSEUDO" \
 	github.com/pulumi/pulumi-command/provider/cmd/pulumi-resource-command \
 	github.com/pulumi/pulumi-command/provider/pkg/version.Version
 
-step "6/6 pulumi-resource-docker v$DOCKER_VERSION"
+step "6/7 pulumi-resource-docker v$DOCKER_VERSION"
 # Even when served, the provider needs its patched terraform-provider-docker submodule (not in any
 # module zip); the fallback is images built by `make images` and passed to the program as refs.
 avail=$(module_available "github.com/pulumi/pulumi-docker/provider/v5@$DOCKER_PSEUDO")
@@ -228,6 +236,35 @@ if [[ -x "$CACHE_DIR/pulumi-resource-docker/$DOCKER_VERSION/pulumi-resource-dock
 else
 	note "NOT BUILT: github.com/pulumi/pulumi-docker/provider/v5@$DOCKER_PSEUDO: $avail"
 	status "pulumi-resource-docker v$DOCKER_VERSION missing: provider/v5@$DOCKER_PSEUDO not served by the Go module proxy"
+fi
+
+# ------------------------------------------------------------------------------------------------
+step "7/7 pulumi-language-yaml v$YAML_VERSION"
+# Built as released (its own go.mod, no replace directives: go install pkg@version works), niced
+# and logged with the heartbeat; a few minutes cold on 2 cores.
+YAML_OUT="$CACHE_DIR/pulumi-language-yaml/$YAML_VERSION/pulumi-language-yaml"
+if [[ -x "$YAML_OUT" ]]; then
+	note "cached: $YAML_OUT"
+else
+	avail=$(module_available "github.com/pulumi/pulumi-yaml@v$YAML_VERSION")
+	if [[ "$avail" != ok ]]; then
+		note "NOT BUILT: github.com/pulumi/pulumi-yaml@v$YAML_VERSION is not served by the Go module proxy: $avail"
+	else
+		BUILT_SOMETHING=1; t=$(date +%s)
+		mkdir -p "$(dirname "$YAML_OUT")"
+		# GOBIN receives the binary only when the install succeeds, so a half-built step leaves nothing.
+		GOBIN="$(dirname "$YAML_OUT")" go_logged "$LOGS/pulumi-language-yaml-build.log" install -v -trimpath \
+			-ldflags "-s -w -X github.com/pulumi/pulumi-yaml/pkg/version.Version=v$YAML_VERSION" \
+			"github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml@v$YAML_VERSION"
+		note "built in $(elapsed "$t")s"
+	fi
+fi
+if [[ -x "$YAML_OUT" ]]; then
+	# Next to the CLI, where it looks for bundled language hosts.
+	ln -sfn "$YAML_OUT" "$BIN/pulumi-language-yaml"
+	status "pulumi-language-yaml v$YAML_VERSION built"
+else
+	status "pulumi-language-yaml v$YAML_VERSION missing: github.com/pulumi/pulumi-yaml@v$YAML_VERSION not served by the Go module proxy"
 fi
 
 # ------------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ build() {
 	for kv in "$@"; do args+=(--build-arg "$kv"); tag_args+=("$kv"); done
 	tag=$(cd "$REPO" && "$PY" -c 'import sys
 from pathlib import Path
-from sandbox_iac.content_tag import content_tag
+from agent_sandbox_pulumi.sandbox_iac.content_tag import content_tag
 print(content_tag(Path(sys.argv[1]), dict(a.split("=", 1) for a in sys.argv[2:])))' "$context" "${tag_args[@]}")
 	ref=agent-sandbox/$name:$tag
 	if "$DOCKER" image inspect "$ref" >/dev/null 2>&1; then

@@ -75,7 +75,7 @@ def existing_cluster() -> Iterator[dict[str, str]]:
     """A KIND cluster with gVisor, made the way its owner would, and a registry its nodes pull from."""
     require_caches()
     from automation import node_image, preflight
-    from sandbox_iac.kind_config import kind_cluster_config
+    from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
 
     driver("down", STACK, "--forget", check=False, timeout=120)
     subprocess.run([KIND, "delete", "cluster", "--name", CLUSTER], capture_output=True)
@@ -83,7 +83,8 @@ def existing_cluster() -> Iterator[dict[str, str]]:
     image = node_image.NodeImageBuilder(node_image.toolchain_inputs(CACHE_DIR), CACHE_DIR, log=print).ensure()
     config = yaml.safe_load(kind_cluster_config(CLUSTER, str((CACHE_DIR / "bin" / "runsc").resolve()),
                                                 str((CACHE_DIR / "bin" / "containerd-shim-runsc-v1").resolve()),
-                                                restrict_oom_score_adj=preflight.root_lacks_capabilities()))
+                                                restrict_oom_score_adj=preflight.root_lacks_capabilities(),
+                                                cgroupfs_driver=preflight.host_cgroup_v1()))
     config["containerdConfigPatches"].append(
         '[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n')
     work = Path(tempfile.mkdtemp(prefix="e2e-existing-"))

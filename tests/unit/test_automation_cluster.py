@@ -11,7 +11,7 @@ import yaml
 
 from automation import cluster as clusters
 from automation.project import ProjectPaths
-from sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 
 class FakeRunner:

@@ -143,3 +143,20 @@ def test_default_cni_is_a_kind_template() -> None:
     text = (node_image.FILES_DIR / "default-cni.yaml").read_text()
     assert "would you kindly template this file" in text and "{{ .PodSubnet }}" in text
     assert "--run-firewall=true" in text  # NetworkPolicy is enforced
+
+
+def test_leftover_cleanup_matches_only_build_containers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kind node made from the image must never be taken for a half-finished build (it once was:
+    docker commit copies the build container's labels into the image)."""
+    seen = []
+
+    def run(command, **kwargs):
+        seen.append(command)
+        import subprocess
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(node_image.subprocess, "run", run)
+    builder = node_image.NodeImageBuilder(_inputs(tmp_path), tmp_path, docker="docker", log=lambda _: None)
+    builder._remove_leftovers(node_image.Steps(lambda _: None, tmp_path / "log"), "x")
+    ps = seen[0]
+    assert f"label={node_image.BUILD_LABEL}" in ps and f"name={node_image.BUILD_NAME_PREFIX}" in ps

@@ -90,3 +90,9 @@ def test_capability_detection() -> None:
     full = "CapBnd:\t000001ffffffffff\n"
     assert not preflight.root_lacks_capabilities(full, last_cap=40)
     assert preflight.root_lacks_capabilities("CapBnd:\t000001fffeffffff\n", last_cap=40)
+
+
+def test_cgroup_version_detection(tmp_path) -> None:
+    assert preflight.host_cgroup_v1(tmp_path) is True
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+    assert preflight.host_cgroup_v1(tmp_path) is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from automation import prereqs
-from sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 PREBUILT = {"imageBuild": "prebuilt", "sandboxImage": "a/r:1", "routerImage": "a/o:1"}
 

@@ -9,7 +9,7 @@ import yaml
 
 from automation import project
 from automation import workspace
-from sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 
 def test_stack_file_config_drops_secrets_and_stringifies_scalars(tmp_path):
@@ -37,7 +37,10 @@ def test_pulumi_env_defaults_to_the_local_backend_and_an_empty_passphrase(tmp_pa
     assert env["PULUMI_BACKEND_URL"] == f"file://{tmp_path}/.pulumi-state"
     assert env["PULUMI_CONFIG_PASSPHRASE"] == ""
     assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
-    assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    # online the engine may fetch the plugins the pinned packages ask for; offline it must not try
+    assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "false"
+    offline = project.pulumi_env(paths, environ={"PATH": "/usr/bin", "AGENT_SANDBOX_OFFLINE": "1"})
+    assert offline["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PATH"].split(":")[0] == "/usr/bin" and f"{tmp_path}/cache/bin" in env["PATH"]
     assert "PULUMI_HOME" not in env
     assert env["PYTHONPATH"] == str(tmp_path)

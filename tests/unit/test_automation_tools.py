@@ -140,3 +140,38 @@ def test_tools_per_stack() -> None:
 def test_offline_flag(value, expected) -> None:
     env = {} if value is None else {"AGENT_SANDBOX_OFFLINE": value}
     assert tools.offline(env) is expected
+
+
+PLUGGED = Tool("eng", "v1", ("eng",), ("build-eng",), why="it runs things", plugins=("resource-k-v1",))
+
+
+def test_offline_missing_plugin_sends_the_tool_to_its_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
+    built = []
+
+    def build(command) -> int:
+        built.append(command)
+        (tmp_path / "home" / "plugins" / "resource-k-v1").mkdir(parents=True)
+        return 0
+
+    result = resolve_tool(PLUGGED, tmp_path, path_which=lambda n: "/usr/bin/eng", fetch=_fail_fetch, build=build,
+                          allow_download=False, log=lambda _: None)
+    assert built == [("build-eng",)] and result.source == "build"
+
+
+def test_online_missing_plugin_is_left_to_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
+    result = resolve_tool(PLUGGED, tmp_path, path_which=lambda n: "/usr/bin/eng", fetch=_fail_fetch,
+                          build=_fail_build, allow_download=True)
+    assert result.source == "path"
+
+
+def test_offline_partial_plugin_counts_as_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "plugins" / "resource-k-v1").mkdir(parents=True)
+    (tmp_path / "home" / "plugins" / "resource-k-v1.partial").write_text("")
+    assert tools.missing_plugins(PLUGGED, tmp_path) == ["resource-k-v1"]
+    with pytest.raises(ToolError, match="missing Pulumi plugins resource-k-v1"):
+        _exe(tmp_path / "bin" / "eng")
+        resolve_tool(PLUGGED, tmp_path, path_which=_no_path, fetch=_fail_fetch, build=_fail_build,
+                     allow_download=False, allow_build=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sandbox_iac.config import (
+from agent_sandbox_pulumi.sandbox_iac.config import (
     CONFIG_KEYS,
     ApiServerEndpoint,
     ConfigError,
@@ -290,3 +290,44 @@ def test_kind_workers_bounds() -> None:
     assert parse_stack_config({}, "gvisor").kind_workers == 0
     with pytest.raises(ConfigError, match=r"kindWorkers = '9' is invalid: allowed values are integers from 0 to 8"):
         parse_stack_config({"kindWorkers": "9"}, "gvisor")
+
+
+# ----------------------------------------------------------------------------- secrets, Pulumi.yaml defaults, component inputs
+
+def test_the_router_token_never_shows_in_a_printed_config() -> None:
+    token = "s3cr3t-token-0123456789"
+    config = parse_stack_config({"routerAuthToken": token}, "test")
+    assert config.router_auth_token == token
+    assert token not in repr(config) and token not in str(config)
+
+
+def test_pulumi_yaml_defaults_read_as_unset() -> None:
+    # Pulumi.yaml declares "" for keys without a default (the engine would require them otherwise):
+    # every such key must mean exactly what an absent key means.
+    blank = {key.name: key.project_default for key in CONFIG_KEYS}
+    assert parse_stack_config(blank, "gvisor") == parse_stack_config({}, "gvisor")
+    assert parse_stack_config(blank, "gvisor").router_auth_token is None
+
+
+def test_every_key_has_a_pulumi_yaml_type_that_accepts_its_default() -> None:
+    checks = {"string": str, "integer": int, "boolean": bool, "object": dict}
+    for key in CONFIG_KEYS:
+        if key.pulumi_type is None:
+            assert key.name in ("routerAuthToken", "sandboxEgressAllow"), f"{key.name} is untyped without a reason"
+            continue
+        assert isinstance(key.project_default, checks[key.pulumi_type]), key.name
+
+
+def test_component_inputs_are_checked_with_the_config_rules_and_name_the_input() -> None:
+    from agent_sandbox_pulumi.sandbox_iac.config import ComponentInputError, parse_component_inputs
+
+    assert parse_component_inputs({}).sandbox_namespace == "agent-sandbox-demo"
+    with pytest.raises(ComponentInputError) as caught:
+        parse_component_inputs({"sandboxEgress": "allowList", "sandboxEgressAllow": [{"cidr": "10.1.2.3/32", "ports": ["443"]}],
+                                "warmPoolReplicas": 5000})
+    assert caught.value.problems == [
+        "sandboxEgressAllow[0].cidr = '10.1.2.3/32' is invalid: it lies inside 10.0.0.0/8, a cluster, private, metadata or "
+        "reserved range that sandboxes never reach; only public unicast destinations can be allowed",
+        "warmPoolReplicas = 5000 is invalid: allowed values are integers from 0 to 1000",
+    ]
+    assert str(caught.value).startswith("Invalid AgentSandbox inputs:\n  - sandboxEgressAllow[0].cidr")

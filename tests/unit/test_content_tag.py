@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from sandbox_iac.content_tag import content_tag
+from agent_sandbox_pulumi.sandbox_iac.content_tag import content_tag
 
 
 def make_context(root: Path) -> Path:

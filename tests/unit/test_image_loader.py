@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.image_loader import ImageLoadError, ImageLoadProvider
+from agent_sandbox_pulumi.components.image_loader import ImageLoadError, ImageLoadProvider
 
 
 def test_create_runs_the_command_with_the_image(tmp_path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.images import load_command
+from agent_sandbox_pulumi.components.images import load_command
 from tests.pulumi_harness import run_program
 from tests.unit.conftest import PREBUILT
 
@@ -64,5 +64,5 @@ def test_prebuilt_images_are_pushed_to_the_registry_and_pulled_from_it() -> None
 
 
 def test_pushed_ref_keeps_name_and_tag() -> None:
-    from components.images import pushed_ref
+    from agent_sandbox_pulumi.components.images import pushed_ref
     assert pushed_ref("reg:5000/team/", "agent-sandbox/runtime:abc") == "reg:5000/team/runtime:abc"

@@ -2,7 +2,7 @@
 
 import yaml
 
-from sandbox_iac.kind_config import kind_cluster_config
+from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
 
 
 def test_registers_runsc_and_mounts_binaries() -> None:
@@ -27,3 +27,12 @@ def test_restrict_oom_score_patch_only_when_asked() -> None:
     assert not any("restrict_oom_score_adj" in p for p in plain["containerdConfigPatches"])
     restricted = yaml.safe_load(kind_cluster_config("demo", restrict_oom_score_adj=True))
     assert any("restrict_oom_score_adj = true" in p for p in restricted["containerdConfigPatches"])
+
+
+def test_cgroupfs_driver_on_cgroup_v1_hosts() -> None:
+    """runsc on cgroup v1 understands only cgroupfs paths: kubelet and runc switch to that driver."""
+    config = yaml.safe_load(kind_cluster_config("demo", cgroupfs_driver=True))
+    assert any("SystemdCgroup = false" in p for p in config["containerdConfigPatches"])
+    assert yaml.safe_load(config["kubeadmConfigPatches"][0]) == {
+        "kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1", "cgroupDriver": "cgroupfs"}
+    assert "kubeadmConfigPatches" not in yaml.safe_load(kind_cluster_config("demo"))

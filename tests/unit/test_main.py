@@ -8,7 +8,7 @@ from tests.pulumi_harness import ProgramRun, run_program
 from tests.unit.conftest import PREBUILT
 
 EXPECTED_OUTPUTS = {
-    "namespace", "template", "warmPool", "warmPoolReplicas", "routerService", "routerNamespace", "routerPort",
+    "namespace", "template", "warmPool", "warmPoolReplicas", "sandboxPort", "routerService", "routerNamespace", "routerPort",
     "routerAuthToken", "runtimeImage", "routerImage", "runtimeClass", "kindClusterConfig", "kubeContext",
     "clusterFlavour",
 }
@@ -119,15 +119,18 @@ def test_order_controller_then_template_then_pool(stack_run: ProgramRun) -> None
 
 
 def test_images_are_loaded_before_the_pods_that_use_them(stack_run: ProgramRun) -> None:
-    loads = stack_run.of_type("pulumi-python:dynamic:Resource")
-    assert {r.name for r in loads} == {"images-runtime-load", "images-router-load"}
+    loads = {r.name: r for r in stack_run.of_type("pulumi-python:dynamic:Resource")}
+    assert set(loads) == {"images-runtime-load", "images-router-load"}
     builds = stack_run.of_type("docker:index/image:Image")
-    for load in loads:
+    for load in loads.values():
         image = next(b for b in builds if load.name.startswith(b.name))
         assert stack_run.waits_for(load, image)
-    for consumer in (stack_run.one("SandboxTemplate"), stack_run.one("SandboxWarmPool"),
-                     stack_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment")):
-        assert all(stack_run.waits_for(consumer, load) for load in loads)
+    # The image refs carry their load: each consumer waits for exactly the image it runs.
+    for consumer in (stack_run.one("SandboxTemplate"), stack_run.one("SandboxWarmPool")):
+        assert stack_run.waits_for(consumer, loads["images-runtime-load"])
+    router = stack_run.one("kubernetes:apps/v1:Deployment", "sandbox-router-deployment")
+    assert stack_run.waits_for(router, loads["images-router-load"])
+    assert not stack_run.waits_for(router, loads["images-runtime-load"]), "the router must not wait for the big runtime image"
 
 
 def test_images_use_content_tags_and_are_never_pulled(stack_run: ProgramRun) -> None:
@@ -152,10 +155,24 @@ def test_every_child_has_a_component_parent(stack_run: ProgramRun) -> None:
     top_level = [r for r in stack_run.resources if r.parent.split("::")[2] == "pulumi:pulumi:Stack"]
     assert all(r.parent for r in stack_run.resources)
     assert {r.type for r in top_level} == {
-        "pulumi:providers:kubernetes", "agent-sandbox:index:SandboxImages", "agent-sandbox:index:SecureRuntime",
-        "agent-sandbox:index:AgentSandboxController", "agent-sandbox:index:SandboxPool",
-        "agent-sandbox:index:SandboxRouter",
+        "pulumi:providers:kubernetes", "agent-sandbox:index:SandboxImages", "agent-sandbox:index:AgentSandbox",
     }
+    sandbox = stack_run.one("agent-sandbox:index:AgentSandbox")
+    parts = {r.type: r for r in stack_run.resources if r.parent == sandbox.urn}
+    assert set(parts) == {"agent-sandbox:index:SecureRuntime", "agent-sandbox:index:AgentSandboxController",
+                          "agent-sandbox:index:SandboxPool", "agent-sandbox:index:SandboxRouter"}
+
+
+def test_parts_keep_their_urns_from_stacks_made_before_the_package(stack_run: ProgramRun) -> None:
+    # Stacks created before AgentSandbox existed hold the four parts at the top level, under the
+    # same names; an alias to the root stack keeps them (and, through the engine, their children).
+    sandbox = stack_run.one("agent-sandbox:index:AgentSandbox")
+    parts = {r.name: r for r in stack_run.resources if r.parent == sandbox.urn}
+    assert set(parts) == {"secure-runtime", "controller", "sandboxes", "router"}
+    for part in parts.values():
+        assert part.aliases == ["noParent"], part.name
+    images = stack_run.one("agent-sandbox:index:SandboxImages")
+    assert images.name == "images" and images.parent.split("::")[2] == "pulumi:pulumi:Stack"
 
 
 def test_existing_cluster_with_prebuilt_images_needs_no_build_or_load() -> None:
@@ -191,7 +208,7 @@ def test_both_stacks_fence_sandboxes_and_the_router(stack_run: ProgramRun) -> No
 
 def test_kata_stack_starts_minikube_with_a_cni_that_enforces_network_policy() -> None:
     from automation.cluster import create_command
-    from sandbox_iac.config import parse_stack_config
+    from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
     from tests.pulumi_harness import stack_file_config
 
     raw = {key.split(":", 1)[1]: value for key, value in stack_file_config("kata").items()}

@@ -12,8 +12,8 @@ import urllib.request
 import pulumi
 import pytest
 
-from sandbox_iac import manifests, versions
-from sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac import manifests, versions
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 from tests.pulumi_harness import PINNED_MANIFEST, REPO_ROOT, run_program
 from tests.unit.conftest import write_manifest
 
@@ -105,7 +105,7 @@ def _offline(monkeypatch) -> None:
 
 
 def test_the_vendored_copy_is_the_pinned_release() -> None:
-    vendored = REPO_ROOT / versions.AGENT_SANDBOX_MANIFEST_VENDORED
+    vendored = manifests.VENDORED_MANIFEST
     assert hashlib.sha256(vendored.read_bytes()).hexdigest() == versions.AGENT_SANDBOX_MANIFEST_SHA256
     readme = (vendored.parent / "README.md").read_text()
     for fact in (versions.AGENT_SANDBOX_MANIFEST_SHA256, versions.AGENT_SANDBOX_MANIFEST_URL, "Apache-2.0",

@@ -23,8 +23,8 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy import policies
-from sandbox_iac.config import parse_stack_config
-from sandbox_iac.sandbox_spec import sandbox_template_spec, warm_pool_spec
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import sandbox_template_spec, warm_pool_spec
 from tests import pulumi_harness
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy import policies
-from sandbox_iac.config import parse_stack_config
-from sandbox_iac.sandbox_spec import sandbox_template_spec
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import sandbox_template_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR = REPO_ROOT / "policy"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from sandbox_iac import constants
-from sandbox_iac.config import parse_stack_config
-from sandbox_iac.sandbox_spec import sandbox_network_policy, sandbox_template_spec, warm_pool_spec
+from agent_sandbox_pulumi.sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
+from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import sandbox_network_policy, sandbox_template_spec, warm_pool_spec
 from tests.pulumi_harness import rules_admitting
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.secure_runtime import kata_chart_location
+from agent_sandbox_pulumi.components.secure_runtime import kata_chart_location
 from tests.pulumi_harness import run_program
 
 

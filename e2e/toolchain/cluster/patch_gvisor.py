@@ -6,6 +6,12 @@ nearly unkillable (-999) when it starts, and runsc copies a container's negative
 (Guaranteed pods) onto the sandbox. Both only tune OOM-kill order, so on such hosts the patched code
 logs nothing and goes on, as containerd's own runc shim already does for permission errors.
 
+A third patch fixes runsc's cgroup v1 path discovery inside KIND nodes: on cgroup v1 kind bind-mounts
+/kubelet and /kubelet.slice sub-hierarchies next to each controller's root mount, and runsc rewrote
+the process's cgroup path relative to every such mount, also those the path is not inside, ending in
+"Rel: can't make ../system.slice/containerd.service relative to /kubelet.slice" for every pod. Only a
+mount whose root contains the path now rewrites it, once.
+
 Usage: patch_gvisor.py MODULE_COPY_DIR   (edits files in place; fails if the code no longer matches)
 """
 
@@ -27,6 +33,15 @@ PATCHES: list[tuple[str, str, str]] = [
         "\t\t\tlog.Warningf(\"No permission to set oom_score_adj of %d to %d (no CAP_SYS_RESOURCE?)\", pid, scoreAdj)\n"
         "\t\t\treturn nil\n\t\t}\n"
         "\t\tif errors.Is(err, unix.ESRCH) {\n\t\t\tlog.Warningf(\"Process (%d) exited while setting oom_score_adj\", pid)",
+    ),
+    (
+        "runsc/cgroup/cgroup.go",
+        "\t\t\t\tif cgroupPath, ok := paths[opt]; ok {\n"
+        "\t\t\t\t\trootDir := fields[3]\n"
+        "\t\t\t\t\tif rootDir != \"/\" {\n",
+        "\t\t\t\tif cgroupPath, ok := paths[opt]; ok && filepath.IsAbs(cgroupPath) {\n"
+        "\t\t\t\t\trootDir := fields[3]\n"
+        "\t\t\t\t\tif rootDir != \"/\" && (cgroupPath == rootDir || strings.HasPrefix(cgroupPath, rootDir+\"/\")) {\n",
     ),
 ]
 

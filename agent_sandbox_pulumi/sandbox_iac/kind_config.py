@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac import constants
 
 RUNSC_CONTAINERD_PATCH = (
     '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]\n'
@@ -18,6 +18,21 @@ RESTRICT_OOM_SCORE_PATCH = (
     '[plugins."io.containerd.grpc.v1.cri"]\n'
     '  restrict_oom_score_adj = true\n'
 )
+# On cgroup v1 hosts runsc understands only cgroupfs-style (absolute) cgroup paths: with kind's
+# default systemd driver it puts each sandbox in a literal "slice:prefix:name" cgroup outside the
+# pod's, where the pod's memory and CPU limits do not apply. These make kubelet and the runc
+# runtimes use the cgroupfs driver (kind prepares the /kubelet cgroup root for either driver).
+CGROUPFS_CONTAINERD_PATCH = (
+    '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+    '  SystemdCgroup = false\n'
+    '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.test-handler.options]\n'
+    '  SystemdCgroup = false\n'
+)
+CGROUPFS_KUBELET_PATCH = (
+    "kind: KubeletConfiguration\n"
+    "apiVersion: kubelet.config.k8s.io/v1beta1\n"
+    "cgroupDriver: cgroupfs\n"
+)
 # kind's defaults, written out because the stack's network policies and the router exclude them.
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
@@ -29,6 +44,7 @@ def kind_cluster_config(
     shim_host_path: str = constants.RUNSC_SHIM_NODE_PATH,
     workers: int = 0,
     restrict_oom_score_adj: bool = False,
+    cgroupfs_driver: bool = False,
 ) -> str:
     """YAML for ``kind create cluster --config``: registers the ``runsc`` handler in each node's
     containerd and mounts the host's runsc and shim binaries into each node. ``workers`` adds
@@ -43,6 +59,8 @@ def kind_cluster_config(
     patches = [RUNSC_CONTAINERD_PATCH]
     if restrict_oom_score_adj:
         patches.append(RESTRICT_OOM_SCORE_PATCH)
+    if cgroupfs_driver:
+        patches.append(CGROUPFS_CONTAINERD_PATCH)
     nodes = [{"role": "control-plane", "extraMounts": mounts}]
     nodes += [{"role": "worker", "extraMounts": mounts} for _ in range(workers)]
     config = {
@@ -53,4 +71,6 @@ def kind_cluster_config(
         "containerdConfigPatches": patches,
         "nodes": nodes,
     }
+    if cgroupfs_driver:
+        config["kubeadmConfigPatches"] = [CGROUPFS_KUBELET_PATCH]
     return yaml.safe_dump(config, sort_keys=False)

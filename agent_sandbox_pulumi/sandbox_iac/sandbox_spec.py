@@ -1,26 +1,33 @@
-"""Pure builders of the sandbox pod template and its network policy (no Pulumi here), so the
-program, the policy pack's tests and the docs agree on what a hardened sandbox looks like."""
+"""Pure builders of the sandbox pod template, its network policy and the warm pool spec (no Pulumi
+here), so the components, the policy pack's tests and the docs agree on what a hardened sandbox
+looks like. The keyword builders (``pod_template``, ``template_spec``, ``pool_spec``) take plain
+values, as the components have them; the ``sandbox_*``/``warm_pool_spec`` forms take a validated
+``StackConfig``."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from sandbox_iac import constants
-from sandbox_iac.config import StackConfig, minimal_networks
+from agent_sandbox_pulumi.sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac.config import StackConfig, minimal_networks
 
 RUNTIME_CONTAINER_NAME = "python-runtime"
 SANDBOX_POD_LABELS = {"app": "agent-sandbox-runtime"}
+# The workspace volume's size when the resources name no ephemeral-storage limit.
+WORKSPACE_SIZE_LIMIT = "1Gi"
 
 
-def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
-    """``spec.podTemplate`` of the SandboxTemplate: non-root, no capabilities, no token,
-    read-only root filesystem with a writable workspace, readiness on ``GET /``."""
-    port = config.sandbox_port
+def pod_template(image: str, *, port: int, image_pull_policy: str, resources: Mapping[str, Mapping[str, str]],
+                 runtime_class_name: str) -> dict[str, Any]:
+    """``spec.podTemplate`` of the SandboxTemplate from plain values: non-root, no capabilities,
+    no token, read-only root filesystem with a writable workspace (sized by the
+    ephemeral-storage limit), readiness on ``GET /``."""
+    limits = dict(resources.get("limits") or {})
     return {
         "metadata": {"labels": dict(SANDBOX_POD_LABELS)},
         "spec": {
-            "runtimeClassName": config.runtime,
+            "runtimeClassName": runtime_class_name,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "hostNetwork": False,
@@ -36,7 +43,7 @@ def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
             "containers": [{
                 "name": RUNTIME_CONTAINER_NAME,
                 "image": image,
-                "imagePullPolicy": config.image_pull_policy,
+                "imagePullPolicy": image_pull_policy,
                 "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                 "env": [
                     {"name": "SANDBOX_PORT", "value": str(port)},
@@ -52,7 +59,7 @@ def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
                     "periodSeconds": 10,
                     "failureThreshold": 3,
                 },
-                "resources": config.sandbox_resources.as_dict(),
+                "resources": {part: dict(values) for part, values in resources.items()},
                 "securityContext": {
                     "privileged": False,
                     "allowPrivilegeEscalation": False,
@@ -67,11 +74,17 @@ def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
                 ],
             }],
             "volumes": [
-                {"name": "workspace", "emptyDir": {"sizeLimit": config.sandbox_resources.limits["ephemeral-storage"]}},
+                {"name": "workspace", "emptyDir": {"sizeLimit": limits.get("ephemeral-storage", WORKSPACE_SIZE_LIMIT)}},
                 {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             ],
         },
     }
+
+
+def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
+    """``spec.podTemplate`` for a validated stack config (see ``pod_template``)."""
+    return pod_template(image, port=config.sandbox_port, image_pull_policy=config.image_pull_policy,
+                        resources=config.sandbox_resources.as_dict(), runtime_class_name=config.runtime)
 
 
 # Every TCP/UDP port but DNS: NetworkPolicy cannot say "all ports except 53", so two ranges.
@@ -141,19 +154,25 @@ def sandbox_network_policy(config: StackConfig) -> dict[str, Any]:
     }
 
 
+def template_spec(pod: dict[str, Any], network_policy: Mapping[str, Any]) -> dict[str, Any]:
+    """Full ``spec`` of the v1beta1 SandboxTemplate from its pod template and network policy."""
+    return {"podTemplate": pod, "networkPolicyManagement": "Managed", "networkPolicy": dict(network_policy)}
+
+
 def sandbox_template_spec(config: StackConfig, image: str) -> dict[str, Any]:
-    """Full ``spec`` of the v1beta1 SandboxTemplate."""
+    """Full ``spec`` of the v1beta1 SandboxTemplate for a validated stack config."""
+    return template_spec(sandbox_pod_template(config, image), sandbox_network_policy(config))
+
+
+def pool_spec(template_name: str, replicas: int) -> dict[str, Any]:
+    """``spec`` of the SandboxWarmPool; ``Recreate`` so a new image or template rolls the pool."""
     return {
-        "podTemplate": sandbox_pod_template(config, image),
-        "networkPolicyManagement": "Managed",
-        "networkPolicy": sandbox_network_policy(config),
+        "replicas": replicas,
+        "sandboxTemplateRef": {"name": template_name},
+        "updateStrategy": {"type": "Recreate"},
     }
 
 
 def warm_pool_spec(config: StackConfig) -> dict[str, Any]:
-    """``spec`` of the SandboxWarmPool; ``Recreate`` so a new image or template rolls the pool."""
-    return {
-        "replicas": config.warm_pool_replicas,
-        "sandboxTemplateRef": {"name": config.template_name},
-        "updateStrategy": {"type": "Recreate"},
-    }
+    """``spec`` of the SandboxWarmPool for a validated stack config."""
+    return pool_spec(config.template_name, config.warm_pool_replicas)

@@ -1,17 +1,17 @@
 """The agent-sandbox controller release: CRDs, namespace, RBAC, the webhook Service when the
 release has one, and the controller Deployment (with ``--extensions`` and a readiness probe that
-fits the release: webhook port for v0.5.6, /readyz for webhook-less v1.0.x)."""
+fits the release: webhook port for v0.5.6, /readyz for webhook-less v1.0.x).
 
-from __future__ import annotations
+Owns: ``ControllerArgs`` and ``AgentSandboxController``. The release manifest is named by its
+source (path or URL, default: the vendored pinned copy) and read here, never passed as objects."""
 
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from sandbox_iac import constants, manifests, versions
+from agent_sandbox_pulumi.sandbox_iac import constants, manifests, versions
 
 # A controller with a conversion webhook writes its self-signed CA into the CRDs at start-up;
 # without this the next `up` would fight the controller over the field. CRDs without a webhook
@@ -36,16 +36,17 @@ def _snake(key: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-@dataclass
-class ControllerArgs:
-    """Inputs of AgentSandboxController."""
+class ControllerArgs(TypedDict):
+    """Inputs of AgentSandboxController (plain values: they decide which objects are declared)."""
 
-    manifest_objects: list[dict[str, Any]]
-    """Parsed objects of the release manifest (``sandbox_iac.manifests.parse_manifest``)."""
-    controller_image: str
-    """Controller image; the release's own by default, a mirror or local build otherwise."""
-    image_pull_policy: str = "IfNotPresent"
-    """Pull policy of the controller container (``Never`` for images loaded onto the node)."""
+    manifest: NotRequired[str]
+    """Path (absolute, or relative to the program's directory) or https URL of the release's
+    ``sandbox-with-extensions.yaml``; default: the pinned v0.5.6 copy vendored in this package.
+    Downloads must match a known sha256 (append ``#sha256=<digest>`` to other URLs)."""
+    controller_image: NotRequired[str]
+    """Controller image; default the release's own (``registry.k8s.io/...:v0.5.6``)."""
+    image_pull_policy: NotRequired[str]
+    """Pull policy of the controller container; default ``IfNotPresent``."""
 
 
 class AgentSandboxController(pulumi.ComponentResource):
@@ -56,7 +57,7 @@ class AgentSandboxController(pulumi.ComponentResource):
     probe added to the release's Deployment waits for the webhook port; without one (v1.0.x)
     it waits for the controller's /readyz. ``manifests.release_shape`` decides which.
 
-    Outputs:
+    Outputs (registered camelCase):
       namespace: the controller's namespace (``agent-sandbox-system``).
       crd_names: names of the CRDs the release installs.
       deployment_name: name of the controller Deployment.
@@ -72,13 +73,15 @@ class AgentSandboxController(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ControllerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:AgentSandboxController", name, None, opts)
-        shape = manifests.release_shape(args.manifest_objects)
+        release = manifests.load_release(args.get("manifest"))
+        shape = manifests.release_shape(release)
         self._webhook_crds = set(shape.conversion_webhook_crds)
         self.extensions_api_version = shape.extensions_api_version
         if shape.extensions_api_version != versions.EXTENSIONS_API_VERSION:
             pulumi.log.warn(f"the controller manifest no longer serves {versions.EXTENSIONS_API_VERSION}; "
                             f"SandboxTemplate/SandboxWarmPool need {shape.extensions_api_version}", self)
-        objects = manifests.adapt_release(args.manifest_objects, args.controller_image, args.image_pull_policy)
+        objects = manifests.adapt_release(release, args.get("controller_image") or versions.AGENT_SANDBOX_CONTROLLER_IMAGE,
+                                          args.get("image_pull_policy") or "IfNotPresent")
         foundation, workload = manifests.split_foundation(objects)
         declared_foundation = [self._declare(name, obj, []) for obj in foundation]
         for obj in workload:
@@ -90,9 +93,9 @@ class AgentSandboxController(pulumi.ComponentResource):
         self.deployment_name = pulumi.Output.from_input(constants.CONTROLLER_DEPLOYMENT)
         self.register_outputs({
             "namespace": self.namespace,
-            "crd_names": self.crd_names,
-            "deployment_name": self.deployment_name,
-            "extensions_api_version": self.extensions_api_version,
+            "crdNames": self.crd_names,
+            "deploymentName": self.deployment_name,
+            "extensionsApiVersion": self.extensions_api_version,
         })
 
     def _declare(self, name: str, obj: dict[str, Any], depends_on: list[pulumi.Resource]) -> pulumi.CustomResource:

@@ -1,42 +1,45 @@
 """Runtime and router images: built with pulumi-docker (or taken prebuilt) under
-content-derived tags, then made available to the cluster's nodes."""
+content-derived tags, then made available to the cluster's nodes.
 
-from __future__ import annotations
+Owns: ``ImagesArgs`` and ``SandboxImages`` (the only module that needs pulumi-docker, installed
+with the package's ``images`` extra), plus the load-command builders."""
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_docker as docker
 
-from components.image_loader import ImageLoad
-from sandbox_iac.content_tag import content_tag
+from agent_sandbox_pulumi.components.image_loader import ImageLoad
+from agent_sandbox_pulumi.sandbox_iac import versions
+from agent_sandbox_pulumi.sandbox_iac.content_tag import content_tag
 
 LOCAL_REPOSITORIES = {"runtime": "agent-sandbox/runtime", "router": "agent-sandbox/router"}
 
 
-@dataclass
-class ImagesArgs:
-    """Inputs of SandboxImages."""
+class ImagesArgs(TypedDict):
+    """Inputs of SandboxImages (plain values: they decide what is built and how it is loaded)."""
 
-    images_dir: Path
-    """Folder holding ``runtime/`` and ``router/`` build contexts (each with a Dockerfile)."""
     build_mode: str
-    """``docker`` builds with pulumi-docker; ``prebuilt`` uses ``prebuilt_refs`` as they are."""
+    """``docker`` builds with pulumi-docker; ``prebuilt`` uses ``prebuilt_runtime``/``prebuilt_router``."""
     load_strategy: str
     """``kind`` | ``minikube`` | ``containerd`` | ``registry`` | ``preloaded``: how nodes get the images."""
-    cluster_name: str
-    """KIND cluster or minikube profile the images are loaded into."""
-    base_image: str
-    """BASE_IMAGE build argument of both Dockerfiles."""
-    runtime_variant: str = "full"
-    """VARIANT build argument of the runtime image (``full`` or ``minimal``)."""
-    registry: Optional[str] = None
+    images_dir: NotRequired[str]
+    """Folder holding the ``runtime/`` and ``router/`` build contexts (each with a Dockerfile);
+    needed with ``build_mode: docker``."""
+    cluster_name: NotRequired[str]
+    """KIND cluster or minikube profile the images are loaded into (``kind``/``minikube`` strategies)."""
+    base_image: NotRequired[str]
+    """BASE_IMAGE build argument of both Dockerfiles; default ``python:3.11-slim``."""
+    runtime_variant: NotRequired[str]
+    """VARIANT build argument of the runtime image: ``full`` (default) or ``minimal``."""
+    registry: NotRequired[str]
     """Registry prefix the images are pushed to (``registry`` strategy only)."""
-    prebuilt_refs: dict[str, str] = field(default_factory=dict)
-    """``{"runtime": ref, "router": ref}`` for the ``prebuilt`` mode."""
-    containerd_address: Optional[str] = None
+    prebuilt_runtime: NotRequired[str]
+    """Runtime image ref for the ``prebuilt`` mode (e.g. printed by ``make images``)."""
+    prebuilt_router: NotRequired[str]
+    """Router image ref for the ``prebuilt`` mode."""
+    containerd_address: NotRequired[str]
     """containerd socket of the node for the ``containerd`` strategy (default: ctr's own default)."""
 
 
@@ -64,9 +67,12 @@ def load_command(strategy: str, cluster_name: str, image_ref: str,
 class SandboxImages(pulumi.ComponentResource):
     """Builds (or adopts) the runtime and router images and loads them onto the nodes.
 
-    Outputs:
+    Outputs (registered camelCase):
       runtime_image: image ref the SandboxTemplate uses (content-derived tag).
       router_image: image ref the router Deployment uses (content-derived tag).
+    Both carry a dependency on the load onto the nodes: whatever takes them as an input waits
+    until the image is there. Their values stay known during a preview (the load's URN, not its
+    id, carries the dependency), so the policy pack still sees the refs.
     """
 
     runtime_image: pulumi.Output[str]
@@ -76,15 +82,19 @@ class SandboxImages(pulumi.ComponentResource):
         super().__init__("agent-sandbox:index:SandboxImages", name, None, opts)
         refs: dict[str, pulumi.Output[str]] = {}
         loads: list[pulumi.Resource] = []
+        strategy = args["load_strategy"]
+        registry = args.get("registry")
         for image in ("runtime", "router"):
             push_to: Optional[str] = None
-            if args.build_mode == "prebuilt":
-                local = args.prebuilt_refs[image]
+            if args["build_mode"] == "prebuilt":
+                local = args.get(f"prebuilt_{image}") or ""
+                if not local:
+                    raise ValueError(f"SandboxImages with build_mode prebuilt needs prebuilt_{image}")
                 trigger: pulumi.Input[str] = local
                 built: list[pulumi.Resource] = []
                 # A local image and a registry to push to: the nodes pull the pushed ref.
-                if args.load_strategy == "registry" and args.registry:
-                    push_to = pushed_ref(args.registry, local)
+                if strategy == "registry" and registry:
+                    push_to = pushed_ref(registry, local)
                 ref: pulumi.Output[str] = pulumi.Output.from_input(push_to or local)
                 load_image: pulumi.Input[str] = local
             else:
@@ -93,21 +103,23 @@ class SandboxImages(pulumi.ComponentResource):
                 trigger = built_image.repo_digest
                 built = [built_image]
                 load_image = ref
-            refs[image] = ref
-            command_text = load_command(args.load_strategy, args.cluster_name, '"$IMAGE"', args.containerd_address,
-                                        push_to)
+            command_text = load_command(strategy, args.get("cluster_name") or "", '"$IMAGE"',
+                                        args.get("containerd_address"), push_to)
             if command_text:
-                loads.append(ImageLoad(
+                load = ImageLoad(
                     f"{name}-{image}-load", image=load_image, command=command_text, trigger=trigger,
                     opts=pulumi.ResourceOptions(parent=self, depends_on=built),
-                ))
+                )
+                loads.append(load)
+                ref = pulumi.Output.all(ref, load.urn).apply(lambda values: values[0])
             else:
                 loads.extend(built)
+            refs[image] = ref
 
         self.runtime_image = refs["runtime"]
         self.router_image = refs["router"]
         self._load_resources = loads
-        self.register_outputs({"runtime_image": self.runtime_image, "router_image": self.router_image})
+        self.register_outputs({"runtimeImage": self.runtime_image, "routerImage": self.router_image})
 
     @property
     def load_resources(self) -> list[pulumi.Resource]:
@@ -115,13 +127,16 @@ class SandboxImages(pulumi.ComponentResource):
         return list(self._load_resources)
 
     def _build(self, name: str, image: str, args: ImagesArgs) -> docker.Image:
-        context = args.images_dir / image
-        build_args = {"BASE_IMAGE": args.base_image}
+        if not args.get("images_dir"):
+            raise ValueError("SandboxImages with build_mode docker needs images_dir (the folder with runtime/ and router/)")
+        context = Path(args["images_dir"]) / image
+        build_args = {"BASE_IMAGE": args.get("base_image") or versions.DEFAULT_BASE_IMAGE}
         if image == "runtime":
-            build_args["VARIANT"] = args.runtime_variant
+            build_args["VARIANT"] = args.get("runtime_variant") or "full"
         repository = LOCAL_REPOSITORIES[image]
-        if args.load_strategy == "registry" and args.registry:
-            repository = f"{args.registry.rstrip('/')}/{repository.split('/')[-1]}"
+        registry = args.get("registry")
+        if args["load_strategy"] == "registry" and registry:
+            repository = f"{registry.rstrip('/')}/{repository.split('/')[-1]}"
         tag = content_tag(context, build_args)
         return docker.Image(
             f"{name}-{image}",
@@ -132,6 +147,6 @@ class SandboxImages(pulumi.ComponentResource):
                 args=build_args,
                 platform="linux/amd64",
             ),
-            skip_push=args.load_strategy != "registry",
+            skip_push=args["load_strategy"] != "registry",
             opts=pulumi.ResourceOptions(parent=self),
         )

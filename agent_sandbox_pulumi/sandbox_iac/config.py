@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from sandbox_iac import constants, versions
-from sandbox_iac.kind_config import kind_cluster_config
+from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
 
 CLUSTER_FLAVOURS = ("kind", "minikube", "existing")
 SECURE_RUNTIMES = ("gvisor", "kata-qemu")
@@ -64,52 +64,115 @@ class ConfigError(ValueError):
         super().__init__("Invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# Policy-pack limits users hit through these keys (policy/policies.py, docs/policy.md).
+WARM_POOL_POLICY_CAP = 20
+
+
 @dataclass(frozen=True)
 class ConfigKey:
-    """Documentation and default of one configuration key (drives the README table too)."""
+    """One configuration key: what the validator reads, and the one source of Pulumi.yaml's typed
+    ``config:`` block and README's configuration table (``python -m agent_sandbox_pulumi.docs``)."""
 
     name: str
+    """Key under the project namespace (``agent-sandbox:<name>``)."""
     default: Any
+    """Value used when the key is unset; None: unset means "derived" (see ``default_doc``) or "none"."""
     description: str
+    """One-paragraph explanation (Markdown), shown in README and Pulumi.yaml."""
     secret: bool = False
+    """Set with ``pulumi config set --secret``; never printed."""
+    schema_type: Optional[str] = None
+    """Pulumi.yaml type (``string``/``integer``/``boolean``/``object``); None: inferred from the default.
+    ``untyped`` leaves the engine's type check off for keys that take either a list or a string."""
+    default_doc: Optional[str] = None
+    """README's default cell when the default is derived from other keys."""
+    policy: Optional[str] = None
+    """The policy-pack limit a user meets with this key (README states it next to the key)."""
+
+    @property
+    def pulumi_type(self) -> Optional[str]:
+        """The ``type`` of this key in Pulumi.yaml; None for ``untyped``."""
+        if self.schema_type == "untyped":
+            return None
+        if self.schema_type:
+            return self.schema_type
+        if isinstance(self.default, bool):
+            return "boolean"
+        if isinstance(self.default, int):
+            return "integer"
+        if isinstance(self.default, dict):
+            return "object"
+        return "string"
+
+    @property
+    def project_default(self) -> Any:
+        """The default Pulumi.yaml declares. The engine treats a project key without a default as
+        required, so keys that are optional get "" -- which the validator reads as unset."""
+        return "" if self.default is None else self.default
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("clusterFlavour", "kind", "Where the stack runs: `kind` | `minikube` | `existing`."),
     ConfigKey("clusterName", "agent-sandbox", "KIND cluster name or minikube profile (also the node label target for Kata)."),
     ConfigKey("kindWorkers", 0, "Worker nodes of the KIND cluster `up` creates, next to its control plane (`1` = sandboxes run on a worker; 0 to 8)."),
-    ConfigKey("kubeContext", None, "kubeconfig context; default `kind-<clusterName>` (kind), `<clusterName>` (minikube), current context (existing)."),
-    ConfigKey("kubeconfig", None, "Path to a kubeconfig file; default: `$KUBECONFIG` or `~/.kube/config`."),
-    ConfigKey("runtime", "gvisor", "Sandbox runtime class: `gvisor` | `kata-qemu` (`runc` only with `allowInsecureRunc`)."),
-    ConfigKey("allowInsecureRunc", False, "Set `true` to allow `runtime: runc` (no isolation; local development only)."),
+    ConfigKey("kubeContext", None, "kubeconfig context.", default_doc="`kind-<clusterName>` (kind), `<clusterName>` (minikube), current context (existing)"),
+    ConfigKey("kubeconfig", None, "Path to a kubeconfig file.", default_doc="`$KUBECONFIG` or `~/.kube/config`"),
+    ConfigKey("runtime", "gvisor", "Sandbox runtime class: `gvisor` | `kata-qemu` (`runc` only with `allowInsecureRunc`).",
+              policy="`sandbox-runtime-class` accepts `gvisor` and `kata-*` only (policy config `allowedRuntimeClasses`, `allowInsecureRunc`)"),
+    ConfigKey("allowInsecureRunc", False, "Set `true` to allow `runtime: runc` (no isolation; local development only).",
+              policy="`sandbox-runtime-class` still rejects `runc` unless its own `allowInsecureRunc` is true"),
     ConfigKey("manageRuntimeClass", True, "Declare the gVisor RuntimeClass (set `false` when the cluster already ships it)."),
     ConfigKey("sandboxNamespace", "agent-sandbox-demo", "Namespace of the SandboxTemplate, SandboxWarmPool and sandboxes."),
     ConfigKey("templateName", "python-sandbox-template", "Name of the SandboxTemplate."),
-    ConfigKey("sandboxImage", None, "Runtime image ref (required with `imageBuild: prebuilt`; tag or digest, never `latest`)."),
+    ConfigKey("sandboxImage", None, "Runtime image ref (required with `imageBuild: prebuilt`; tag or digest, never `latest`).",
+              default_doc="built from `images/runtime`", policy="`images-pinned` rejects a missing or mutable tag (`latest`, `main`, `nightly`, ...) without a digest"),
     ConfigKey("sandboxPort", constants.SANDBOX_PORT, "Port the runtime listens on."),
-    ConfigKey("sandboxResources", DEFAULT_RESOURCES, "Object `{requests: {cpu, memory, ephemeral-storage}, limits: {...}}` for sandbox pods."),
+    ConfigKey("sandboxResources", DEFAULT_RESOURCES, "Object `{requests: {cpu, memory, ephemeral-storage}, limits: {...}}` for sandbox pods; "
+              "given parts are merged with the defaults (set parts with `pulumi config set --path agent-sandbox:sandboxResources.limits.cpu 1`).",
+              default_doc="requests 250m/512Mi/512Mi, limits 500m/1Gi/1Gi", policy="`sandbox-resource-limits` requires cpu and memory limits"),
     ConfigKey("warmPoolName", "python-sandbox-warmpool", "Name of the SandboxWarmPool."),
-    ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only)."),
-    ConfigKey("routerReplicas", 2, "Router Deployment replicas."),
-    ConfigKey("routerAuthToken", None, "Router bearer token (secret); generated once and kept if unset.", secret=True),
-    ConfigKey("routerAllowedPodCidrs", None, "Comma-separated pod CIDRs the router may proxy to, inside `clusterPodCidrs`; default: `clusterPodCidrs`."),
-    ConfigKey("routerSandboxNamespaces", None, "Comma-separated namespaces whose sandbox pods the router reaches (Role + RoleBinding + egress in each); default: `sandboxNamespace`."),
-    ConfigKey("apiServerEndpoints", None, "Comma-separated `address:port` (`[v6]:port`, `cidr:port`) the router may reach for its watch; default: read from EndpointSlice `default/kubernetes`."),
-    ConfigKey("sandboxEgress", "internet", "Sandbox egress: `internet` (public unicast, no port 53) | `none` (cluster DNS only) | `allowList` (`sandboxEgressAllow` only)."),
-    ConfigKey("sandboxEgressAllow", None, "With `sandboxEgress: allowList`: JSON list `[{cidr, ports: [443, \"8000-8100\"], protocol: TCP}]` of public destinations."),
-    ConfigKey("clusterPodCidrs", None, "Comma-separated pod CIDRs of the cluster (IPv4 and IPv6); default `10.244.0.0/16` (KIND's podSubnet, minikube)."),
-    ConfigKey("clusterServiceCidrs", None, "Comma-separated Service CIDRs; default `10.96.0.0/16` (KIND), `10.96.0.0/12` (minikube, existing)."),
-    ConfigKey("clusterNodeCidrs", None, "Comma-separated node address ranges, excluded from sandbox egress and allowed to call the router; default none."),
-    ConfigKey("clusterDnsAddresses", None, "Resolver addresses besides the kube-dns pods, allowed on port 53 only (e.g. NodeLocal DNSCache `169.254.20.10`)."),
-    ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`)."),
-    ConfigKey("imageBuild", "docker", "`docker`: build images with pulumi-docker; `prebuilt`: use `sandboxImage`/`routerImage` (e.g. from `make images`)."),
+    ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only; the program accepts 0 to 1000).",
+              policy=f"`warm-pool-max-replicas` caps it at {WARM_POOL_POLICY_CAP} (policy config `maxReplicas`)"),
+    ConfigKey("routerReplicas", 2, "Router Deployment replicas (1 to 100)."),
+    ConfigKey("routerAuthToken", None, "Router bearer token, at least 16 characters; generated once and kept if unset. Read with `get_secret`, "
+              "never printed.", secret=True, schema_type="untyped", default_doc="generated"),
+    ConfigKey("routerAllowedPodCidrs", None, "Comma-separated pod CIDRs the router may proxy to; must lie inside `clusterPodCidrs`.",
+              default_doc="`clusterPodCidrs`"),
+    ConfigKey("routerSandboxNamespaces", None, "Comma-separated namespaces whose sandbox pods the router watches and reaches (a pods "
+              "get/list/watch Role + RoleBinding and an egress rule in each; other namespaces must exist).", default_doc="`sandboxNamespace`"),
+    ConfigKey("apiServerEndpoints", None, "Comma-separated `address:port` (`[v6]:port`, `cidr:port`) the router's watch may reach.",
+              default_doc="read from EndpointSlice `default/kubernetes` at deploy time"),
+    ConfigKey("sandboxEgress", "internet", "Sandbox egress: `internet` = public unicast IPv4/IPv6 on every TCP/UDP port except 53; `none` = "
+              "cluster DNS only; `allowList` = only `sandboxEgressAllow`. Every mode: cluster DNS on 53, and never the cluster's own ranges, "
+              "private, link-local/metadata, loopback, CGNAT, NAT64/6to4, ULA, multicast or reserved ranges.",
+              policy="`sandbox-network-policy` rejects egress that reaches the metadata address or a private/cluster range"),
+    ConfigKey("sandboxEgressAllow", None, "With `allowList`: JSON list of public destinations, `[{\"cidr\": \"151.101.0.0/16\", \"ports\": [443, "
+              "\"8000-8100\"], \"protocol\": \"TCP\"}]` (`protocol` TCP/UDP/SCTP, default TCP; port 53 and private/cluster ranges are "
+              "refused). Untyped in Pulumi.yaml: a JSON string and a YAML list are both accepted.", schema_type="untyped"),
+    ConfigKey("clusterPodCidrs", None, "Comma-separated pod CIDRs (IPv4 and IPv6) of the cluster: KIND's podSubnet, minikube's default; set it "
+              "for an `existing` cluster.", default_doc="`10.244.0.0/16`"),
+    ConfigKey("clusterServiceCidrs", None, "Comma-separated Service CIDRs, excluded from sandbox egress.",
+              default_doc="`10.96.0.0/16` (kind), `10.96.0.0/12` (minikube, existing)"),
+    ConfigKey("clusterNodeCidrs", None, "Comma-separated node address ranges: excluded from sandbox egress, allowed to call the router on 8080 "
+              "(kubelet probes, hostNetwork clients)."),
+    ConfigKey("clusterDnsAddresses", None, "Comma-separated resolvers besides the kube-dns pods, allowed on port 53 only, e.g. `169.254.20.10` "
+              "(NodeLocal DNSCache; add the kube-dns ClusterIP when it intercepts that too)."),
+    ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`).", default_doc="built from `images/router`",
+              policy="`images-pinned` rejects a missing or mutable tag without a digest"),
+    ConfigKey("imageBuild", "docker", "`docker`: build images with pulumi-docker; `prebuilt`: use `sandboxImage`/`routerImage` (e.g. from "
+              "`make images`)."),
     ConfigKey("imageVariant", "full", "Runtime image variant: `full` (pandas, scikit-learn, lightgbm) | `minimal`."),
     ConfigKey("baseImage", versions.DEFAULT_BASE_IMAGE, "BASE_IMAGE build argument of both Dockerfiles."),
-    ConfigKey("imageLoadStrategy", None, "How images reach the nodes: `kind` | `minikube` | `containerd` | `registry` | `preloaded`; default follows clusterFlavour (`registry` for existing)."),
-    ConfigKey("containerdAddress", None, "containerd socket for `imageLoadStrategy: containerd` (default: ctr's default `/run/containerd/containerd.sock`)."),
+    ConfigKey("imageLoadStrategy", None, "How images reach the nodes: `kind` | `minikube` | `containerd` | `registry` | `preloaded`.",
+              default_doc="follows `clusterFlavour` (`registry` for existing)"),
+    ConfigKey("containerdAddress", None, "containerd socket for `imageLoadStrategy: containerd`.",
+              default_doc="ctr's default `/run/containerd/containerd.sock`"),
     ConfigKey("imageRegistry", None, "Registry prefix to push to with `imageLoadStrategy: registry` (e.g. `registry.example.com/team`)."),
-    ConfigKey("controllerManifest", versions.AGENT_SANDBOX_MANIFEST_VENDORED, "Local path (relative to the project) or URL of the controller release manifest; default the vendored pinned copy (offline). A URL must be the pinned release or end in `#sha256=<digest>`."),
-    ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds)."),
+    ConfigKey("controllerManifest", versions.AGENT_SANDBOX_MANIFEST_VENDORED, "Local path (relative to the project) or URL of the controller "
+              "release manifest; the default is the pinned copy vendored in the package (offline). A URL must be the pinned release or end "
+              "in `#sha256=<digest>`."),
+    ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds).",
+              policy="`images-pinned` rejects a missing or mutable tag without a digest"),
     ConfigKey("kataChartVersion", versions.KATA_DEPLOY_CHART_VERSION, "kata-deploy Helm chart version (kata stack)."),
     ConfigKey("kataChartRepo", versions.KATA_DEPLOY_CHART_REPO, "kata-deploy Helm chart repository or local chart path (kata stack)."),
 )
@@ -138,6 +201,10 @@ class PortRange:
     end_port: Optional[int] = None
     """Last port of the range (inclusive); None for a single port."""
 
+    def as_text(self) -> str:
+        """``"443"`` or ``"8000-8100"``: the form ``sandboxEgressAllow`` ports take."""
+        return str(self.port) if self.end_port is None else f"{self.port}-{self.end_port}"
+
     def as_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"protocol": self.protocol, "port": self.port}
         if self.end_port is not None:
@@ -163,6 +230,10 @@ class ApiServerEndpoint:
     """``/32``/``/128`` for one address, or a range (managed control planes)."""
     port: int
     """The API server's port as seen by pods after Service translation (e.g. 6443)."""
+
+    def as_input(self) -> str:
+        """The ``address:port`` form the config key and the component inputs take."""
+        return f"[{self.cidr}]:{self.port}" if ":" in self.cidr else f"{self.cidr}:{self.port}"
 
 
 def _network(text: str) -> IPNetwork:
@@ -212,7 +283,8 @@ class StackConfig:
     warm_pool_name: str
     warm_pool_replicas: int
     router_replicas: int
-    router_auth_token: Optional[str]
+    # Never in repr: a printed StackConfig (logs, tracebacks, test output) must not leak the token.
+    router_auth_token: Optional[str] = field(repr=False)
     router_allowed_pod_cidrs: tuple[str, ...]
     router_sandbox_namespaces: tuple[str, ...]
     api_server_endpoints: tuple[ApiServerEndpoint, ...]
@@ -651,6 +723,37 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
     if check.problems:
         raise ConfigError(check.problems)
     return config
+
+
+# What component validation fills in for the keys a component does not take (images can be
+# Outputs, the cluster flavour is the driver's business): valid values that change nothing else.
+COMPONENT_FIXED_KEYS: dict[str, str] = {
+    "clusterFlavour": "existing", "imageBuild": "prebuilt", "imageLoadStrategy": "preloaded",
+    "sandboxImage": "agent-sandbox/component-input:unused", "routerImage": "agent-sandbox/component-input:unused",
+}
+_FIX_SUFFIX = re.compile(r"\s*\((fix|see): .*\)$")
+
+
+class ComponentInputError(ValueError):
+    """A component's inputs break the rules the stack config is validated with; one line each."""
+
+    def __init__(self, component: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"Invalid {component} inputs:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def parse_component_inputs(values: Mapping[str, Any], component: str = "AgentSandbox") -> StackConfig:
+    """Validate a component's plain inputs, named like the config keys (``sandboxEgressAllow``,
+    ``warmPoolReplicas``, ...), with exactly the stack config's rules, so a program in any
+    language gets the same guarantees (public-only egress, no DNS bypass, bounded replicas) as
+    this project's stacks. Problems name the input instead of ``agent-sandbox:<key>`` and carry no
+    ``pulumi config`` fix (the caller sets inputs, not config). Raises ``ComponentInputError``."""
+    try:
+        return parse_stack_config({**COMPONENT_FIXED_KEYS, **values}, component)
+    except ConfigError as error:
+        prefix = f"{constants.PROJECT_NAME}:"
+        problems = [_FIX_SUFFIX.sub("", problem).replace(prefix, "") for problem in error.problems]
+        raise ComponentInputError(component, problems) from None
 
 
 def read_project_config(

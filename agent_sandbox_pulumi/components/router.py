@@ -1,61 +1,71 @@
 """The sandbox router: the HTTP entry the official SDK talks to (Service
 ``sandbox-router-svc:8080`` in ``agent-sandbox-system``), guarded by a bearer token, and what
 confines it to sandboxes: its ServiceAccount with read access to sandbox pods only (for the
-router's watch resolver), and its NetworkPolicy (sandbox pods, cluster DNS, the API server)."""
+router's watch resolver), and its NetworkPolicy (sandbox pods, cluster DNS, the API server).
 
-from __future__ import annotations
+Owns: ``RouterArgs``, ``SandboxRouter`` and the router NetworkPolicy spec."""
 
 import hashlib
 import ipaddress
 import secrets
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, NotRequired, Optional, Sequence, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.options import child_options
-from sandbox_iac import constants
-from sandbox_iac.config import ApiServerEndpoint, Resources
-from sandbox_iac.sandbox_spec import SANDBOX_POD_LABELS, cluster_dns_egress_rule
+from agent_sandbox_pulumi.components.args import ContainerResources
+from agent_sandbox_pulumi.components.options import child_options
+from agent_sandbox_pulumi.sandbox_iac import constants
+from agent_sandbox_pulumi.sandbox_iac.config import API_SERVER_ENDPOINT, ROUTER_RESOURCES, ApiServerEndpoint
+from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import SANDBOX_POD_LABELS, cluster_dns_egress_rule
 
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
-class RouterArgs:
+class RouterArgs(TypedDict):
     """Inputs of SandboxRouter."""
 
     image: pulumi.Input[str]
-    """Router image ref."""
-    image_pull_policy: str
-    """``Never`` for images loaded onto the nodes, ``IfNotPresent`` for pushed ones."""
-    replicas: int
-    """Deployment replicas (2 keeps the Service answering while a pod restarts)."""
-    resources: Resources
-    """Requests and limits of the router container."""
-    sandbox_namespaces: tuple[str, ...]
+    """Router image ref (tag or digest)."""
+    sandbox_namespaces: list[str]
     """Namespaces whose sandbox pods the router may reach: it watches their pods (a Role +
-    RoleBinding in each) and may connect to them (its NetworkPolicy); nothing else."""
-    sandbox_port: int
-    """The template's port: the only port the router proxies to."""
-    allowed_pod_cidrs: tuple[str, ...]
-    """Pod CIDRs the router may proxy to (the router refuses targets outside them)."""
-    auth_token: Optional[pulumi.Input[str]] = None
-    """Bearer token clients must send; when None one is generated once and then kept."""
-    cluster_domain: str = "cluster.local"
-    """Cluster DNS domain used for ``<id>.<ns>.svc.<domain>`` targets."""
-    namespace_dependencies: Sequence[pulumi.Resource] = ()
-    """Resources that create sandbox namespaces (the stack's own): the Roles wait for them."""
-    api_server_endpoints: tuple[ApiServerEndpoint, ...] = ()
-    """Where the router's watch reaches the API server; empty: read from EndpointSlice
-    ``default/kubernetes`` (what the ``kubernetes`` Service translates to)."""
-    dns_addresses: tuple[str, ...] = ()
+    RoleBinding in each) and may connect to them (its NetworkPolicy); nothing else. They must
+    exist (depend on what creates them)."""
+    allowed_pod_cidrs: list[str]
+    """Pod CIDRs the router may proxy to (it refuses targets outside them): the cluster's pod ranges."""
+    image_pull_policy: NotRequired[str]
+    """``Never`` for images loaded onto the nodes, ``IfNotPresent`` (default) for pushed ones."""
+    replicas: NotRequired[int]
+    """Deployment replicas; default 2 (keeps the Service answering while a pod restarts)."""
+    resources: NotRequired[ContainerResources]
+    """Requests and limits of the router container; default requests 250m/512Mi, limits 1/1Gi."""
+    sandbox_port: NotRequired[int]
+    """The template's port: the only port the router proxies to; default 8888."""
+    auth_token: NotRequired[pulumi.Input[str]]
+    """Bearer token clients must send (kept secret); unset: one is generated once and then kept."""
+    cluster_domain: NotRequired[str]
+    """Cluster DNS domain used for ``<id>.<ns>.svc.<domain>`` targets; default ``cluster.local``."""
+    api_server_endpoints: NotRequired[list[str]]
+    """``address:port`` (``[v6]:port``, ``cidr:port``) where the router's watch reaches the API
+    server; unset: read from EndpointSlice ``default/kubernetes`` (what the ``kubernetes``
+    Service translates to)."""
+    dns_addresses: NotRequired[list[str]]
     """Resolver addresses besides the kube-dns pods (NodeLocal DNSCache), port 53 only."""
-    node_cidrs: tuple[str, ...] = ()
+    node_cidrs: NotRequired[list[str]]
     """Node address ranges allowed to call the router (kubelet probes, hostNetwork clients)."""
+
+
+def parse_api_server_endpoints(items: Sequence[str]) -> tuple[ApiServerEndpoint, ...]:
+    """``address:port`` strings as endpoints; raises ValueError naming a malformed one."""
+    endpoints = []
+    for item in items:
+        match = API_SERVER_ENDPOINT.match(item)
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise ValueError(f"api_server_endpoints: {item!r} is not address:port (e.g. 172.18.0.2:6443)")
+        endpoints.append(ApiServerEndpoint(str(ipaddress.ip_network(match["address"], strict=True)), int(match["port"])))
+    return tuple(endpoints)
 
 
 def _field(value: Any, name: str) -> Any:
@@ -94,17 +104,17 @@ def router_network_policy_spec(args: RouterArgs, api_server: Sequence[ApiServerE
     sandbox_peers = [{
         "namespaceSelector": {"matchLabels": {constants.NAMESPACE_NAME_LABEL: namespace}},
         "podSelector": {"matchLabels": dict(SANDBOX_POD_LABELS)},
-    } for namespace in args.sandbox_namespaces]
+    } for namespace in args["sandbox_namespaces"]]
     client_peers: list[dict[str, Any]] = [{"namespaceSelector": {"matchExpressions": [{
-        "key": constants.NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(args.sandbox_namespaces)}]}}]
-    client_peers += [{"ipBlock": {"cidr": cidr}} for cidr in args.node_cidrs]
+        "key": constants.NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(args["sandbox_namespaces"])}]}}]
+    client_peers += [{"ipBlock": {"cidr": cidr}} for cidr in args.get("node_cidrs") or ()]
     return {
         "podSelector": {"matchLabels": dict(constants.ROUTER_POD_LABELS)},
         "policyTypes": ["Ingress", "Egress"],
         "ingress": [{"from": client_peers, "ports": [{"protocol": "TCP", "port": constants.ROUTER_PORT}]}],
         "egress": [
-            {"to": sandbox_peers, "ports": [{"protocol": "TCP", "port": args.sandbox_port}]},
-            cluster_dns_egress_rule(args.dns_addresses),
+            {"to": sandbox_peers, "ports": [{"protocol": "TCP", "port": args.get("sandbox_port", constants.SANDBOX_PORT)}]},
+            cluster_dns_egress_rule(args.get("dns_addresses") or ()),
             *({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs], "ports": [{"protocol": "TCP", "port": port}]}
               for port, cidrs in by_port.items()),
         ],
@@ -115,7 +125,7 @@ class SandboxRouter(pulumi.ComponentResource):
     """Secret, ServiceAccount, per-namespace pod-reader Role + RoleBinding, NetworkPolicy,
     Deployment and Service of the router.
 
-    Outputs:
+    Outputs (registered camelCase):
       service_name: ``sandbox-router-svc``.
       namespace: ``agent-sandbox-system``.
       port: 8080.
@@ -130,8 +140,14 @@ class SandboxRouter(pulumi.ComponentResource):
     def __init__(self, name: str, args: RouterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:SandboxRouter", name, None, opts)
         labels = {**constants.ROUTER_POD_LABELS, **constants.MANAGED_BY_LABEL}
-        generated = args.auth_token is None
-        token = args.auth_token if not generated else secrets.token_urlsafe(32)
+        configured = args.get("auth_token")
+        generated = configured is None
+        token = configured if configured is not None else secrets.token_urlsafe(32)
+        sandbox_namespaces = list(args["sandbox_namespaces"])
+        sandbox_port = args.get("sandbox_port", constants.SANDBOX_PORT)
+        allowed_pod_cidrs = list(args.get("allowed_pod_cidrs") or ())
+        given = args.get("resources") or {}
+        resources = {part: {**ROUTER_RESOURCES[part], **(given.get(part) or {})} for part in ROUTER_RESOURCES}
         secret = k8s.core.v1.Secret(
             f"{name}-auth",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -149,7 +165,7 @@ class SandboxRouter(pulumi.ComponentResource):
             pulumi.Output.from_input(token).apply(lambda t: {"agent-sandbox/token-sha256": _sha256(t)[:16]})
             if not generated else {}
         )
-        if not args.sandbox_namespaces:
+        if not sandbox_namespaces:
             raise ValueError("SandboxRouter needs at least one sandbox namespace")
         # The router's identity for its watch: it may read pods of the sandbox namespaces and
         # nothing else (no ClusterRole, no Sandbox/Secret access).
@@ -161,7 +177,7 @@ class SandboxRouter(pulumi.ComponentResource):
             opts=child_options(self, opts),
         )
         bindings = []
-        for namespace in args.sandbox_namespaces:
+        for namespace in sandbox_namespaces:
             in_namespace = k8s.meta.v1.ObjectMetaArgs(
                 name=constants.ROUTER_POD_READER_ROLE, namespace=namespace, labels=dict(constants.MANAGED_BY_LABEL),
             )
@@ -169,7 +185,7 @@ class SandboxRouter(pulumi.ComponentResource):
                 f"{name}-pods-{namespace}",
                 metadata=in_namespace,
                 rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-                opts=child_options(self, opts, depends_on=list(args.namespace_dependencies)),
+                opts=child_options(self, opts),
             )
             bindings.append(k8s.rbac.v1.RoleBinding(
                 f"{name}-pods-{namespace}",
@@ -178,10 +194,11 @@ class SandboxRouter(pulumi.ComponentResource):
                           "name": constants.ROUTER_POD_READER_ROLE},
                 subjects=[{"kind": "ServiceAccount", "name": constants.ROUTER_SERVICE_ACCOUNT,
                            "namespace": constants.ROUTER_NAMESPACE}],
-                opts=child_options(self, opts, depends_on=[*args.namespace_dependencies, role, account]),
+                opts=child_options(self, opts, depends_on=[role, account]),
             ))
-        if args.api_server_endpoints:
-            policy_spec: pulumi.Input[dict] = router_network_policy_spec(args, args.api_server_endpoints)
+        if args.get("api_server_endpoints"):
+            configured_endpoints = parse_api_server_endpoints(args["api_server_endpoints"])
+            policy_spec: pulumi.Input[dict] = router_network_policy_spec(args, configured_endpoints)
         else:
             # Read, not configured: KIND's and minikube's API server address is only known once
             # the cluster exists, and it follows control-plane changes on the next `up`.
@@ -200,25 +217,25 @@ class SandboxRouter(pulumi.ComponentResource):
         )
         container = {
             "name": "router",
-            "image": args.image,
-            "imagePullPolicy": args.image_pull_policy,
+            "image": args["image"],
+            "imagePullPolicy": args.get("image_pull_policy") or "IfNotPresent",
             "ports": [{"name": "http", "containerPort": constants.ROUTER_PORT, "protocol": "TCP"}],
             "env": [
                 {"name": constants.ROUTER_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
                     "name": constants.ROUTER_SECRET_NAME, "key": constants.ROUTER_TOKEN_SECRET_KEY}}},
-                {"name": "CLUSTER_DOMAIN", "value": args.cluster_domain},
+                {"name": "CLUSTER_DOMAIN", "value": args.get("cluster_domain") or "cluster.local"},
                 # The router refuses to proxy to its own address.
                 {"name": "ROUTER_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 # Targets are sandbox pods the router's watch knows, never caller-supplied addresses.
                 {"name": constants.ROUTER_RESOLVER_ENV, "value": constants.ROUTER_RESOLVER_WATCH},
-                {"name": "ROUTER_SANDBOX_NAMESPACES", "value": ",".join(args.sandbox_namespaces)},
-                {"name": "ROUTER_SANDBOX_PORTS", "value": str(args.sandbox_port)},
-                *([{"name": constants.ROUTER_ALLOWED_POD_CIDRS_ENV, "value": ",".join(args.allowed_pod_cidrs)}]
-                  if args.allowed_pod_cidrs else []),
+                {"name": "ROUTER_SANDBOX_NAMESPACES", "value": ",".join(sandbox_namespaces)},
+                {"name": "ROUTER_SANDBOX_PORTS", "value": str(sandbox_port)},
+                *([{"name": constants.ROUTER_ALLOWED_POD_CIDRS_ENV, "value": ",".join(allowed_pod_cidrs)}]
+                  if allowed_pod_cidrs else []),
             ],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": constants.ROUTER_PORT}, "periodSeconds": 2},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": constants.ROUTER_PORT}, "periodSeconds": 10},
-            "resources": args.resources.as_dict(),
+            "resources": resources,
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": constants.SANDBOX_USER_ID,
@@ -235,7 +252,7 @@ class SandboxRouter(pulumi.ComponentResource):
                 name=constants.ROUTER_DEPLOYMENT_NAME, namespace=constants.ROUTER_NAMESPACE, labels=labels,
             ),
             spec={
-                "replicas": args.replicas,
+                "replicas": args.get("replicas", 2),
                 "selector": {"matchLabels": dict(constants.ROUTER_POD_LABELS)},
                 "template": {
                     "metadata": {"labels": labels, "annotations": token_checksum},
@@ -277,8 +294,8 @@ class SandboxRouter(pulumi.ComponentResource):
         self.auth_token = pulumi.Output.secret(secret.string_data.apply(
             lambda data: (data or {}).get(constants.ROUTER_TOKEN_SECRET_KEY, "")))
         self.register_outputs({
-            "service_name": self.service_name,
+            "serviceName": self.service_name,
             "namespace": self.namespace,
             "port": self.port,
-            "auth_token": self.auth_token,
+            "authToken": self.auth_token,
         })

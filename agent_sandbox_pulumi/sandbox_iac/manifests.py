@@ -13,6 +13,7 @@ problem and the fix."""
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import re
 import urllib.request
@@ -23,11 +24,13 @@ from typing import Any, Mapping, Optional, Union
 import pulumi
 import yaml
 
-from sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac import constants, versions
 
 CONFIG_KEY = f"{constants.PROJECT_NAME}:controllerManifest"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-VENDORED_MANIFEST = PROJECT_ROOT / versions.AGENT_SANDBOX_MANIFEST_VENDORED
+# The installed package (agent_sandbox_pulumi/): the vendored release ships in it as package data,
+# so a pip-installed copy reads it exactly like a checkout does.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+VENDORED_MANIFEST = PACKAGE_ROOT / versions.AGENT_SANDBOX_MANIFEST_VENDORED
 # Release URLs whose digest we know; any other URL must carry its own (DIGEST_FRAGMENT).
 KNOWN_SHA256 = {versions.AGENT_SANDBOX_MANIFEST_URL: versions.AGENT_SANDBOX_MANIFEST_SHA256}
 DIGEST_FRAGMENT = "#sha256="
@@ -127,6 +130,9 @@ def read_manifest_text(source: str, base_dir: Optional[Path] = None) -> str:
     path = Path(source).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
+    if not path.is_file() and source == versions.AGENT_SANDBOX_MANIFEST_VENDORED:
+        # The default names the copy shipped in this package; a consumer project has no vendor/.
+        path = VENDORED_MANIFEST
     if not path.is_file():
         raise ManifestError(
             f"{CONFIG_KEY} = {source!r} is not a readable file "
@@ -135,7 +141,8 @@ def read_manifest_text(source: str, base_dir: Optional[Path] = None) -> str:
     data = path.read_bytes()
     if _is_vendored(path):
         _verify(data, versions.AGENT_SANDBOX_MANIFEST_SHA256, source,
-                f"restore the vendored release with git checkout -- {versions.AGENT_SANDBOX_MANIFEST_VENDORED}")
+                f"restore the vendored release: git checkout -- {VENDORED_MANIFEST.relative_to(PACKAGE_ROOT.parent)}, "
+                "or reinstall the package")
     return data.decode()
 
 
@@ -296,6 +303,37 @@ def split_foundation(objects: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     foundation = [o for o in objects if o["kind"] in FOUNDATION_KINDS]
     workload = [o for o in objects if o["kind"] not in FOUNDATION_KINDS]
     return foundation, workload
+
+
+def resolve_source(source: Optional[str], base_dir: Optional[Path] = None) -> str:
+    """``source`` as a component takes it: a URL as it is, a relative path made absolute against
+    ``base_dir`` (the project, as config paths are relative to it), the vendored default (or
+    None) as the package's own copy, so the component reads the same file from any cwd."""
+    if not source or source == versions.AGENT_SANDBOX_MANIFEST_VENDORED:
+        return str(VENDORED_MANIFEST)
+    if _is_url(source):
+        return source
+    path = Path(source).expanduser()
+    return str(path if path.is_absolute() or base_dir is None else base_dir / path)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(source: str, fingerprint: str) -> tuple[dict[str, Any], ...]:
+    del fingerprint  # only part of the cache key
+    return tuple(parse_manifest(read_manifest_text(source)))
+
+
+def load_release(source: Optional[str] = None) -> list[dict[str, Any]]:
+    """The parsed objects of a release manifest (default: the vendored copy), read, verified and
+    parsed once per process and file version: the program checks the manifest before declaring
+    anything, and the controller component reads it again. Callers must not mutate the objects
+    (``adapt_release`` works on a copy)."""
+    location = resolve_source(source)
+    fingerprint = ""
+    if not _is_url(location) and Path(location).is_file():
+        stat = Path(location).stat()
+        fingerprint = f"{stat.st_mtime_ns}:{stat.st_size}"
+    return list(_load_cached(location, fingerprint))
 
 
 def check_manifest_source(source: str, base_dir: Optional[Path] = None) -> ReleaseShape:

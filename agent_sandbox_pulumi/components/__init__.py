@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources of Agent Sandbox, one concern per module; ``agent_sandbox`` composes them."""

@@ -1,0 +1,111 @@
+"""The KIND set-up's decisions with fakes: which node image, whether the images are built with the
+CLI (and said), when the controller image is built locally, and the one-line failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from automation import bootstrap, preflight
+from automation.bootstrap import Setup, SetupError
+from automation.project import ProjectPaths
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
+    config = parse_stack_config({"clusterName": "demo"}, "gvisor")
+    return Setup(config, ProjectPaths(root=tmp_path, out_dir=tmp_path / "out"), log=lambda _: None)
+
+
+def test_engine_absent_and_cannot_be_started(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preflight, "engine_state", lambda client=None: preflight.EngineState(None, False))
+    monkeypatch.setattr(setup, "_engine_is_ours_to_start", lambda: False)
+    with pytest.raises(preflight.PreflightError, match="no Docker engine"):
+        setup.ensure_engine()
+
+
+def test_engine_is_started_when_it_is_ours_to_start(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    states = iter([preflight.EngineState("/usr/bin/docker", False, error="down"),
+                   preflight.EngineState("/usr/bin/docker", True, "20.10", default_runtime="agent-sandbox-runc")])
+    monkeypatch.setattr(preflight, "engine_state", lambda client=None: next(states))
+    monkeypatch.setattr(setup, "_engine_is_ours_to_start", lambda: True)
+    started = []
+    monkeypatch.setattr(bootstrap, "_stream", lambda command, log, env=None: (started.append(command) or (0, [])))
+    setup.ensure_engine()
+    assert started and started[0][-1] == "start"
+
+
+def test_engine_that_fails_to_start_is_one_line(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preflight, "engine_state", lambda client=None: preflight.EngineState("/usr/bin/docker", False))
+    monkeypatch.setattr(setup, "_engine_is_ours_to_start", lambda: True)
+    monkeypatch.setattr(bootstrap, "_stream", lambda command, log, env=None: (1, []))
+    with pytest.raises(SetupError, match="could not start a Docker engine"):
+        setup.ensure_engine()
+
+
+def test_images_without_the_docker_provider_are_built_with_the_cli_and_said(setup: Setup,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.offline = True
+    monkeypatch.setattr(bootstrap, "_stream", lambda command, log, env=None: (
+        0, ["...", "runtime=agent-sandbox/runtime:aaa", "router=agent-sandbox/router:bbb"]))
+    monkeypatch.setattr(setup, "_load_local_controller_image", lambda: setup.result.overrides.update(
+        controllerImage="localhost/agent-sandbox-controller:v0.5.6"))
+    setup.ensure_images()
+    assert setup.result.overrides == {"imageBuild": "prebuilt", "sandboxImage": "agent-sandbox/runtime:aaa",
+                                      "routerImage": "agent-sandbox/router:bbb",
+                                      "controllerImage": "localhost/agent-sandbox-controller:v0.5.6"}
+    assert any("imageBuild=prebuilt" in notice for notice in setup.result.notices)
+
+
+def test_images_with_the_docker_provider_are_left_to_pulumi(setup: Setup, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pulumi-home" / "plugins" / "resource-docker-v5.1.0").mkdir(parents=True)
+    setup.offline = False
+    monkeypatch.setattr(setup, "_controller_image_pullable", lambda: True)
+    monkeypatch.setattr(bootstrap, "_stream", lambda *a, **k: pytest.fail("must not build images with the CLI"))
+    setup.ensure_images()
+    assert setup.result.overrides == {}
+
+
+def test_failed_cli_image_build_is_one_line(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bootstrap, "_stream", lambda command, log, env=None: (2, ["boom"]))
+    with pytest.raises(SetupError, match="building the runtime and router images failed"):
+        setup._build_images_with_cli()
+
+
+def test_offline_never_pulls_kindest_node(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.offline = True
+    calls = []
+    monkeypatch.setattr(bootstrap.subprocess, "run", lambda command, **k: calls.append(command) or pytest.fail(
+        f"offline must not run {command}"))
+
+    class Builder:
+        def __init__(self, *a, **k):
+            pass
+
+        def ensure(self):
+            return "agent-sandbox/kind-node:v1.34.4-abc"
+
+    monkeypatch.setattr(bootstrap.node_image, "NodeImageBuilder", Builder)
+    monkeypatch.setattr(bootstrap.node_image, "toolchain_inputs", lambda cache: type("I", (), {"missing": lambda self: []})())
+    monkeypatch.setattr(preflight, "disk_free", lambda path: 100 * preflight.GIB)
+    assert setup.ensure_node_image() == "agent-sandbox/kind-node:v1.34.4-abc"
+    assert calls == []
+
+
+def test_missing_node_image_parts_are_built_then_used(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.offline = True
+    missing = iter([["kubeadm (x)"], []])
+    monkeypatch.setattr(bootstrap.node_image, "toolchain_inputs",
+                        lambda cache: type("I", (), {"missing": lambda self: next(missing)})())
+    built = []
+    monkeypatch.setattr(bootstrap, "_stream", lambda command, log, env=None: (built.append(command) or (0, [])))
+    monkeypatch.setattr(preflight, "disk_free", lambda path: 100 * preflight.GIB)
+    monkeypatch.setattr(bootstrap.node_image, "NodeImageBuilder",
+                        type("B", (), {"__init__": lambda self, *a, **k: None, "ensure": lambda self: "img:1"}))
+    assert setup.ensure_node_image() == "img:1"
+    assert built[0][-len(bootstrap.NODE_IMAGE_PARTS):] == list(bootstrap.NODE_IMAGE_PARTS)
