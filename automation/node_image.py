@@ -330,7 +330,7 @@ class NodeImageBuilder:
         result = subprocess.run([self.docker, "ps", "-aq", "--filter", f"label={BUILD_LABEL}",
                                  "--filter", f"name={BUILD_NAME_PREFIX}"], capture_output=True, text=True)
         for container in result.stdout.split():
-            steps.run(f"removing a half-finished build container {container}", [self.docker, "rm", "-f", container],
+            steps.run(f"removing a half-finished build container {container}", [self.docker, "rm", "-f", "-v", container],
                       check=False)
 
     def _rootfs(self, steps: Steps, name: str, packages: Sequence[str]) -> Path:
@@ -470,7 +470,7 @@ class NodeImageBuilder:
                 # a commit keeps the build container's labels: clear ours, so no node ever looks like a build
                 "--change", "LABEL io.agent-sandbox.build=", build_name, committed])
         finally:
-            steps.run("removing the build container", [self.docker, "rm", "-f", build_name], check=False)
+            steps.run("removing the build container", [self.docker, "rm", "-f", "-v", build_name], check=False)
         # `docker commit --change` takes no STOPSIGNAL on every engine: a metadata-only build adds it
         # (systemd stops on SIGRTMIN+3; SIGTERM would make it re-execute) and writes the final tag.
         with tempfile.TemporaryDirectory(dir=self.work_dir, prefix="final-") as context:

@@ -704,7 +704,7 @@ def _safe(getter: Callable[[], Any]) -> Any:
 
 def check_stack(resources: Sequence[Any], config: Mapping[str, Any]) -> list[tuple[str, Optional[str]]]:
     """Whole-stack rules: every template is used by a warm pool, every pool names a declared
-    template, a stack with sandboxes has a router Deployment, Service and NetworkPolicy, and Unmanaged templates are
+    template, a router Deployment, Service and NetworkPolicy exist, and Unmanaged templates are
     covered by an explicit NetworkPolicy that blocks the metadata address. Returns (message, urn) pairs."""
     templates, pools, policies = [], [], []
     router_deployments, router_services = [], []
@@ -748,14 +748,11 @@ def check_stack(resources: Sequence[Any], config: Mapping[str, Any]) -> list[tup
             problems.append((f"SandboxWarmPool {name} references SandboxTemplate {ref!r}, which this stack does not "
                              "declare: its sandboxes would use an unreviewed pod template. Fix: point it at a "
                              "template of this stack.", pool.urn))
-    # Only a stack that declares sandboxes needs the router: the pack also runs on other projects'
-    # stacks (`pulumi preview --policy-pack <this folder>`), most of which declare none.
-    declares_sandboxes = bool(templates or pools)
-    if declares_sandboxes and not router_deployments:
+    if not router_deployments:
         problems.append(("The stack has no router Deployment (pods labelled app: sandbox-router): the SDK cannot reach "
                          "any sandbox, and the controller's network policy only admits that label. "
                          "Fix: keep the SandboxRouter component in the program.", None))
-    if declares_sandboxes and not router_services:
+    if not router_services:
         problems.append((f"The stack has no router Service ({constants.ROUTER_SERVICE_NAME} in "
                          f"{constants.ROUTER_NAMESPACE}): the SDK's tunnel and direct modes look for exactly that "
                          "Service. Fix: keep the SandboxRouter component in the program.", None))

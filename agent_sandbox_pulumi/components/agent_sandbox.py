@@ -22,7 +22,7 @@ from agent_sandbox_pulumi.components.controller import AgentSandboxController
 from agent_sandbox_pulumi.components.router import SandboxRouter
 from agent_sandbox_pulumi.components.sandbox_pool import SandboxPool
 from agent_sandbox_pulumi.components.secure_runtime import SecureRuntime
-from agent_sandbox_pulumi.sandbox_iac.config import StackConfig, parse_component_inputs
+from agent_sandbox_pulumi.sandbox_iac.config import ComponentInputError, StackConfig, parse_component_inputs
 from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import sandbox_network_policy
 
 TYPE_TOKEN = "agent-sandbox:index:AgentSandbox"
@@ -141,7 +141,11 @@ def validated_settings(args: AgentSandboxArgs) -> StackConfig:
     token = args.get("router_auth_token")
     if isinstance(token, str):  # an Output is checked by whoever made it
         values["routerAuthToken"] = token
-    return parse_component_inputs(values)
+    settings = parse_component_inputs(values)
+    if settings.runtime == "kata-qemu" and not args.get("kata_node_name"):
+        raise ComponentInputError("AgentSandbox", ["kataNodeName is not set: runtime 'kata-qemu' installs kata-deploy "
+                                                   "onto that node (minikube: the profile name)"])
+    return settings
 
 
 class AgentSandbox(pulumi.ComponentResource):

@@ -5,6 +5,7 @@ router's watch resolver), and its NetworkPolicy (sandbox pods, cluster DNS, the 
 
 Owns: ``RouterArgs``, ``SandboxRouter`` and the router NetworkPolicy spec."""
 
+import base64
 import hashlib
 import ipaddress
 import secrets
@@ -18,6 +19,11 @@ from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import API_SERVER_ENDPOINT, ROUTER_RESOURCES, ApiServerEndpoint
 from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import SANDBOX_POD_LABELS, cluster_dns_egress_rule
+
+
+def _token_from_data(data: Optional[dict]) -> str:
+    encoded = (data or {}).get(constants.ROUTER_TOKEN_SECRET_KEY)
+    return base64.b64decode(encoded).decode() if encoded else ""
 
 
 def _sha256(text: str) -> str:
@@ -291,8 +297,10 @@ class SandboxRouter(pulumi.ComponentResource):
         self.service_name = service.metadata.name
         self.namespace = service.metadata.namespace
         self.port = pulumi.Output.from_input(constants.ROUTER_PORT)
-        self.auth_token = pulumi.Output.secret(secret.string_data.apply(
-            lambda data: (data or {}).get(constants.ROUTER_TOKEN_SECRET_KEY, "")))
+        # From the stored `data` the pods read, not from `stringData`: the provider does not echo
+        # stringData back, so on a later `up` that output is this run's freshly generated (and
+        # ignored) value, not the token the Secret holds.
+        self.auth_token = pulumi.Output.secret(secret.data.apply(_token_from_data))
         self.register_outputs({
             "serviceName": self.service_name,
             "namespace": self.namespace,

@@ -46,12 +46,14 @@ BYTES_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
 
 RESOURCE_KEYS = ("cpu", "memory", "ephemeral-storage")
+# Requests sized so a 2-core KIND node (control plane, CNI, controller, 2 routers: ~1.1 cores
+# requested) still fits the warm pool, a claimed sandbox and its refill; the limits bound a burst.
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "512Mi"},
+    "requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "512Mi"},
     "limits": {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
 }
 ROUTER_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "requests": {"cpu": "100m", "memory": "128Mi"},
     "limits": {"cpu": "1", "memory": "1Gi"},
 }
 
@@ -129,7 +131,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("sandboxPort", constants.SANDBOX_PORT, "Port the runtime listens on."),
     ConfigKey("sandboxResources", DEFAULT_RESOURCES, "Object `{requests: {cpu, memory, ephemeral-storage}, limits: {...}}` for sandbox pods; "
               "given parts are merged with the defaults (set parts with `pulumi config set --path agent-sandbox:sandboxResources.limits.cpu 1`).",
-              default_doc="requests 250m/512Mi/512Mi, limits 500m/1Gi/1Gi", policy="`sandbox-resource-limits` requires cpu and memory limits"),
+              default_doc="requests 100m/256Mi/512Mi, limits 500m/1Gi/1Gi", policy="`sandbox-resource-limits` requires cpu and memory limits"),
     ConfigKey("warmPoolName", "python-sandbox-warmpool", "Name of the SandboxWarmPool."),
     ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only; the program accepts 0 to 1000).",
               policy=f"`warm-pool-max-replicas` caps it at {WARM_POOL_POLICY_CAP} (policy config `maxReplicas`)"),

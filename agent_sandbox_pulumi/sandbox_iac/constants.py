@@ -50,10 +50,13 @@ EGRESS_DENIED_IPV4: dict[str, str] = {
     "224.0.0.0/4": "multicast",
     "240.0.0.0/4": "reserved, broadcast",
 }
+# Not listed: ::ffff:0:0/96 (IPv4-mapped). The API server parses such a prefix as IPv4 (Go's
+# net.ParseCIDR), so it is refused inside an IPv6 ipBlock ("must be a strict subset of cidr") and the
+# controller could not create the template's policy at all; on the wire a mapped address is IPv4,
+# which the IPv4 rules govern.
 EGRESS_DENIED_IPV6: dict[str, str] = {
     "::/128": "unspecified",
     "::1/128": "loopback",
-    "::ffff:0:0/96": "IPv4-mapped",
     "64:ff9b::/96": "NAT64 well-known prefix",
     "64:ff9b:1::/48": "NAT64 local-use prefix",
     "100::/64": "discard-only",

@@ -12,10 +12,10 @@ version (otherwise the engine tries to download another one). Checked with `go l
   project uses. Its provider source is not served by the proxy here, so the offline e2e uses the
   "prebuilt" image path (`make images`, see README).
 - No pulumi-command: its provider cannot be built offline either, so images are loaded onto the
-  nodes by a small dynamic resource (components/image_loader.py) that needs only the engine.
+  nodes by a small dynamic resource (agent_sandbox_pulumi/components/image_loader.py) that needs only the engine.
 - agent-sandbox v0.5.6: the release this project was built and proven against (v1beta1 storage,
-  conversion webhook, single all-in-one manifest). Its manifest is vendored under vendor/ so a clone
-  installs it offline; a download of the release URL must match the same sha256. Upstream's v1.0.x
+  conversion webhook, single all-in-one manifest). Its manifest is vendored under agent_sandbox_pulumi/vendor/ (package data)
+  so a clone or a pip install has it offline; a download of the release URL must match the same sha256. Upstream's v1.0.x
   (no v1alpha1, no conversion webhook) also works as a source: sandbox_iac/manifests.py reads what a
   manifest has instead of assuming v0.5.6.
 """
@@ -30,8 +30,8 @@ AGENT_SANDBOX_MANIFEST_URL = (
 )
 # sha256 of that release asset; the vendored copy and any download of the URL must match it.
 AGENT_SANDBOX_MANIFEST_SHA256 = "1696dbb6faded503149b3994badb599df5dcf24d5985466881784f442dd9c3e5"
-# The vendored copy (relative to the project directory, like any relative controllerManifest):
-# the default source, so `up` and the tests need no network. Apache-2.0, kubernetes-sigs.
+# The vendored copy, relative to the package folder (agent_sandbox_pulumi/; manifests.VENDORED_MANIFEST
+# is the file): the default source, so `up` and the tests need no network. Apache-2.0, kubernetes-sigs.
 AGENT_SANDBOX_MANIFEST_VENDORED = f"vendor/agent-sandbox/{AGENT_SANDBOX_VERSION}/{AGENT_SANDBOX_MANIFEST_ASSET}"
 AGENT_SANDBOX_CONTROLLER_IMAGE = (
     f"registry.k8s.io/agent-sandbox/agent-sandbox-controller:{AGENT_SANDBOX_VERSION}"

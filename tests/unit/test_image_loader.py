@@ -1,4 +1,4 @@
-"""components/image_loader.py: the dynamic resource's provider, run for real."""
+"""agent_sandbox_pulumi/components/image_loader.py: the dynamic resource's provider, run for real."""
 
 from __future__ import annotations
 

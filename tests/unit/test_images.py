@@ -1,4 +1,4 @@
-"""components/images.py: build, tag and load strategies."""
+"""agent_sandbox_pulumi/components/images.py: build, tag and load strategies."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The policy pack as another project uses it: by path, with the checkout's venv; its config is
-documented (every key of every policy's schema, with its default, in docs/policy.md); and it does
-not ask stacks that declare no sandboxes for a router."""
+documented (every key of every policy's schema, with its default, in docs/policy.md); and a
+foreign program that declares AgentSandbox passes every policy (the pack's rules are the
+package's own, whoever declares it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import yaml
 
 from policy import policies
 from tests.pulumi_harness import REPO_ROOT
-from tests.unit.test_policy import stack_violations
+from tests.pulumi_harness import run_callable
+from tests.unit.test_policy import stack_violations, violations
 
 DOCS = (REPO_ROOT / "docs" / "policy.md").read_text()
 
@@ -38,8 +40,15 @@ def test_the_pack_runs_from_its_folder_with_the_checkout_venv() -> None:
     assert "sys.path.insert" in main, "the pack must find agent_sandbox_pulumi one level up, from any project"
 
 
-def test_a_stack_without_sandboxes_needs_no_router() -> None:
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
-                  "spec": {"template": {"metadata": {"labels": {"app": "web"}},
-                                        "spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]}}}}
-    assert stack_violations([("kubernetes:apps/v1:Deployment", deployment)]) == []
+def test_a_foreign_program_with_agent_sandbox_passes_the_whole_pack() -> None:
+    from agent_sandbox_pulumi.components.agent_sandbox import AgentSandbox
+
+    def program() -> None:
+        AgentSandbox("sandboxes", {"runtime_image": "registry.example/runtime:1.2.3",
+                                   "router_image": "registry.example/router:1.2.3",
+                                   "sandbox_namespace": "team-a", "warm_pool_replicas": 20})
+
+    run = run_callable(program, project="platform")
+    custom = [r for r in run.resources if r.custom]
+    assert {r.urn: v for r in custom if (v := violations(r.type, r.inputs))} == {}
+    assert stack_violations([(r.type, r.inputs) for r in custom]) == []

@@ -1,4 +1,4 @@
-"""components/router.py: token handling, sandbox-only resolution (env, ServiceAccount, RBAC) and
+"""agent_sandbox_pulumi/components/router.py: token handling, sandbox-only resolution (env, ServiceAccount, RBAC) and
 the router's NetworkPolicy."""
 
 from __future__ import annotations
@@ -203,3 +203,16 @@ def test_configured_api_server_endpoints_replace_the_read_and_nodes_may_call_in(
     assert rules_admitting(spec["egress"], 8443, ip="192.168.49.3") == []
     assert spec["ingress"][0]["from"][1:] == [{"ipBlock": {"cidr": "192.168.49.0/24"}}]
     assert rules_admitting(spec["ingress"], 8080, ip="192.168.49.1", peers_key="from") == [0]
+
+
+def test_router_token_output_comes_from_the_stored_data() -> None:
+    """stringData is not echoed back by the provider: on a later `up` it would be this run's
+    generated (and ignored) token, not the one the pods read. The output decodes `data`."""
+    import base64
+
+    from agent_sandbox_pulumi.components.router import _token_from_data
+    from agent_sandbox_pulumi.sandbox_iac import constants
+
+    stored = {constants.ROUTER_TOKEN_SECRET_KEY: base64.b64encode(b"the-stored-token").decode()}
+    assert _token_from_data(stored) == "the-stored-token"
+    assert _token_from_data(None) == "" and _token_from_data({}) == ""

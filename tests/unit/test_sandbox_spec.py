@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import ipaddress
 
 from agent_sandbox_pulumi.sandbox_iac import constants
@@ -51,10 +52,10 @@ DENIED_V4 = [
     "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
     "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
 ]
-# IPv6: unspecified, loopback, IPv4-mapped, NAT64 (well-known and local-use), discard, IETF
+# IPv6: unspecified, loopback, NAT64 (well-known and local-use), discard, IETF
 # assignments (Teredo, ...), documentation, 6to4, SRv6 SIDs, ULA, link-local, site-local, multicast.
 DENIED_V6 = [
-    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
+    "::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
     "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
 ]
 ALL_BUT_DNS = [
@@ -81,6 +82,13 @@ NEVER_REACHED = [
 ]
 
 
+def on_the_wire(address: str) -> str:
+    """An IPv4-mapped IPv6 destination leaves the pod as IPv4 (the socket maps it), so the IPv4 rules
+    are the ones that govern it."""
+    mapped = ipaddress.ip_address(address)
+    return str(mapped.ipv4_mapped) if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped else address
+
+
 def egress_of(raw: dict) -> list[dict]:
     return sandbox_network_policy(parse_stack_config(raw, "gvisor"))["egress"]
 
@@ -94,7 +102,7 @@ def test_internet_egress_is_public_unicast_only_and_never_port_53() -> None:
         CLUSTER_DNS_RULE,
     ]
     for address in NEVER_REACHED:
-        assert rules_admitting(egress, 80, ip=address) == [], address
+        assert rules_admitting(egress, 80, ip=on_the_wire(address)) == [], address
     assert rules_admitting(egress, 443, ip="93.184.216.34") == [0]
     assert rules_admitting(egress, 443, "UDP", ip="2606:4700::1111") == [0]
     # Public DNS is closed: only the cluster resolver answers on 53.
@@ -190,3 +198,30 @@ def test_explicit_policy_avoids_the_public_dns_override() -> None:
 def test_warm_pool_rolls_on_template_change() -> None:
     spec = warm_pool_spec(parse_stack_config({"warmPoolReplicas": "5", "templateName": "t1"}, "s"))
     assert spec == {"replicas": 5, "sandboxTemplateRef": {"name": "t1"}, "updateStrategy": {"type": "Recreate"}}
+
+
+
+def _ipblocks(policy: dict) -> list[dict]:
+    return [peer["ipBlock"] for rule in policy.get("egress", []) + policy.get("ingress", [])
+            for peer in rule.get("to", []) + rule.get("from", []) if "ipBlock" in peer]
+
+
+@pytest.mark.parametrize("egress", ["internet", "none"])
+def test_every_except_is_a_strict_subset_the_api_server_accepts(egress: str) -> None:
+    """The API server rejects an except that is not a strict subset of its cidr, with Go's parsing:
+    an IPv4-mapped IPv6 prefix counts as IPv4 there (it once made the controller fail to create the
+    template's policy, leaving sandboxes without any)."""
+    import ipaddress
+
+    from tests.pulumi_harness import run_program
+
+    run = run_program("gvisor", {"sandboxEgress": egress})
+    policy = run.one("SandboxTemplate").inputs["spec"]["networkPolicy"]
+    for block in _ipblocks(policy):
+        cidr = ipaddress.ip_network(block["cidr"])
+        for text in block.get("except", []):
+            inner = ipaddress.ip_network(text)
+            if isinstance(inner, ipaddress.IPv6Network):
+                assert inner.network_address.ipv4_mapped is None and not inner.subnet_of(
+                    ipaddress.ip_network("::ffff:0:0/96")), f"{text}: the API server reads it as IPv4"
+            assert inner.version == cidr.version and inner.subnet_of(cidr) and inner != cidr, (text, block["cidr"])

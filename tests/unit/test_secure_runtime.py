@@ -1,4 +1,4 @@
-"""components/secure_runtime.py."""
+"""agent_sandbox_pulumi/components/secure_runtime.py."""
 
 import pytest
 
