@@ -89,3 +89,6 @@ pulumi.export("runtimeClass", sandbox.runtime_class_name)
 pulumi.export("kindClusterConfig", kind_cluster_config(config.cluster_name) if is_kind_gvisor else "")
 pulumi.export("kubeContext", config.kube_context or "")
 pulumi.export("clusterFlavour", config.cluster_flavour)
+# `docker` (built by pulumi-docker) or `prebuilt` (refs given; `make up` says so when it chose it
+# because the pulumi-docker plugin cannot be had)
+pulumi.export("imageBuild", config.image_build)

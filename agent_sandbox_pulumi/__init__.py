@@ -8,7 +8,9 @@ Owns the public surface of the package: what ``import agent_sandbox_pulumi`` giv
 - ``sandbox_iac``: what declares no resource: stack config validation (``config.CONFIG_KEYS``),
   pinned versions, the vendored controller manifest (package data), pod and network specs.
 - ``client``: a configured official ``SandboxClient`` for a deployed stack.
-- ``__main__``: the component provider host (``pulumi package add`` of this folder).
+- ``provider`` + ``__main__`` + ``PulumiPlugin.yaml`` (``bin/`` for hosts that cannot install
+  plugin dependencies): the component package, ``pulumi package add`` of this folder.
+- ``docs``: generates Pulumi.yaml's typed config block and README's configuration table.
 """
 
 __version__ = "0.1.0"

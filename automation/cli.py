@@ -29,6 +29,9 @@ from automation.project import (
     kube_args,
     load_overrides,
     overrides_path,
+    load_setup_overrides,
+    save_setup_overrides,
+    setup_overrides_path,
     parse_overrides,
     save_overrides,
     stack_config,
@@ -130,7 +133,9 @@ def _color() -> str:
 def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.workspace import open_stack, printable_outputs
 
-    overrides = dict(args.overrides)
+    # The set-up below derives config afresh (its earlier values are only for other commands);
+    # the user's own --config values win over what it derives.
+    overrides = dict(args.user_overrides)
     notices: list[str] = []
     if config.cluster_flavour == "kind":
         # KIND: the set-up gets every missing tool, the engine, the node image, the cluster and the
@@ -139,9 +144,9 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
 
         setup = Setup(config, paths, workers=config_workers(config)).run()
         notices = setup.notices
-        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.overrides})
-        if setup.overrides:
-            config = stack_config(paths, config.stack, overrides)
+        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.user_overrides})
+        save_setup_overrides(paths, config.stack, setup.overrides)
+        config = stack_config(paths, config.stack, overrides)
     else:
         if not args.skip_prerequisites:
             missing = missing_prerequisites(config)
@@ -155,9 +160,9 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
 
         setup = Setup(config, paths).images_only()
         notices = setup.notices
-        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.overrides})
-        if setup.overrides:
-            config = stack_config(paths, config.stack, overrides)
+        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.user_overrides})
+        save_setup_overrides(paths, config.stack, setup.overrides)
+        config = stack_config(paths, config.stack, overrides)
     # The manifest source (vendored copy, or a download checked against its digest) is checked
     # here, so a bad one is one line before the engine starts rather than a trace inside it.
     check_manifest_source(config.controller_manifest, paths.root)
@@ -273,6 +278,7 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
         stack.workspace.remove_stack(config.stack, force=args.forget or None, preserve_config=True)
         remove_work_dir(paths, config.stack)
         overrides_path(paths, config.stack).unlink(missing_ok=True)
+        setup_overrides_path(paths, config.stack).unlink(missing_ok=True)
         print(f"stack: removed {config.stack} (and its --config overrides) from {paths.state_dir}")
     if args.cluster:
         clusters.delete_created_cluster(paths, config.stack)
@@ -289,13 +295,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     paths = default_paths(args.out_dir)
     try:
         given = parse_overrides(getattr(args, "config", None))
-        args.overrides = {**load_overrides(paths, args.stack), **given}
+        args.user_overrides = {**load_overrides(paths, args.stack), **given}
+        args.overrides = {**load_setup_overrides(paths, args.stack), **args.user_overrides}
         config = stack_config(paths, args.stack, args.overrides)
     except (ConfigError, FileNotFoundError, OverrideError) as error:
         print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
         return EXIT_USAGE
     if given:
-        save_overrides(paths, args.stack, args.overrides)
+        save_overrides(paths, args.stack, args.user_overrides)
     from automation.workspace import DriverError
 
     try:

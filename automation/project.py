@@ -154,6 +154,22 @@ def save_overrides(paths: ProjectPaths, stack: str, overrides: Mapping[str, str]
     overrides_path(paths, stack).write_text(json.dumps(dict(overrides), indent=2, sort_keys=True) + "\n")
 
 
+def setup_overrides_path(paths: ProjectPaths, stack: str) -> Path:
+    """Config the last ``up``'s set-up derived (e.g. ``imageBuild=prebuilt`` with the CLI-built image
+    refs), for the later ``preview``/``smoke``/``bench``/``down``; the user's ``--config`` wins."""
+    return paths.driver_state_dir / f"{stack}-setup-overrides.json"
+
+
+def load_setup_overrides(paths: ProjectPaths, stack: str) -> dict[str, str]:
+    path = setup_overrides_path(paths, stack)
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def save_setup_overrides(paths: ProjectPaths, stack: str, overrides: Mapping[str, str]) -> None:
+    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
+    setup_overrides_path(paths, stack).write_text(json.dumps(dict(overrides), indent=2, sort_keys=True) + "\n")
+
+
 def read_stack_file(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
     """Raw project config (keys without the ``agent-sandbox:`` prefix) from ``Pulumi.<stack>.yaml``,
     with ``overrides`` (``--config`` values) on top.

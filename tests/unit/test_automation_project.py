@@ -139,3 +139,14 @@ def test_a_salt_in_the_tracked_stack_file_wins(tmp_path):
     mirror = yaml.safe_load((work / "Pulumi.s.yaml").read_text())
     assert mirror["encryptionsalt"] == "v1:tracked"
     assert mirror["config"]["agent-sandbox:routerAuthToken"] == {"secure": "v1:abc"}
+
+
+def test_setup_overrides_are_kept_apart_from_the_users(tmp_path):
+    paths = project.ProjectPaths(tmp_path, tmp_path / "out")
+    project.save_setup_overrides(paths, "gvisor", {"imageBuild": "prebuilt", "sandboxImage": "a/runtime:1"})
+    project.save_overrides(paths, "gvisor", {"sandboxImage": "mine/runtime:2"})
+    assert project.load_setup_overrides(paths, "gvisor") == {"imageBuild": "prebuilt", "sandboxImage": "a/runtime:1"}
+    # what later commands see: the set-up's values under the user's
+    merged = {**project.load_setup_overrides(paths, "gvisor"), **project.load_overrides(paths, "gvisor")}
+    assert merged == {"imageBuild": "prebuilt", "sandboxImage": "mine/runtime:2"}
+    assert project.setup_overrides_path(paths, "gvisor") != project.overrides_path(paths, "gvisor")

@@ -10,7 +10,7 @@ from tests.unit.conftest import PREBUILT
 EXPECTED_OUTPUTS = {
     "namespace", "template", "warmPool", "warmPoolReplicas", "sandboxPort", "routerService", "routerNamespace", "routerPort",
     "routerAuthToken", "runtimeImage", "routerImage", "runtimeClass", "kindClusterConfig", "kubeContext",
-    "clusterFlavour",
+    "clusterFlavour", "imageBuild",
 }
 
 
@@ -215,3 +215,8 @@ def test_kata_stack_starts_minikube_with_a_cni_that_enforces_network_policy() ->
     command = create_command(parse_stack_config(raw, "kata"))
     # minikube's default CNI (kindnet/bridge) ignores NetworkPolicy: sandbox egress would be open.
     assert command[:2] == ["minikube", "start"] and "--cni=calico" in command
+
+
+def test_image_build_mode_is_an_output() -> None:
+    """`make up` may switch a run to prebuilt images; the stack's outputs show which was used."""
+    assert run_program("gvisor", PREBUILT).outputs["imageBuild"] == "prebuilt"
