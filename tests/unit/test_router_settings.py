@@ -85,7 +85,7 @@ def test_watch_is_the_default_resolver_with_the_sandbox_port_only(tmp_path: Path
     assert settings.sandbox_namespaces == ("agent-sandbox-demo", "team-b")
     assert settings.sandbox_ports == (8888,)
     assert (settings.kube_host, settings.kube_port) == ("10.96.0.1", 443)
-    assert settings.sandbox_wait_seconds == 3.0 and not settings.route_unclaimed_pool_pods
+    assert settings.sandbox_wait_seconds == 10.0 and not settings.route_unclaimed_pool_pods
 
 
 def test_watch_ports_and_wait_are_configurable(tmp_path: Path) -> None:

@@ -286,7 +286,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> RouterSettings:
     else:
         resolution = {"sandbox_namespaces": _namespaces(env, "ROUTER_SANDBOX_NAMESPACES")}
     raw_wait = env.get("ROUTER_SANDBOX_WAIT_SECONDS", "").strip()
-    wait = 0.0 if raw_wait in ("0", "0.0") else _seconds(env, "ROUTER_SANDBOX_WAIT_SECONDS", 3.0, maximum=60.0)
+    wait = 0.0 if raw_wait in ("0", "0.0") else _seconds(env, "ROUTER_SANDBOX_WAIT_SECONDS", 10.0, maximum=60.0)
     return RouterSettings(
         resolver=resolver,
         sandbox_ports=ports,
