@@ -47,6 +47,14 @@ def record_path(paths: ProjectPaths, stack: str) -> Path:
     return paths.driver_state_dir / f"{stack}-cluster.json"
 
 
+def _record_created(config: StackConfig, paths: ProjectPaths, started: float, log: Callable[[str], None]) -> None:
+    """Remember that this driver made the stack's cluster (only such a cluster is ever deleted)."""
+    record = CreatedCluster(config.cluster_flavour, config.cluster_name, time.time(),
+                            str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None)
+    record_path(paths, config.stack).write_text(json.dumps(asdict(record), indent=2))
+    log(f"cluster: created in {time.monotonic() - started:.0f}s (recorded in {record_path(paths, config.stack)})")
+
+
 def read_record(paths: ProjectPaths, stack: str) -> Optional[CreatedCluster]:
     """The cluster this driver created for ``stack``, if any."""
     path = record_path(paths, stack)
@@ -129,10 +137,7 @@ def create_kind_cluster(config: StackConfig, paths: ProjectPaths, *, image: str,
         # kind leaves the node containers of a failed create behind; remove them so the next try starts clean
         run([find_tool("kind") or "kind", "delete", "cluster", "--name", config.cluster_name], capture_output=True, text=True)
         raise
-    record = CreatedCluster(config.cluster_flavour, config.cluster_name, time.time(),
-                            str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None)
-    record_path(paths, config.stack).write_text(json.dumps(asdict(record), indent=2))
-    log(f"cluster: created in {time.monotonic() - started:.0f}s (recorded in {record_path(paths, config.stack)})")
+    _record_created(config, paths, started, log)
     return True
 
 
@@ -172,10 +177,7 @@ def ensure_cluster(config: StackConfig, paths: ProjectPaths, run: Runner = subpr
     log(f"cluster: creating with `{' '.join(command)}`")
     started = time.monotonic()
     _run(run, command)
-    record = CreatedCluster(config.cluster_flavour, config.cluster_name, time.time(),
-                            str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None)
-    record_path(paths, config.stack).write_text(json.dumps(asdict(record), indent=2))
-    log(f"cluster: created in {time.monotonic() - started:.0f}s (recorded in {record_path(paths, config.stack)})")
+    _record_created(config, paths, started, log)
     return True
 
 

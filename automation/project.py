@@ -144,14 +144,21 @@ def overrides_path(paths: ProjectPaths, stack: str) -> Path:
     return paths.driver_state_dir / f"{stack}-overrides.json"
 
 
-def load_overrides(paths: ProjectPaths, stack: str) -> dict[str, str]:
-    path = overrides_path(paths, stack)
+def _read_values(path: Path) -> dict[str, str]:
     return dict(json.loads(path.read_text())) if path.is_file() else {}
 
 
+def _write_values(path: Path, values: Mapping[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(values), indent=2, sort_keys=True) + "\n")
+
+
+def load_overrides(paths: ProjectPaths, stack: str) -> dict[str, str]:
+    return _read_values(overrides_path(paths, stack))
+
+
 def save_overrides(paths: ProjectPaths, stack: str, overrides: Mapping[str, str]) -> None:
-    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
-    overrides_path(paths, stack).write_text(json.dumps(dict(overrides), indent=2, sort_keys=True) + "\n")
+    _write_values(overrides_path(paths, stack), overrides)
 
 
 def setup_overrides_path(paths: ProjectPaths, stack: str) -> Path:
@@ -161,13 +168,11 @@ def setup_overrides_path(paths: ProjectPaths, stack: str) -> Path:
 
 
 def load_setup_overrides(paths: ProjectPaths, stack: str) -> dict[str, str]:
-    path = setup_overrides_path(paths, stack)
-    return dict(json.loads(path.read_text())) if path.is_file() else {}
+    return _read_values(setup_overrides_path(paths, stack))
 
 
 def save_setup_overrides(paths: ProjectPaths, stack: str, overrides: Mapping[str, str]) -> None:
-    paths.driver_state_dir.mkdir(parents=True, exist_ok=True)
-    setup_overrides_path(paths, stack).write_text(json.dumps(dict(overrides), indent=2, sort_keys=True) + "\n")
+    _write_values(setup_overrides_path(paths, stack), overrides)
 
 
 def read_stack_file(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None) -> dict[str, Any]:

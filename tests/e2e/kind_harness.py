@@ -48,11 +48,10 @@ def missing_caches() -> list[str]:
                                 CACHE_DIR / "bin" / "kubectl", CACHE_DIR / "bin" / "runsc",
                                 CACHE_DIR / "bin" / "containerd-shim-runsc-v1") if not p.exists()]
     missing += node_image.toolchain_inputs(CACHE_DIR).missing()
-    versions = node_image.read_versions()
-    archive = CACHE_DIR / "images" / "v0.5.6" / "bin" / "agent-sandbox-controller.tar"
-    if not archive.exists():
-        missing.append(str(archive))
-    del versions
+    for archive in ("agent-sandbox-controller.tar", "busybox.tar"):
+        path = CACHE_DIR / "images" / "v0.5.6" / "bin" / archive
+        if not path.exists():
+            missing.append(str(path))
     return missing
 
 
@@ -63,6 +62,11 @@ def require_caches() -> None:
     if missing:
         skip_loudly(f"caches incomplete ({len(missing)} parts missing, e.g. {missing[0]}); run `make tools` and "
                     "`make toolchain` once (about 40 min cold), then `make e2e`")
+    # Every profile needs the engine, also those that make their cluster without the driver's set-up.
+    started = subprocess.run(["bash", str(REPO_ROOT / "e2e" / "docker-engine.sh"), "start"], capture_output=True,
+                             text=True, timeout=600)
+    if started.returncode != 0:
+        pytest.fail(f"could not start a Docker engine: {started.stderr[-2000:]}")
 
 
 @dataclass

@@ -123,20 +123,33 @@ def test_twenty_concurrent_claims(sdk: tuple[Any, Any]) -> None:
     client, target = sdk
     started_all = time.monotonic()
 
+    from k8s_agent_sandbox.exceptions import SandboxRequestError
+
+    retried: list[str] = []
+
     def claim_and_run(index: int) -> float:
         started = time.monotonic()
         sandbox = client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=300)
         try:
-            assert sandbox.commands.run(f"echo claim-{index}").stdout == f"claim-{index}\n"
+            try:
+                result = sandbox.commands.run(f"echo claim-{index}")
+            except SandboxRequestError as error:
+                # One retry, counted in the report: 20 connections at once through one
+                # `kubectl port-forward` tunnel sometimes lose one to the tunnel itself.
+                retried.append(f"claim {index}: status {error.status_code}: {error}")
+                time.sleep(2)
+                result = sandbox.commands.run(f"echo claim-{index}")
+            assert result.stdout == f"claim-{index}\n"
             return time.monotonic() - started
         finally:
             client.delete_sandbox(sandbox.claim_name, namespace=target.namespace)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
         futures = [pool.submit(claim_and_run, i) for i in range(20)]
-        errors = [repr(f.exception()) for f in futures if f.exception() is not None]
+        errors = [f"{f.exception()!r} status={getattr(f.exception(), 'status_code', None)}"
+                  for f in futures if f.exception() is not None]
         latencies = sorted(f.result() for f in futures if f.exception() is None)
-    TIMINGS["concurrent_claims"] = {"claims": 20, "failed": len(errors),
+    TIMINGS["concurrent_claims"] = {"claims": 20, "failed": len(errors), "retried": retried,
                                     "max_seconds": round(latencies[-1], 2) if latencies else None}
     REPORT.check("20 concurrent claims", time.monotonic() - started_all, **TIMINGS["concurrent_claims"])
     assert not errors, errors
