@@ -136,6 +136,7 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     # The set-up below derives config afresh (its earlier values are only for other commands);
     # the user's own --config values win over what it derives.
     overrides = dict(args.user_overrides)
+    config = stack_config(paths, config.stack, overrides)  # without the last set-up's values
     notices: list[str] = []
     if config.cluster_flavour == "kind":
         # KIND: the set-up gets every missing tool, the engine, the node image, the cluster and the

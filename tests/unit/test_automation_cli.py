@@ -119,3 +119,45 @@ def test_unexpected_errors_are_one_line_with_exit_1(monkeypatch, capsys):
     monkeypatch.setenv("AUTOMATION_DEBUG", "1")
     with pytest.raises(ConnectionRefusedError):
         cli.main(["smoke", "gvisor"])
+
+
+def test_up_derives_the_setup_afresh_and_keeps_it_for_later_commands(tmp_path, monkeypatch):
+    """A second `up` must decide the images again (not inherit imageBuild=prebuilt from the first
+    run's set-up and then lose it), and later commands see the set-up's values under the user's."""
+    from automation import bootstrap, cli
+    from automation.project import ProjectPaths, load_setup_overrides, save_setup_overrides
+
+    paths = ProjectPaths(tmp_path, tmp_path / "out")
+    (tmp_path / "Pulumi.gvisor.yaml").write_text("config: {}\n")
+    save_setup_overrides(paths, "gvisor", {"imageBuild": "prebuilt", "sandboxImage": "old/runtime:1",
+                                           "routerImage": "old/router:1"})
+    seen = {}
+
+    class FakeSetup:
+        def __init__(self, config, paths, workers=0, log=print):
+            seen["image_build"] = config.image_build
+
+        def run(self):
+            return bootstrap.SetupResult(overrides={"imageBuild": "prebuilt", "sandboxImage": "new/runtime:2",
+                                                    "routerImage": "new/router:2"})
+
+    monkeypatch.setattr(bootstrap, "Setup", FakeSetup)
+    monkeypatch.setattr(cli, "check_manifest_source", lambda *a: None)
+
+    class Stop(Exception):
+        pass
+
+    def open_stack(paths_, stack, overrides, create=True):
+        seen["overrides"] = dict(overrides)
+        raise Stop
+
+    monkeypatch.setattr("automation.workspace.open_stack", open_stack)
+    args = cli.build_parser().parse_args(["up", "gvisor"])
+    args.user_overrides = {}
+    args.overrides = load_setup_overrides(paths, "gvisor")
+    config = cli.stack_config(paths, "gvisor", args.overrides)
+    with pytest.raises(Stop):
+        cli.cmd_up(args, paths, config)
+    assert seen["image_build"] == "docker"  # the set-up saw the stack's own setting, not the last run's
+    assert seen["overrides"]["sandboxImage"] == "new/runtime:2"
+    assert load_setup_overrides(paths, "gvisor")["sandboxImage"] == "new/runtime:2"
