@@ -134,8 +134,9 @@ def test_twenty_concurrent_claims(sdk: tuple[Any, Any]) -> None:
             try:
                 result = sandbox.commands.run(f"echo claim-{index}")
             except SandboxRequestError as error:
-                # One retry, counted in the report: 20 connections at once through one
-                # `kubectl port-forward` tunnel sometimes lose one to the tunnel itself.
+                # One retry, counted in the report (out/e2e/e2e.json): with 20 claims on 2 full
+                # cores the router answered 502 to 3 first commands of just-Ready cold sandboxes
+                # (its pod watch trailing the claim, not yet explained: issue 14); the retry passed.
                 retried.append(f"claim {index}: status {error.status_code}: {error}")
                 time.sleep(2)
                 result = sandbox.commands.run(f"echo claim-{index}")
