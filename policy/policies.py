@@ -517,17 +517,21 @@ def check_router_probes(resource_type: str, props: Mapping[str, Any], config: Ma
     return problems
 
 
-def check_router_auth_token(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    """The router container gets its bearer token and unauthenticated mode is off."""
+def _router_container_envs(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[str, str, dict]]:
+    """(what, container label, env by name) of each main container of a router Deployment."""
     if resource_type != DEPLOYMENT_TYPE or not is_router_deployment(props):
-        return []
+        return
     spec = _dig(props, "spec", "template", "spec") or {}
     name = f"router Deployment {_name_of(props)}"
-    problems = []
     for label, container in all_containers(spec):
-        if label.startswith("initContainers"):
-            continue
-        env = {str(e.get("name")): e for e in _items(container.get("env")) if isinstance(e, Mapping)}
+        if not label.startswith("initContainers"):
+            yield name, label, {str(e.get("name")): e for e in _items(container.get("env")) if isinstance(e, Mapping)}
+
+
+def check_router_auth_token(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The router container gets its bearer token and unauthenticated mode is off."""
+    problems = []
+    for name, label, env in _router_container_envs(resource_type, props):
         token = env.get(constants.ROUTER_TOKEN_ENV)
         has_token = token is not None and (bool(token.get("value")) or token.get("valueFrom") is not None)
         if not has_token:
@@ -542,15 +546,8 @@ def check_router_auth_token(resource_type: str, props: Mapping[str, Any], config
 
 def check_router_sandbox_only(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     """The router resolves targets from its watch of sandbox pods and knows the pod ranges."""
-    if resource_type != DEPLOYMENT_TYPE or not is_router_deployment(props):
-        return []
-    spec = _dig(props, "spec", "template", "spec") or {}
-    name = f"router Deployment {_name_of(props)}"
     problems = []
-    for label, container in all_containers(spec):
-        if label.startswith("initContainers"):
-            continue
-        env = {str(e.get("name")): e for e in _items(container.get("env")) if isinstance(e, Mapping)}
+    for name, label, env in _router_container_envs(resource_type, props):
         resolver = _dig(env, constants.ROUTER_RESOLVER_ENV, "value")
         if resolver != constants.ROUTER_RESOLVER_WATCH:
             problems.append(f"{name}: {label} does not set {constants.ROUTER_RESOLVER_ENV}=watch: the router then proxies "
