@@ -131,23 +131,17 @@ def _color() -> str:
 
 
 def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
+    from automation.bootstrap import Setup
     from automation.workspace import open_stack, printable_outputs
 
     # The set-up below derives config afresh (its earlier values are only for other commands);
     # the user's own --config values win over what it derives.
     overrides = dict(args.user_overrides)
     config = stack_config(paths, config.stack, overrides)  # without the last set-up's values
-    notices: list[str] = []
     if config.cluster_flavour == "kind":
         # KIND: the set-up gets every missing tool, the engine, the node image, the cluster and the
         # images the cluster cannot pull, and says which config this run needs because of that.
-        from automation.bootstrap import Setup
-
-        setup = Setup(config, paths, workers=config_workers(config)).run()
-        notices = setup.notices
-        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.user_overrides})
-        save_setup_overrides(paths, config.stack, setup.overrides)
-        config = stack_config(paths, config.stack, overrides)
+        setup = Setup(config, paths, workers=config.kind_workers).run()
     else:
         if not args.skip_prerequisites:
             missing = missing_prerequisites(config)
@@ -157,13 +151,11 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
                 return EXIT_PREREQUISITES
             print(f"prerequisites: all present for {config.cluster_flavour}/{config.runtime}")
         clusters.ensure_cluster(config, paths)
-        from automation.bootstrap import Setup
-
         setup = Setup(config, paths).images_only()
-        notices = setup.notices
-        overrides.update({k: v for k, v in setup.overrides.items() if k not in args.user_overrides})
-        save_setup_overrides(paths, config.stack, setup.overrides)
-        config = stack_config(paths, config.stack, overrides)
+    notices = setup.notices
+    overrides.update({k: v for k, v in setup.overrides.items() if k not in args.user_overrides})
+    save_setup_overrides(paths, config.stack, setup.overrides)
+    config = stack_config(paths, config.stack, overrides)
     # The manifest source (vendored copy, or a download checked against its digest) is checked
     # here, so a bad one is one line before the engine starts rather than a trace inside it.
     check_manifest_source(config.controller_manifest, paths.root)
@@ -182,11 +174,6 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     print(f"next: make smoke STACK={config.stack}   make bench STACK={config.stack}   "
           f"make down STACK={config.stack}   (make down-cluster STACK={config.stack} also deletes the cluster)")
     return EXIT_OK
-
-
-def config_workers(config: StackConfig) -> int:
-    """Worker nodes of the stack's KIND cluster (config ``kindWorkers``; 0 when the key is absent)."""
-    return config.kind_workers
 
 
 def cmd_tools(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
