@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -34,6 +37,11 @@ BUILD_IMAGES_SCRIPT = PROJECT_DIR / "images" / "base" / "build-images.sh"
 CLUSTER_TOOLCHAIN = PROJECT_DIR / "e2e" / "toolchain" / "cluster.sh"
 NODE_IMAGE_PARTS = ("kubernetes", "etcd", "coredns", "pause", "kube-router", "containerd", "runc", "crictl",
                     "cni-plugins")
+# The parts the tools step builds itself (kubectl comes with the Kubernetes build): the parallel
+# stream leaves them alone, so no component is built twice at once.
+TOOL_BUILT_PARTS = ("kubernetes",)
+CONTROLLER_IMAGE_PARTS = ("pause", "agent-sandbox", "images")
+PARALLEL_PREFIX = "  | "
 
 
 class SetupError(RuntimeError):
@@ -51,10 +59,36 @@ class SetupResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
 def _stream(command: list[str], log: Log, env: Optional[dict[str, str]] = None) -> tuple[int, list[str]]:
     """Run a command, echoing its output lines (they carry the long steps' progress)."""
+    # its own process group, so a failure of the other stream stops the whole build (go and all)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=PROJECT_DIR, env=env)
+                               cwd=PROJECT_DIR, env=env, start_new_session=True)
+    with _RUNNING_LOCK:
+        _RUNNING.add(process)
+    try:
+        return _drain(process, log)
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(process)
+
+
+def _stop_running() -> None:
+    """Stop the builds still running (the other stream failed: their work would be thrown away)."""
+    with _RUNNING_LOCK:
+        for process in list(_RUNNING):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+
+def _drain(process: subprocess.Popen, log: Log) -> tuple[int, list[str]]:
     lines = []
     assert process.stdout is not None
     for line in process.stdout:
@@ -83,11 +117,44 @@ class Setup:
         c = self.config
         self.log(f"setup: {c.stack} on kind cluster {c.cluster_name!r} ({1 + self.workers} node(s)), "
                  + ("offline: nothing is downloaded or pulled" if self.offline else "downloads allowed"))
-        self._timed("tools", self.ensure_tools)
-        self._timed("engine", self.ensure_engine)
-        self._timed("cluster", self.ensure_cluster)
-        self._timed("images", self.ensure_images)
+        try:
+            self._timed("engine", self.ensure_engine)
+            # On a fresh machine the tools' build is CPU-bound for tens of minutes while the node
+            # image's root filesystems and our images mostly wait on the network: the two streams
+            # run side by side (lines of the second start with "|").
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="setup-parallel") as pool:
+                parallel = pool.submit(self._timed, "parallel", self.prepare_in_parallel)
+                try:
+                    self._timed("tools", self.ensure_tools)
+                except BaseException:
+                    _stop_running()  # the other stream's work would be thrown away
+                    raise
+                if not parallel.done():
+                    self.log("setup: tools ready; waiting for the parallel stream (node image parts, images)")
+                parallel.result()
+            self._timed("cluster", self.ensure_cluster)
+            self._timed("images", self.ensure_images)
+        except BaseException:
+            # builds run in process groups of their own (so one stream can stop the other): an
+            # interrupt or a failure stops them here rather than leaving them to the terminal
+            _stop_running()
+            raise
         return self.result
+
+    def prepare_in_parallel(self) -> None:
+        """Beside the tools: the node image's own parts and root filesystems, the controller image
+        (offline) and our runtime and router images (when the docker CLI builds them)."""
+        log = lambda line: self.log(PARALLEL_PREFIX + line)  # noqa: E731
+        if not self._cluster_nodes_exist():
+            self.prepare_node_image(log)
+        self.prepare_images(log)
+
+    def _cluster_nodes_exist(self) -> bool:
+        # kind itself may still be building: the engine's labels say whether the cluster has nodes
+        result = subprocess.run([self.docker, "ps", "-aq", "--filter",
+                                 f"label=io.x-k8s.kind.cluster={self.config.cluster_name}"],
+                                capture_output=True, text=True)
+        return result.returncode == 0 and bool(result.stdout.split())
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -141,23 +208,48 @@ class Setup:
             restrict_oom_score_adj=preflight.root_lacks_capabilities(),
             cgroupfs_driver=preflight.host_cgroup_v1(), log=self.log)
 
-    def ensure_node_image(self) -> str:
-        if not self.offline:
+    def _kindest_node(self, log: Log) -> Optional[str]:
+        """``kindest/node`` when it is here or can be pulled (never offline); the answer is kept."""
+        if self.offline:
+            return None
+        if not hasattr(self, "_kindest"):
+            self._kindest: Optional[str] = None
             if subprocess.run([self.docker, "image", "inspect", KINDEST_NODE_IMAGE], capture_output=True).returncode == 0:
-                return KINDEST_NODE_IMAGE
-            self.log(f"setup: pulling {KINDEST_NODE_IMAGE}")
-            pulled = subprocess.run([self.docker, "pull", KINDEST_NODE_IMAGE], capture_output=True, text=True)
-            if pulled.returncode == 0:
-                return KINDEST_NODE_IMAGE
-            self.log(f"setup: cannot pull kindest/node ({(pulled.stderr or '').strip()[:160]}); building the node image here")
+                self._kindest = KINDEST_NODE_IMAGE
+            else:
+                log(f"setup: pulling {KINDEST_NODE_IMAGE}")
+                pulled = subprocess.run([self.docker, "pull", KINDEST_NODE_IMAGE], capture_output=True, text=True)
+                if pulled.returncode == 0:
+                    self._kindest = KINDEST_NODE_IMAGE
+                else:
+                    log(f"setup: cannot pull kindest/node ({(pulled.stderr or '').strip()[:160]}); "
+                        "building the node image here")
+        return self._kindest
+
+    def _build_parts(self, parts: tuple[str, ...], log: Log) -> None:
+        log("setup: building " + ", ".join(parts) + " from Go modules (cached by version)")
+        code, _ = _stream(["bash", str(CLUSTER_TOOLCHAIN), *parts], log)
+        if code != 0:
+            raise SetupError(f"building {', '.join(parts)} failed (logs in {self.cache / 'logs'}); "
+                             "fix the cause and run `make up` again (finished parts are kept)")
+
+    def prepare_node_image(self, log: Log) -> None:
+        """The node image's parts the tools step does not build, and its root filesystems."""
+        if self._kindest_node(log):
+            return
+        if node_image.toolchain_inputs(self.cache).missing():
+            self._build_parts(tuple(p for p in NODE_IMAGE_PARTS if p not in TOOL_BUILT_PARTS), log)
+        node_image.NodeImageBuilder(node_image.toolchain_inputs(self.cache), self.cache, docker=self.docker,
+                                    log=log).ensure_root_filesystems()
+
+    def ensure_node_image(self) -> str:
+        kindest = self._kindest_node(self.log)
+        if kindest:
+            return kindest
         inputs = node_image.toolchain_inputs(self.cache)
         if inputs.missing():
-            self.log("setup: building the node image's parts from Go modules (cached by version; "
-                     "cold: about 30 min on 2 cores)")
-            code, _ = _stream(["bash", str(CLUSTER_TOOLCHAIN), *NODE_IMAGE_PARTS], self.log)
-            if code != 0:
-                raise SetupError(f"building the node image's parts failed (logs in {self.cache / 'logs'}); "
-                                 "fix the cause and run `make up` again (finished parts are kept)")
+            # kubectl came from PATH (so Kubernetes was not built), or a part was removed meanwhile
+            self._build_parts(NODE_IMAGE_PARTS, self.log)
             inputs = node_image.toolchain_inputs(self.cache)
         preflight.check_disk(preflight.disk_free(str(self.cache)), str(self.cache), preflight.DISK_NODE_IMAGE_BUILD,
                              "building the node image")
@@ -169,36 +261,53 @@ class Setup:
         self._timed("images", self.ensure_images)
         return self.result
 
-    def ensure_images(self) -> None:
+    def prepare_images(self, log: Log) -> None:
+        """Build what :meth:`ensure_images` needs, without touching the cluster (it may not exist yet)."""
         c = self.config
-        if c.image_build == "docker" and not self._docker_provider_available():
-            self._build_images_with_cli()
+        if c.image_build == "docker" and not self._docker_provider_available() and not self._cli_images_built:
+            self._build_images_with_cli(log)
+        if self._needs_local_controller() and not self._controller_archive().is_file():
+            log(f"setup: building the controller {versions.AGENT_SANDBOX_VERSION} image from its Go module")
+            self._build_parts(CONTROLLER_IMAGE_PARTS, log)
+
+    def ensure_images(self) -> None:
+        self.prepare_images(self.log)
+        if self._needs_local_controller():
+            self._load_local_controller_image()
+
+    def _needs_local_controller(self) -> bool:
         # Only a cluster we made gets the locally built controller; on other clusters the
         # controllerImage key says where it comes from (a mirror, a registry).
-        if c.cluster_flavour == "kind" and (self.offline or not self._controller_image_pullable()):
-            self._load_local_controller_image()
+        return self.config.cluster_flavour == "kind" and (self.offline or not self._controller_image_pullable())
+
+    def _controller_archive(self) -> Path:
+        return self.cache / "images" / versions.AGENT_SANDBOX_VERSION / "bin" / "agent-sandbox-controller.tar"
 
     def _docker_provider_available(self) -> bool:
         home = Path(pulumi_env(self.paths).get("PULUMI_HOME") or Path.home() / ".pulumi")
         version = versions.PYTHON_PACKAGE_PINS.get("pulumi-docker", "")
         return (home / "plugins" / f"resource-docker-v{version}").is_dir()
 
-    def _build_images_with_cli(self) -> None:
+    _cli_images_built = False
+
+    def _build_images_with_cli(self, log: Optional[Log] = None) -> None:
+        log = log or self.log
         c = self.config
         notice = ("imageBuild: the pulumi-docker provider plugin is not installed (its source is not served here), "
                   "so the runtime and router images are built with the docker CLI (make images) and this run uses "
                   "imageBuild=prebuilt")
-        self.log("*" * 100)
-        self.log("setup: " + notice)
-        self.log("*" * 100)
+        log("*" * 100)
+        log("setup: " + notice)
+        log("*" * 100)
         self.result.notices.append(notice)
         env = {**os.environ, "PY": str(Path(os.sys.executable))}
-        code, lines = _stream(["bash", str(BUILD_IMAGES_SCRIPT), "--variant", c.image_variant], self.log, env=env)
+        code, lines = _stream(["bash", str(BUILD_IMAGES_SCRIPT), "--variant", c.image_variant], log, env=env)
         refs = dict(line.split("=", 1) for line in lines if line.startswith(("runtime=", "router=")))
         if code != 0 or not {"runtime", "router"} <= refs.keys():
             raise SetupError("building the runtime and router images failed (see the lines above)")
         self.result.overrides.update({"imageBuild": "prebuilt", "sandboxImage": refs["runtime"],
                                       "routerImage": refs["router"]})
+        self._cli_images_built = True
 
     def _controller_image_pullable(self) -> bool:
         return subprocess.run([self.docker, "image", "inspect", self.config.controller_image],
@@ -207,12 +316,9 @@ class Setup:
     def _load_local_controller_image(self) -> None:
         version = versions.AGENT_SANDBOX_VERSION
         local = CONTROLLER_LOCAL_IMAGE.format(version=version)
-        archive = self.cache / "images" / version / "bin" / "agent-sandbox-controller.tar"
+        archive = self._controller_archive()
         if not archive.is_file():
-            self.log(f"setup: building the controller {version} image from its Go module")
-            code, _ = _stream(["bash", str(CLUSTER_TOOLCHAIN), "pause", "agent-sandbox", "images"], self.log)
-            if code != 0 or not archive.is_file():
-                raise SetupError(f"building the controller image failed (logs in {self.cache / 'logs'})")
+            raise SetupError(f"building the controller image left no {archive} (logs in {self.cache / 'logs'})")
         clusters.kind_load_archive(self.config.cluster_name, archive, log=self.log)
         self.result.overrides["controllerImage"] = local
         self.result.notices.append(f"controllerImage: {local} built here from the controller's Go module "

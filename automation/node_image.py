@@ -295,6 +295,14 @@ class NodeImageBuilder:
             lock.close()
         return tag
 
+    def ensure_root_filesystems(self) -> None:
+        """The two debootstrap roots alone, cached (they wait on the network, not the CPU, so ``up``
+        makes them while the tools build)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        steps = Steps(self.log, self.work_dir / "rootfs.log")
+        self._rootfs(steps, "node", NODE_PACKAGES)
+        self._rootfs(steps, "net", NET_PACKAGES)
+
     # The steps -------------------------------------------------------------------------------
 
     def _build(self, key: str, tag: str) -> None:

@@ -89,7 +89,8 @@ def _toolchain(*args: str) -> tuple[str, ...]:
 
 
 PULUMI = Tool(
-    "pulumi", PULUMI_VERSION, ("pulumi", "pulumi-language-python"), _toolchain("pulumi.sh"),
+    # without the YAML language host: only examples/yaml needs it (make toolchain-pulumi builds it)
+    "pulumi", PULUMI_VERSION, ("pulumi", "pulumi-language-python"), ("env", "WITH_YAML=0", *_toolchain("pulumi.sh")),
     {"pulumi": Download(f"https://get.pulumi.com/releases/sdk/pulumi-v{PULUMI_VERSION}-linux-x64.tar.gz",
                         f"https://get.pulumi.com/releases/sdk/pulumi-{PULUMI_VERSION}-checksums.txt",
                         archive_member="pulumi/pulumi"),

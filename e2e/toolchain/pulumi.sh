@@ -9,6 +9,8 @@
 #   $CACHE_DIR/bin/pulumi                                  stable symlink
 # Idempotent and resumable: each step checks its output first; a half-built step restarts cleanly.
 # Usage: e2e/toolchain/pulumi.sh            (source e2e/toolchain/env.sh afterwards to use it)
+#        WITH_YAML=0 e2e/toolchain/pulumi.sh  skips the YAML language host (only examples/yaml needs
+#        it; it pins another pulumi/pkg, a second large compile): what `make up` asks for
 # Measured on the 2-core machine (2026-11-26): cold with an empty Go build cache 902 s (CLI 341 s,
 # language host 11 s, kubernetes provider 547 s; module downloads ~80 s more on an empty module cache);
 # ~41 min wall when run alongside the Kubernetes compile; empty CACHE_DIR + warm Go cache 50 s; warm 2 s.
@@ -42,6 +44,8 @@ LOGS="$CACHE_DIR/logs"
 export PULUMI_HOME="$CACHE_DIR/pulumi/home"
 export PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local
+# the same module and build caches as cluster.sh: one download of the modules both need
+export GOMODCACHE=${GOMODCACHE:-$CACHE_DIR/go/mod} GOCACHE=${GOCACHE:-$CACHE_DIR/go/build}
 mkdir -p "$BIN" "$BUILD" "$LOGS" "$PULUMI_HOME" "$CACHE_DIR/bin"
 
 STATUS_FILE="$ROOT/STATUS"   # one line per artefact: name version built|missing reason
@@ -245,6 +249,8 @@ step "7/7 pulumi-language-yaml v$YAML_VERSION"
 YAML_OUT="$CACHE_DIR/pulumi-language-yaml/$YAML_VERSION/pulumi-language-yaml"
 if [[ -x "$YAML_OUT" ]]; then
 	note "cached: $YAML_OUT"
+elif [[ "${WITH_YAML:-1}" == 0 ]]; then
+	note "skipped (WITH_YAML=0); build it with: make toolchain-pulumi"
 else
 	avail=$(module_available "github.com/pulumi/pulumi-yaml@v$YAML_VERSION")
 	if [[ "$avail" != ok ]]; then

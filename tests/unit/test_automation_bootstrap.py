@@ -3,6 +3,8 @@ CLI (and said), when the controller image is built locally, and the one-line fai
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,85 @@ def test_missing_node_image_parts_are_built_then_used(setup: Setup, monkeypatch:
                         type("B", (), {"__init__": lambda self, *a, **k: None, "ensure": lambda self: "img:1"}))
     assert setup.ensure_node_image() == "img:1"
     assert built[0][-len(bootstrap.NODE_IMAGE_PARTS):] == list(bootstrap.NODE_IMAGE_PARTS)
+
+
+def test_tools_and_the_parallel_stream_run_side_by_side(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    side_started = threading.Event()
+    order = []
+    monkeypatch.setattr(setup, "ensure_engine", lambda: order.append("engine"))
+
+    def tools() -> None:
+        # passes only when the parallel stream runs while the tools are still building
+        assert side_started.wait(5), "the parallel stream did not start beside the tools"
+        order.append("tools")
+
+    def side() -> None:
+        side_started.set()
+        order.append("side")
+
+    monkeypatch.setattr(setup, "ensure_tools", tools)
+    monkeypatch.setattr(setup, "prepare_in_parallel", side)
+    monkeypatch.setattr(setup, "ensure_cluster", lambda: order.append("cluster"))
+    monkeypatch.setattr(setup, "ensure_images", lambda: order.append("images"))
+    setup.run()
+    assert order[0] == "engine" and set(order[1:3]) == {"tools", "side"} and order[3:] == ["cluster", "images"]
+    assert {"engine", "tools", "parallel", "cluster", "images"} <= setup.result.timings.keys()
+
+
+def test_a_failed_tools_step_stops_the_parallel_builds(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(setup, "ensure_engine", lambda: None)
+    results = []
+    monkeypatch.setattr(setup, "prepare_in_parallel",
+                        lambda: results.append(bootstrap._stream(["sh", "-c", "sleep 30 & wait"], lambda _: None)))
+
+    def tools() -> None:
+        deadline = time.monotonic() + 5
+        while not bootstrap._RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        raise SetupError("tools failed")
+
+    monkeypatch.setattr(setup, "ensure_tools", tools)
+    started = time.monotonic()
+    with pytest.raises(SetupError, match="tools failed"):
+        setup.run()
+    assert time.monotonic() - started < 10, "the parallel build was waited for instead of stopped"
+    assert results and results[0][0] != 0
+
+
+def test_the_parallel_stream_leaves_the_tools_parts_alone(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.offline = True
+    monkeypatch.setattr(bootstrap.node_image, "toolchain_inputs",
+                        lambda cache: type("I", (), {"missing": lambda self: ["containerd (x)"]})())
+    built, roots = [], []
+    monkeypatch.setattr(bootstrap, "_stream", lambda command, log, env=None: (built.append(command) or (0, [])))
+    monkeypatch.setattr(bootstrap.node_image, "NodeImageBuilder", type("B", (), {
+        "__init__": lambda self, *a, **k: None, "ensure_root_filesystems": lambda self: roots.append(True)}))
+    setup.prepare_node_image(lambda _: None)
+    parts = built[0][2:]
+    assert "kubernetes" not in parts and {"containerd", "etcd", "kube-router"} <= set(parts)
+    assert roots == [True]
+
+
+def test_images_built_beside_the_tools_are_not_built_again(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup.offline = True
+    calls = []
+
+    def stream(command, log, env=None):
+        calls.append(command)
+        if "build-images.sh" in command[1]:
+            return 0, ["runtime=agent-sandbox/runtime:aaa", "router=agent-sandbox/router:bbb"]
+        archive = setup._controller_archive()
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_bytes(b"tar")
+        return 0, []
+
+    monkeypatch.setattr(bootstrap, "_stream", stream)
+    loaded = []
+    monkeypatch.setattr(bootstrap.clusters, "kind_load_archive", lambda name, archive, log: loaded.append(archive))
+    setup.prepare_images(lambda _: None)
+    assert [c[1].rsplit("/", 1)[-1] for c in calls] == ["build-images.sh", "cluster.sh"]
+    assert calls[1][2:] == list(bootstrap.CONTROLLER_IMAGE_PARTS)
+    setup.ensure_images()
+    assert len(calls) == 2, "ensure_images rebuilt what the parallel stream had built"
+    assert loaded == [setup._controller_archive()]
+    assert setup.result.overrides["controllerImage"] == "localhost/agent-sandbox-controller:v0.5.6"
