@@ -37,9 +37,9 @@ BUILD_IMAGES_SCRIPT = PROJECT_DIR / "images" / "base" / "build-images.sh"
 CLUSTER_TOOLCHAIN = PROJECT_DIR / "e2e" / "toolchain" / "cluster.sh"
 NODE_IMAGE_PARTS = ("kubernetes", "etcd", "coredns", "pause", "kube-router", "containerd", "runc", "crictl",
                     "cni-plugins")
-# The parts the tools step builds itself (kubectl comes with the Kubernetes build): the parallel
-# stream leaves them alone, so no component is built twice at once.
-TOOL_BUILT_PARTS = ("kubernetes",)
+# The order the parallel stream builds them in: Kubernetes last, as the tools step may be building
+# it already for kubectl (cluster.sh holds a lock per part: the second builder waits, then finds it).
+PARALLEL_PARTS = (*(p for p in NODE_IMAGE_PARTS if p != "kubernetes"), "kubernetes")
 CONTROLLER_IMAGE_PARTS = ("pause", "agent-sandbox", "images")
 PARALLEL_PREFIX = "  | "
 
@@ -234,11 +234,11 @@ class Setup:
                              "fix the cause and run `make up` again (finished parts are kept)")
 
     def prepare_node_image(self, log: Log) -> None:
-        """The node image's parts the tools step does not build, and its root filesystems."""
+        """The node image's parts and its root filesystems."""
         if self._kindest_node(log):
             return
         if node_image.toolchain_inputs(self.cache).missing():
-            self._build_parts(tuple(p for p in NODE_IMAGE_PARTS if p not in TOOL_BUILT_PARTS), log)
+            self._build_parts(PARALLEL_PARTS, log)
         node_image.NodeImageBuilder(node_image.toolchain_inputs(self.cache), self.cache, docker=self.docker,
                                     log=log).ensure_root_filesystems()
 
