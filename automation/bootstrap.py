@@ -164,7 +164,8 @@ class Setup:
 
     def ensure_engine(self) -> None:
         state = preflight.engine_state(self.docker)
-        if not state.answers and (state.client is None or self._engine_is_ours_to_start()):
+        # a missing client is installed by the script too, which only root can do (ours to start)
+        if not state.answers and self._engine_is_ours_to_start():
             self.log("setup: no Docker engine answers; starting Debian's dockerd (e2e/docker-engine.sh)")
             code, lines = _stream(["bash", str(DOCKER_ENGINE_SCRIPT), "start"], self.log)
             if code != 0:

@@ -26,6 +26,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
 def test_engine_absent_and_cannot_be_started(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(preflight, "engine_state", lambda client=None: preflight.EngineState(None, False))
     monkeypatch.setattr(setup, "_engine_is_ours_to_start", lambda: False)
+    # not ours to start: the engine script (which installs and starts dockerd) must not run
+    monkeypatch.setattr(bootstrap, "_stream", lambda *a, **k: pytest.fail(f"ran {a[0]}"))
     with pytest.raises(preflight.PreflightError, match="no Docker engine"):
         setup.ensure_engine()
 
