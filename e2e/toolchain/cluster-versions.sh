@@ -28,3 +28,6 @@ CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.1.4}
 RUNC_VERSION=${RUNC_VERSION:-v1.3.0}
 CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.7.1}
+# KWOK (fake nodes and pods) for the simulated-scale bench only (bench/scale_sim.py); not in the
+# node image and not built by default.
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}

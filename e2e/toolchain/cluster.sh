@@ -4,6 +4,7 @@
 # Usage: e2e/toolchain/cluster.sh [component ...]
 #   components: kubernetes etcd agent-sandbox gvisor coredns kube-router pause images
 #               kind containerd runc crictl cni-plugins (default: all)
+#               kwok (on request only: the simulated-scale bench's fake nodes)
 #
 # Each artefact lands in $CACHE_DIR/<tool>/<version>/bin and is marked complete only after a
 # successful build, so a rerun skips finished parts and resumes an interrupted one (Go's module
@@ -259,6 +260,11 @@ build_kind() {
   build_wrapped "$1" "$2" "sigs.k8s.io/kind@$KIND_VERSION" "-s -w" kind=sigs.k8s.io/kind
 }
 
+build_kwok() {
+  build_wrapped "$1" "$2" "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" kwok=sigs.k8s.io/kwok/cmd/kwok
+}
+
 # containerd without the optional snapshotters (as kind's base image builds it); static, no cgo.
 build_containerd() {
   local dest=$1 log=$2 src=$1/src tags="no_aufs no_zfs no_btrfs no_devmapper"
@@ -343,12 +349,13 @@ main() {
       # keyed by the controller version (its image is the one that changes)
       images) component images "$AGENT_SANDBOX_VERSION" build_images ;;
       kind) component kind "$KIND_VERSION" build_kind ;;
+      kwok) component kwok "$KWOK_VERSION" build_kwok ;;
       containerd) component containerd "$CONTAINERD_VERSION" build_containerd ;;
       runc) component runc "$RUNC_VERSION" build_runc ;;
       crictl) component crictl "$CRICTL_VERSION" build_crictl ;;
       # the CNI plugins are not tools for PATH: they live in their own bin and go into the node image
       cni-plugins) component cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
-      *) die "unknown component '$c'; choose from: ${ALL_COMPONENTS[*]}" ;;
+      *) die "unknown component '$c'; choose from: ${ALL_COMPONENTS[*]} kwok" ;;
     esac
   done
   print_versions
