@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 from automation import cluster as clusters
 from automation import node_image, preflight, tools
+from automation.errors import SetupError
 from automation.project import PROJECT_DIR, ProjectPaths, cache_dir, pulumi_env
 from agent_sandbox_pulumi.sandbox_iac import versions
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
@@ -42,10 +43,6 @@ NODE_IMAGE_PARTS = ("kubernetes", "etcd", "coredns", "pause", "kube-router", "co
 PARALLEL_PARTS = (*(p for p in NODE_IMAGE_PARTS if p != "kubernetes"), "kubernetes")
 CONTROLLER_IMAGE_PARTS = ("pause", "agent-sandbox", "images")
 PARALLEL_PREFIX = "  | "
-
-
-class SetupError(RuntimeError):
-    """A set-up step failed; the message says which and what to do."""
 
 
 @dataclass

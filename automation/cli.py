@@ -23,7 +23,6 @@ from typing import Callable, Optional, Sequence
 from automation import cluster as clusters
 from automation.prereqs import missing_prerequisites
 from automation.project import (
-    OverrideError,
     ProjectPaths,
     default_paths,
     kube_args,
@@ -36,20 +35,21 @@ from automation.project import (
     save_overrides,
     stack_config,
 )
+from automation.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PREREQUISITES,
+    EXIT_USAGE,
+    DriverError,
+)
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
 from automation.tunnel import engine_operation, engine_was_interrupted, install_signal_cleanup
-from automation.bootstrap import SetupError
-from automation.node_image import NodeImageError
-from automation.preflight import PreflightError
-from automation.tools import ToolError
 from agent_sandbox_pulumi.sandbox_iac.config import ConfigError, StackConfig
 from agent_sandbox_pulumi.sandbox_iac.manifests import ManifestError, check_manifest_source
 
-# Set-up failures that say what to fix in one line (no traceback).
-SetupFailure = (SetupError, NodeImageError, PreflightError, ToolError)
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREREQUISITES = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130
+# The package's own errors about the stack's config and its manifest source: usage errors too.
+PACKAGE_USAGE_ERRORS = (ConfigError, ManifestError)
 DEFAULT_BENCH_N = 10
 
 
@@ -273,6 +273,19 @@ def cmd_down(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig)
     return EXIT_FAILED if leftovers else EXIT_OK
 
 
+def exit_code(error: BaseException) -> int:
+    """The exit code an error of the driver (or a usage error of the package) stands for."""
+    if isinstance(error, DriverError):
+        return error.exit_code
+    return EXIT_USAGE if isinstance(error, PACKAGE_USAGE_ERRORS) else EXIT_FAILED
+
+
+def _report(args: argparse.Namespace, error: BaseException) -> int:
+    """One line saying what to fix (no traceback); returns the error's exit code."""
+    print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
+    return exit_code(error)
+
+
 COMMANDS = {"up": cmd_up, "tools": cmd_tools, "preview": cmd_preview, "smoke": cmd_smoke, "bench": cmd_bench, "down": cmd_down}
 
 
@@ -286,24 +299,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.user_overrides = {**load_overrides(paths, args.stack), **given}
         args.overrides = {**load_setup_overrides(paths, args.stack), **args.user_overrides}
         config = stack_config(paths, args.stack, args.overrides)
-    except (ConfigError, FileNotFoundError, OverrideError) as error:
-        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except (DriverError, ConfigError) as error:
+        return _report(args, error)
     if given:
         save_overrides(paths, args.stack, args.user_overrides)
-    from automation.workspace import DriverError
-
     try:
         return COMMANDS[args.command](args, paths, config)
-    except ManifestError as error:
-        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except DriverError as error:
-        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
-        return EXIT_PREREQUISITES if str(error).startswith("missing ") else EXIT_FAILED
-    except (clusters.ClusterError, *SetupFailure) as error:
-        print(f"{args.command} {args.stack}: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    except (DriverError, ManifestError) as error:
+        return _report(args, error)
     except Exception as error:
         from pulumi.automation import CommandError
 
@@ -323,3 +326,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{args.command} {args.stack}: {type(error).__name__}: {error}\n"
               "(set AUTOMATION_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+

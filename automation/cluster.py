@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from automation.errors import ClusterError
 from automation.project import ProjectPaths, find_tool
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
@@ -19,10 +20,6 @@ Runner = Callable[..., subprocess.CompletedProcess]
 # minikube's default CNI does not enforce NetworkPolicy, so the sandboxes' and the router's
 # policies would be ignored; Calico enforces them (egress endPort ranges included).
 MINIKUBE_START_FLAGS = ("--driver=kvm2", "--container-runtime=containerd", "--cni=calico", "--cpus=4", "--memory=8192")
-
-
-class ClusterError(RuntimeError):
-    """A cluster command failed; the message holds the command and its output."""
 
 
 @dataclass(frozen=True)

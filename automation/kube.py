@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from automation.errors import CapacityError
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 
@@ -16,10 +17,6 @@ POOL_GROUP, POOL_VERSION = versions.EXTENSIONS_API_VERSION.split("/")
 
 
 UNSCHEDULABLE_GRACE_SECONDS = 20
-
-
-class CapacityError(RuntimeError):
-    """The cluster cannot schedule what was asked for; the message says why."""
 
 
 def unschedulable(pods: dict[str, Any]) -> list[str]:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from automation.errors import NodeImageError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FILES_DIR = REPO_ROOT / "images" / "kind-node"
 # Bumped when the recipe below changes what ends up in the image.
@@ -57,10 +59,6 @@ CONTROL_PLANE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-sch
 NODE_KUBE_BINARIES = ("kubeadm", "kubelet", "kubectl")
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "ptp")
 Log = Callable[[str], None]
-
-
-class NodeImageError(RuntimeError):
-    """The node image cannot be built; the message says what is missing and how to get it."""
 
 
 @dataclass(frozen=True)

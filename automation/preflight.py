@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from automation.errors import PreflightError
+
 GIB = 1 << 30
 # Measured here: an idle one-node cluster with the controller, router and two warm gVisor
 # sandboxes uses about 2.3 GiB; each more node about 0.8 GiB; a node-image build about 1 GiB.
@@ -26,10 +28,6 @@ MEMORY_EACH_MORE_NODE = 1 * GIB
 # with the images it unpacks (~1.5 GiB with the runtime image).
 DISK_CLUSTER = 4 * GIB
 DISK_NODE_IMAGE_BUILD = 6 * GIB
-
-
-class PreflightError(RuntimeError):
-    """A bad state of the machine that ``up`` cannot fix by itself; the message holds the fix."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from automation.errors import OverrideError, StackFileMissing
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig, parse_stack_config
 
@@ -122,10 +123,6 @@ def pulumi_env(paths: ProjectPaths, environ: Optional[Mapping[str, str]] = None)
     return env
 
 
-class OverrideError(ValueError):
-    """A ``--config KEY=VALUE`` argument is malformed."""
-
-
 def parse_overrides(items: Optional[list[str]]) -> dict[str, str]:
     """``["key=value", "agent-sandbox:key=value"]`` -> ``{"key": "value"}``."""
     overrides: dict[str, str] = {}
@@ -183,7 +180,7 @@ def read_stack_file(paths: ProjectPaths, stack: str, overrides: Optional[Mapping
     Pulumi runs (prerequisites, cluster creation), none of which needs a secret."""
     path = paths.stack_file(stack)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise StackFileMissing(
             f"no stack file {path}: known stacks are "
             + ", ".join(sorted(p.name[len("Pulumi."):-len(".yaml")] for p in paths.root.glob("Pulumi.*.yaml")))
             + f" (create one with: pulumi stack init {stack}, then pulumi config set ...)"

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from automation.errors import StackNotDeployed
 from automation.kube import Cluster
 from automation.report import CheckResult, SmokeReport, run_check
 from automation.tunnel import PortForwardTunnel
@@ -85,7 +86,7 @@ class StackTarget:
     def from_outputs(cls, stack: str, outputs: Mapping[str, Any]) -> "StackTarget":
         missing = [key for key in REQUIRED_OUTPUTS if outputs.get(key) in (None, "")]
         if missing:
-            raise ValueError(f"stack {stack} has no output(s) {missing}: deploy it first with "
+            raise StackNotDeployed(f"stack {stack} has no output(s) {missing}: deploy it first with "
                              f"`python -m automation up {stack}`")
         return cls(stack=stack, namespace=str(outputs["namespace"]), warm_pool=str(outputs["warmPool"]),
                    warm_pool_replicas=int(float(outputs["warmPoolReplicas"])),

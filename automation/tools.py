@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
+from automation.errors import ToolError
 from automation.project import PROJECT_DIR as REPO_ROOT, cache_dir as default_cache_dir
 
 Log = Callable[[str], None]
@@ -40,10 +41,6 @@ KIND_VERSION = "v0.30.0"
 KUBERNETES_VERSION = "v1.34.4"
 # gVisor's dated release nearest to the go-branch commit the offline build pins.
 GVISOR_RELEASE = "20260504.0"
-
-
-class ToolError(RuntimeError):
-    """A tool could not be found, downloaded or built; the message says what to do."""
 
 
 @dataclass(frozen=True)

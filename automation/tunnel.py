@@ -21,16 +21,13 @@ import time
 from types import FrameType
 from typing import Optional, Sequence
 
+from automation.errors import TunnelError
 from automation.project import find_tool
 from agent_sandbox_pulumi.sandbox_iac import constants
 
 _LIVE: "set[PortForwardTunnel]" = set()
 _LIVE_LOCK = threading.Lock()
 PR_SET_PDEATHSIG = 1
-
-
-class TunnelError(RuntimeError):
-    """The tunnel did not come up; the message includes kubectl's output."""
 
 
 def free_local_port() -> int:

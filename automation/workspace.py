@@ -27,13 +27,11 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
+# DriverError: the base of what this module raises, importable from here as it always was.
+from automation.errors import DriverError, MissingPrerequisite, ProjectNotFound, StackNotFound  # noqa: F401
 from automation.prereqs import PULUMI
 from automation.project import ProjectPaths, find_tool, pulumi_env
 from agent_sandbox_pulumi.sandbox_iac import constants
-
-
-class DriverError(RuntimeError):
-    """A driver step failed in a way the user can fix; the message says how."""
 
 
 def inline_program(paths: ProjectPaths) -> Callable[[], None]:
@@ -56,7 +54,7 @@ def pulumi_command() -> Any:
 
     binary = find_tool("pulumi")
     if binary is None:
-        raise DriverError(PULUMI.message())
+        raise MissingPrerequisite(PULUMI.message())
     resolved = Path(binary)
     if resolved.parent.name == "bin":
         return auto.PulumiCommand(root=str(resolved.parent.parent))
@@ -73,7 +71,7 @@ def stack_work_dir(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[
     work.mkdir(parents=True, exist_ok=True)
     project = _read_yaml(paths.root / "Pulumi.yaml")
     if not project:
-        raise DriverError(f"no Pulumi.yaml in {paths.root}: run the driver from the project checkout")
+        raise ProjectNotFound(f"no Pulumi.yaml in {paths.root}: run the driver from the project checkout")
     options = (project.get("runtime") or {}).get("options") if isinstance(project.get("runtime"), dict) else None
     if isinstance(options, dict) and options.get("virtualenv") and not Path(options["virtualenv"]).is_absolute():
         options["virtualenv"] = str(paths.root / options["virtualenv"])
@@ -157,7 +155,7 @@ def open_stack(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str,
                                                opts=options)
         return auto.select_stack(stack, project_name=constants.PROJECT_NAME, program=program, opts=options)
     except auto.StackNotFoundError as error:
-        raise DriverError(f"stack {stack!r} does not exist in {options.env_vars['PULUMI_BACKEND_URL']}: "
+        raise StackNotFound(f"stack {stack!r} does not exist in {options.env_vars['PULUMI_BACKEND_URL']}: "
                           f"run `python -m automation up {stack}` first") from error
 
 

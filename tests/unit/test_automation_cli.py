@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from automation import cli
+from automation import cli, errors
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,3 +162,60 @@ def test_up_derives_the_setup_afresh_and_keeps_it_for_later_commands(tmp_path, m
     assert seen["image_build"] == "docker"  # the set-up saw the stack's own setting, not the last run's
     assert seen["overrides"]["sandboxImage"] == "new/runtime:2"
     assert load_setup_overrides(paths, "gvisor")["sandboxImage"] == "new/runtime:2"
+
+
+EXIT_CODES = {  # every error of automation.errors and the exit code it stands for
+    errors.DriverError: cli.EXIT_FAILED,
+    errors.UsageError: cli.EXIT_USAGE,
+    errors.OverrideError: cli.EXIT_USAGE,
+    errors.StackFileMissing: cli.EXIT_USAGE,
+    errors.MissingPrerequisite: cli.EXIT_PREREQUISITES,
+    errors.ProjectNotFound: cli.EXIT_FAILED,
+    errors.StackNotFound: cli.EXIT_FAILED,
+    errors.StackNotDeployed: cli.EXIT_FAILED,
+    errors.SetupError: cli.EXIT_FAILED,
+    errors.PreflightError: cli.EXIT_FAILED,
+    errors.ToolError: cli.EXIT_FAILED,
+    errors.NodeImageError: cli.EXIT_FAILED,
+    errors.ClusterError: cli.EXIT_FAILED,
+    errors.TunnelError: cli.EXIT_FAILED,
+    errors.CapacityError: cli.EXIT_FAILED,
+}
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    return {cls} | {sub for child in cls.__subclasses__() for sub in _all_subclasses(child)}
+
+
+def test_every_driver_error_has_its_exit_code_in_the_table():
+    assert _all_subclasses(errors.DriverError) == set(EXIT_CODES)
+    assert {cls: cls.exit_code for cls in EXIT_CODES} == EXIT_CODES
+
+
+@pytest.mark.parametrize("error_class", list(EXIT_CODES), ids=lambda cls: cls.__name__)
+def test_each_error_type_is_one_line_and_its_exit_code(error_class, monkeypatch, capsys):
+    def fail(args, paths, config):
+        raise error_class("what went wrong; Fix: what to do")
+
+    monkeypatch.setitem(cli.COMMANDS, "smoke", fail)
+    monkeypatch.delenv("AUTOMATION_DEBUG", raising=False)
+    assert cli.main(["smoke", "gvisor"]) == EXIT_CODES[error_class]
+    assert capsys.readouterr().err == "smoke gvisor: what went wrong; Fix: what to do\n"  # one line, no traceback
+
+
+@pytest.mark.parametrize("module,name", [
+    ("bootstrap", "SetupError"), ("node_image", "NodeImageError"), ("preflight", "PreflightError"),
+    ("tools", "ToolError"), ("cluster", "ClusterError"), ("tunnel", "TunnelError"), ("kube", "CapacityError"),
+    ("workspace", "DriverError"), ("project", "OverrideError"),
+])
+def test_the_errors_keep_their_names_where_they_were_raised(module, name):
+    assert getattr(importlib.import_module(f"automation.{module}"), name) is getattr(errors, name)
+
+
+def test_the_package_usage_errors_exit_2():
+    from agent_sandbox_pulumi.sandbox_iac.config import ConfigError
+    from agent_sandbox_pulumi.sandbox_iac.manifests import ManifestError
+
+    assert cli.exit_code(ConfigError(["x"])) == cli.exit_code(ManifestError("x")) == cli.EXIT_USAGE
+    assert cli.exit_code(errors.MissingPrerequisite("missing or not")) == cli.EXIT_PREREQUISITES
+    assert cli.exit_code(errors.SetupError("missing kind")) == cli.EXIT_FAILED  # the type decides, not the words
