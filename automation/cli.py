@@ -44,7 +44,7 @@ from automation.errors import (
     DriverError,
 )
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
-from automation.tunnel import engine_operation, engine_was_interrupted, install_signal_cleanup
+from automation.interrupt import engine_operation, engine_was_interrupted, install_signal_cleanup
 from agent_sandbox_pulumi.sandbox_iac.config import ConfigError, StackConfig
 from agent_sandbox_pulumi.sandbox_iac.manifests import ManifestError, check_manifest_source
 

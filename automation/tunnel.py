@@ -3,8 +3,9 @@
 The official SDK's own tunnel mode sends no ``Authorization`` header, and our router requires
 one, so the driver opens the tunnel itself and hands the SDK a direct URL plus the bearer
 token. The tunnel process is always cleaned up: on ``close()``/context exit, at interpreter
-exit, on SIGINT/SIGTERM (``install_signal_cleanup``) and, on Linux, when the driver dies
-without a chance to clean up (the child gets SIGTERM from the kernel via PR_SET_PDEATHSIG).
+exit, on SIGINT/SIGTERM (:mod:`automation.interrupt` calls ``close_all_tunnels`` first) and, on
+Linux, when the driver dies without a chance to clean up (the child gets SIGTERM from the kernel
+via PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Optional, Sequence
 
 from automation.errors import TunnelError
@@ -147,51 +147,6 @@ def close_all_tunnels() -> None:
 def live_tunnels() -> list[PortForwardTunnel]:
     with _LIVE_LOCK:
         return list(_LIVE)
-
-
-_ENGINE_BUSY = threading.Event()
-_ENGINE_INTERRUPTED = threading.Event()
-
-
-class engine_operation:  # noqa: N801 - used as a context manager, reads like a statement
-    """While a Pulumi engine command runs, a first Ctrl-C lets the engine cancel cleanly: the
-    engine (same process group) gets the SIGINT too, finishes its in-flight steps, writes its
-    state and releases the stack lock; the driver keeps reading its output until it exits.
-    Killing the driver at once would close the engine's output pipe and leave a locked stack."""
-
-    def __enter__(self) -> "engine_operation":
-        _ENGINE_INTERRUPTED.clear()
-        _ENGINE_BUSY.set()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _ENGINE_BUSY.clear()
-        if _ENGINE_INTERRUPTED.is_set() and exc[0] is None:
-            raise KeyboardInterrupt
-
-
-def engine_was_interrupted() -> bool:
-    """True once a Ctrl-C arrived during the current or last engine command."""
-    return _ENGINE_INTERRUPTED.is_set()
-
-
-def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
-    close_all_tunnels()
-    if signum == signal.SIGINT and _ENGINE_BUSY.is_set() and not _ENGINE_INTERRUPTED.is_set():
-        _ENGINE_INTERRUPTED.set()
-        print("interrupt: the Pulumi engine is cancelling cleanly (state saved, lock released); "
-              "press Ctrl-C again to force", file=sys.stderr, flush=True)
-        return
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise SystemExit(128 + signum)
-
-
-def install_signal_cleanup() -> None:
-    """Make SIGINT and SIGTERM stop every tunnel first, then unwind the driver normally
-    (KeyboardInterrupt / SystemExit(143)), so ``finally`` blocks still delete claims."""
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
 
 
 atexit.register(close_all_tunnels)

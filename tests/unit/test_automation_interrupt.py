@@ -1,30 +1,33 @@
-"""Interrupting the driver during an engine command, and recovering a stack left locked."""
+"""Interrupting the driver: SIGTERM/SIGINT stop the tunnels first and unwind the driver (a real
+dummy process stands in for ``kubectl port-forward``), and Ctrl-C during an engine command waits
+for the engine unless pressed twice."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from automation import tunnel
-from automation.project import ProjectPaths
-from automation.workspace import remove_stale_locks
+from automation import interrupt
+from test_automation_tunnel import process_gone
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_first_ctrl_c_during_an_engine_command_waits_for_the_engine(monkeypatch) -> None:
     previous = signal.getsignal(signal.SIGINT)
-    tunnel.install_signal_cleanup()
+    interrupt.install_signal_cleanup()
     try:
         with pytest.raises(KeyboardInterrupt):
-            with tunnel.engine_operation():
+            with interrupt.engine_operation():
                 os.kill(os.getpid(), signal.SIGINT)  # handled: the operation goes on
-                assert tunnel.engine_was_interrupted()
-        assert tunnel.engine_was_interrupted()
+                assert interrupt.engine_was_interrupted()
+        assert interrupt.engine_was_interrupted()
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)  # outside an engine command: stop at once
     finally:
@@ -33,10 +36,10 @@ def test_first_ctrl_c_during_an_engine_command_waits_for_the_engine(monkeypatch)
 
 def test_second_ctrl_c_forces() -> None:
     previous = signal.getsignal(signal.SIGINT)
-    tunnel.install_signal_cleanup()
+    interrupt.install_signal_cleanup()
     try:
         with pytest.raises(KeyboardInterrupt):
-            with tunnel.engine_operation():
+            with interrupt.engine_operation():
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGINT)
                 pytest.fail("the second interrupt must raise")
@@ -44,23 +47,33 @@ def test_second_ctrl_c_forces() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def _lock(paths: ProjectPaths, stack: str, pid: int, hostname: str) -> "os.PathLike[str]":
-    folder = paths.state_dir / ".pulumi" / "locks" / "organization" / "agent-sandbox" / stack
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / f"lock-{pid}.json"
-    lock.write_text(json.dumps({"pid": pid, "username": "root", "hostname": hostname, "timestamp": "t"}))
-    (folder / f"lock-{pid}.json.attrs").write_text("{}")
-    return lock
+DRIVER = textwrap.dedent("""
+    import sys, time
+    from automation import interrupt, tunnel as tunnels
+    interrupt.install_signal_cleanup()
+    tunnel = tunnels.PortForwardTunnel(command=[sys.executable, "-c", "import time; time.sleep(600)"],
+                                       wait_for_port=False).start()
+    print(tunnel.pid, flush=True)
+    try:
+        time.sleep(600)
+    finally:
+        print("unwound", flush=True)
+""")
 
 
-def test_only_locks_of_dead_local_processes_are_removed(tmp_path) -> None:
-    paths = ProjectPaths(root=tmp_path, out_dir=tmp_path / "out")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = _lock(paths, "local", dead.pid, socket.gethostname())
-    live = _lock(paths, "local", os.getpid(), socket.gethostname())
-    remote = _lock(paths, "local", dead.pid + 100000, "another-host")
-    removed = remove_stale_locks(paths, "local")
-    assert len(removed) == 1 and str(dead.pid) in removed[0]
-    assert not stale.exists() and not stale.with_name(stale.name + ".attrs").exists()
-    assert live.exists() and remote.exists()
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)])
+def test_signal_to_the_driver_stops_the_tunnel(signum, exit_code):
+    """SIGTERM exits 143; an uncaught KeyboardInterrupt makes Python re-raise SIGINT (status -2)."""
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        tunnel_pid = int(driver.stdout.readline())
+        assert not process_gone(tunnel_pid, timeout=0.2)
+        driver.send_signal(signum)
+        driver.wait(timeout=20)
+        assert process_gone(tunnel_pid), "the tunnel outlived the driver"
+        assert driver.returncode == exit_code
+        assert driver.stdout.read().strip() == "unwound"  # finally blocks (claim cleanup) still ran
+    finally:
+        if driver.poll() is None:
+            driver.kill()

@@ -1,11 +1,9 @@
 """The managed tunnel process: started, waited for, and always stopped - on close, on a failing
-start, and when the driver gets SIGTERM/SIGINT (a real dummy long-running process stands in
-for ``kubectl port-forward``)."""
+start and when the driver is killed outright (a real dummy long-running process stands
+in for ``kubectl port-forward``; SIGTERM/SIGINT of the driver: test_automation_interrupt.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -93,33 +91,11 @@ def test_close_kills_a_process_that_ignores_sigterm():
 DRIVER = textwrap.dedent("""
     import sys, time
     from automation import tunnel as tunnels
-    tunnels.install_signal_cleanup()
     tunnel = tunnels.PortForwardTunnel(command=[sys.executable, "-c", "import time; time.sleep(600)"],
                                        wait_for_port=False).start()
     print(tunnel.pid, flush=True)
-    try:
-        time.sleep(600)
-    finally:
-        print("unwound", flush=True)
+    time.sleep(600)
 """)
-
-
-@pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)])
-def test_signal_to_the_driver_stops_the_tunnel(signum, exit_code):
-    """SIGTERM exits 143; an uncaught KeyboardInterrupt makes Python re-raise SIGINT (status -2)."""
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        tunnel_pid = int(driver.stdout.readline())
-        assert not process_gone(tunnel_pid, timeout=0.2)
-        driver.send_signal(signum)
-        driver.wait(timeout=20)
-        assert process_gone(tunnel_pid), "the tunnel outlived the driver"
-        assert driver.returncode == exit_code
-        assert driver.stdout.read().strip() == "unwound"  # finally blocks (claim cleanup) still ran
-    finally:
-        if driver.poll() is None:
-            driver.kill()
 
 
 def test_tunnel_dies_with_a_driver_that_is_killed_outright():
