@@ -25,7 +25,8 @@ from typing import Callable, Optional
 from automation import cluster as clusters
 from automation import node_image, preflight, tools
 from automation.errors import SetupError
-from automation.project import PROJECT_DIR, ProjectPaths, cache_dir, pulumi_env
+from automation.engine_env import pulumi_env
+from automation.paths import PROJECT_DIR, ProjectPaths, cache_dir
 from agent_sandbox_pulumi.sandbox_iac import versions
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 

@@ -21,30 +21,22 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from automation import cluster as clusters
-from automation.prereqs import missing_prerequisites
-from automation.project import (
-    ProjectPaths,
-    default_paths,
-    kube_args,
+from automation.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREREQUISITES, EXIT_USAGE, DriverError
+from automation.interrupt import engine_operation, engine_was_interrupted, install_signal_cleanup
+from automation.kube import kube_args
+from automation.overrides import (
+    command_overrides,
     load_overrides,
     overrides_path,
-    load_setup_overrides,
-    save_setup_overrides,
-    setup_overrides_path,
     parse_overrides,
     save_overrides,
-    stack_config,
+    save_setup_overrides,
+    setup_overrides_path,
 )
-from automation.errors import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PREREQUISITES,
-    EXIT_USAGE,
-    DriverError,
-)
+from automation.paths import ProjectPaths, default_paths
+from automation.prereqs import missing_prerequisites
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
-from automation.interrupt import engine_operation, engine_was_interrupted, install_signal_cleanup
+from automation.stack_files import stack_config
 from agent_sandbox_pulumi.sandbox_iac.config import ConfigError, StackConfig
 from agent_sandbox_pulumi.sandbox_iac.manifests import ManifestError, check_manifest_source
 
@@ -297,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         given = parse_overrides(getattr(args, "config", None))
         args.user_overrides = {**load_overrides(paths, args.stack), **given}
-        args.overrides = {**load_setup_overrides(paths, args.stack), **args.user_overrides}
+        args.overrides = command_overrides(paths, args.stack, args.user_overrides)
         config = stack_config(paths, args.stack, args.overrides)
     except (DriverError, ConfigError) as error:
         return _report(args, error)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from automation.errors import ClusterError
-from automation.project import ProjectPaths, find_tool
+from automation.paths import ProjectPaths, find_tool
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config

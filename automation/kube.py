@@ -1,5 +1,6 @@
-"""Kubernetes API helpers of the driver (kubernetes Python client, the stack's kubeconfig and
-context): pool status, pod and node facts, and what is left after ``down``."""
+"""Kubernetes access of the driver to the stack's cluster (its kubeconfig and context): the
+``kubectl`` flags, the API client (kubernetes Python client), pool status, pod and node facts,
+and what is left after ``down``."""
 
 from __future__ import annotations
 
@@ -35,12 +36,22 @@ def pod_is_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def _kubeconfig(config: StackConfig) -> Optional[str]:
+    return str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None
+
+
 def api_client(config: StackConfig) -> Any:
     """An ApiClient for the stack's cluster (its kubeconfig/context, else the defaults)."""
     from kubernetes import config as kube_config
 
-    kubeconfig = str(Path(config.kubeconfig).expanduser()) if config.kubeconfig else None
-    return kube_config.new_client_from_config(config_file=kubeconfig, context=config.kube_context or None)
+    return kube_config.new_client_from_config(config_file=_kubeconfig(config), context=config.kube_context or None)
+
+
+def kube_args(config: StackConfig) -> list[str]:
+    """``kubectl`` flags selecting the stack's cluster (``--kubeconfig``/``--context``)."""
+    kubeconfig = _kubeconfig(config)
+    return [*(["--kubeconfig", kubeconfig] if kubeconfig else []),
+            *(["--context", config.kube_context] if config.kube_context else [])]
 
 
 @dataclass

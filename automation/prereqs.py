@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from automation.project import tool_search_path
+from automation.paths import tool_search_path
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 

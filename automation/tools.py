@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from automation.errors import ToolError
-from automation.project import PROJECT_DIR as REPO_ROOT, cache_dir as default_cache_dir
+from automation.paths import PROJECT_DIR as REPO_ROOT, cache_dir as default_cache_dir
 
 Log = Callable[[str], None]
 Which = Callable[[str], Optional[str]]

@@ -22,7 +22,7 @@ import time
 from typing import Optional, Sequence
 
 from automation.errors import TunnelError
-from automation.project import find_tool
+from automation.paths import find_tool
 from agent_sandbox_pulumi.sandbox_iac import constants
 
 _LIVE: "set[PortForwardTunnel]" = set()

@@ -30,7 +30,8 @@ import yaml
 # DriverError: the base of what this module raises, importable from here as it always was.
 from automation.errors import DriverError, MissingPrerequisite, ProjectNotFound, StackNotFound  # noqa: F401
 from automation.prereqs import PULUMI
-from automation.project import ProjectPaths, find_tool, pulumi_env
+from automation.engine_env import pulumi_env
+from automation.paths import ProjectPaths, find_tool
 from agent_sandbox_pulumi.sandbox_iac import constants
 
 

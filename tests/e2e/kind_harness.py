@@ -201,8 +201,10 @@ class sdk_session:
         from k8s_agent_sandbox import SandboxClient
         from k8s_agent_sandbox.models import SandboxDirectConnectionConfig
 
-        from automation.kube import Cluster as KubeCluster, api_client
-        from automation.project import default_paths, kube_args, load_overrides, stack_config
+        from automation.kube import Cluster as KubeCluster, api_client, kube_args
+        from automation.overrides import load_overrides
+        from automation.paths import default_paths
+        from automation.stack_files import stack_config
         from automation.smoke import StackTarget
         from automation.tunnel import PortForwardTunnel
         from automation.workspace import open_stack, plain_outputs

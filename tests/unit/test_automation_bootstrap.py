@@ -11,7 +11,7 @@ import pytest
 
 from automation import bootstrap, preflight
 from automation.bootstrap import Setup, SetupError
-from automation.project import ProjectPaths
+from automation.paths import ProjectPaths
 from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from automation import cli, errors
+from automation.overrides import load_overrides
+from automation.paths import ProjectPaths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,10 +59,8 @@ def test_unknown_stack_is_a_usage_error_naming_the_known_stacks(capsys):
 
 
 def test_invalid_stack_config_is_reported_with_the_fix(tmp_path, monkeypatch, capsys):
-    from automation import project
-
     (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  agent-sandbox:runtime: runc\n")
-    monkeypatch.setattr(cli, "default_paths", lambda out=None: project.ProjectPaths(root=tmp_path, out_dir=tmp_path))
+    monkeypatch.setattr(cli, "default_paths", lambda out=None: ProjectPaths(root=tmp_path, out_dir=tmp_path))
     assert cli.main(["up", "bad"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "agent-sandbox:runtime = 'runc' is invalid" in err and "allowInsecureRunc" in err
@@ -84,24 +84,22 @@ def test_help_runs_as_a_module():
 
 
 def test_config_overrides_are_validated_remembered_and_used(tmp_path, monkeypatch, capsys):
-    from automation import project
-
     (tmp_path / "Pulumi.s.yaml").write_text("config:\n  agent-sandbox:clusterFlavour: existing\n"
                                             "  agent-sandbox:imageBuild: prebuilt\n")
-    paths = project.ProjectPaths(root=tmp_path, out_dir=tmp_path)
+    paths = ProjectPaths(root=tmp_path, out_dir=tmp_path)
     monkeypatch.setattr(cli, "default_paths", lambda out=None: paths)
     monkeypatch.setattr("shutil.which", lambda *args, **kwargs: None)
 
     assert cli.main(["up", "s", "--config", "warmPoolReplicas=lots"]) == cli.EXIT_USAGE
     assert "agent-sandbox:warmPoolReplicas = 'lots' is invalid" in capsys.readouterr().err
-    assert project.load_overrides(paths, "s") == {}  # invalid values are not remembered
+    assert load_overrides(paths, "s") == {}  # invalid values are not remembered
 
     assert cli.main(["up", "s", "--config", "novalue"]) == cli.EXIT_USAGE
     assert "is not KEY=VALUE" in capsys.readouterr().err
 
     refs = ["--config", "sandboxImage=a/r:1", "--config", "routerImage=a/o:1", "--config", "imageRegistry=r/x"]
     assert cli.main(["up", "s", *refs]) == cli.EXIT_PREREQUISITES  # valid: config ok, tools missing
-    assert project.load_overrides(paths, "s") == {"sandboxImage": "a/r:1", "routerImage": "a/o:1",
+    assert load_overrides(paths, "s") == {"sandboxImage": "a/r:1", "routerImage": "a/o:1",
                                                   "imageRegistry": "r/x"}
     # a later command without --config still sees them (prebuilt would fail without the refs)
     assert cli.main(["up", "s"]) == cli.EXIT_PREREQUISITES
@@ -126,7 +124,7 @@ def test_up_derives_the_setup_afresh_and_keeps_it_for_later_commands(tmp_path, m
     """A second `up` must decide the images again (not inherit imageBuild=prebuilt from the first
     run's set-up and then lose it), and later commands see the set-up's values under the user's."""
     from automation import bootstrap, cli
-    from automation.project import ProjectPaths, load_setup_overrides, save_setup_overrides
+    from automation.overrides import load_setup_overrides, save_setup_overrides
 
     paths = ProjectPaths(tmp_path, tmp_path / "out")
     (tmp_path / "Pulumi.gvisor.yaml").write_text("config: {}\n")
@@ -206,7 +204,7 @@ def test_each_error_type_is_one_line_and_its_exit_code(error_class, monkeypatch,
 @pytest.mark.parametrize("module,name", [
     ("bootstrap", "SetupError"), ("node_image", "NodeImageError"), ("preflight", "PreflightError"),
     ("tools", "ToolError"), ("cluster", "ClusterError"), ("tunnel", "TunnelError"), ("kube", "CapacityError"),
-    ("workspace", "DriverError"), ("project", "OverrideError"),
+    ("workspace", "DriverError"), ("overrides", "OverrideError"),
 ])
 def test_the_errors_keep_their_names_where_they_were_raised(module, name):
     assert getattr(importlib.import_module(f"automation.{module}"), name) is getattr(errors, name)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from automation import cluster as clusters
-from automation.project import ProjectPaths
+from automation.paths import ProjectPaths
 from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from automation import project, workspace
+from automation import workspace
+from automation.paths import ProjectPaths, find_tool
 
 pytestmark = pytest.mark.timeout(300)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def tiny_project(tmp_path):
-    if project.find_tool("pulumi") is None:
+    if find_tool("pulumi") is None:
         pytest.skip("Pulumi CLI not found on PATH or in $CACHE_DIR (build it with `make toolchain-pulumi`)")
     (tmp_path / "Pulumi.yaml").write_text("name: drivertest\nruntime:\n  name: python\n")
     (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  drivertest:greeting: hello from the stack file\n")
@@ -40,7 +41,7 @@ def tiny_project(tmp_path):
         "pulumi.export('cwd', os.getcwd())\n"
         "pulumi.export('echo', Echo('echo', 'dynamic ok').echo)\n"
         "pulumi.export('token', pulumi.Output.secret('s3cret-token'))\n")
-    return project.ProjectPaths(tmp_path, tmp_path / "out")
+    return ProjectPaths(tmp_path, tmp_path / "out")
 
 
 def test_inline_program_with_the_project_settings_on_the_local_backend(tiny_project, monkeypatch):

@@ -1,4 +1,5 @@
-"""Pool waits of the driver's Kubernetes helper, with the API calls replaced by scripted states."""
+"""The stack's kubectl flags, and pool waits of the driver's Kubernetes helper with the API calls
+replaced by scripted states."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from automation import kube
+from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 
 def pod(ready: bool):
@@ -82,3 +84,13 @@ def test_a_pool_that_cannot_fit_fails_fast_with_the_scheduler_reason(monkeypatch
                                                  r"\(b: 0/1 nodes are available: 1 Insufficient cpu.\)"):
         cluster.wait_pool_ready("ns", "pool", 2, timeout=600)
     assert cluster.polls < 20  # well before the timeout
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ({"clusterFlavour": "kind", "clusterName": "x"}, ["--context", "kind-x"]),
+    ({"clusterFlavour": "existing", "kubeconfig": "/k", "kubeContext": "c", "imageRegistry": "r/x"},
+     ["--kubeconfig", "/k", "--context", "c"]),
+    ({"clusterFlavour": "existing", "imageRegistry": "r/x"}, []),
+])
+def test_kube_args_follow_the_stack_config(raw, expected):
+    assert kube.kube_args(parse_stack_config(raw, "s")) == expected

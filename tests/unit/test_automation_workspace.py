@@ -9,7 +9,11 @@ import socket
 import subprocess
 import sys
 
-from automation.project import ProjectPaths
+import pytest
+import yaml
+
+from automation import errors, workspace
+from automation.paths import ProjectPaths
 from automation.workspace import remove_stale_locks
 
 
@@ -33,3 +37,54 @@ def test_only_locks_of_dead_local_processes_are_removed(tmp_path) -> None:
     assert len(removed) == 1 and str(dead.pid) in removed[0]
     assert not stale.exists() and not stale.with_name(stale.name + ".attrs").exists()
     assert live.exists() and remote.exists()
+
+
+def test_missing_pulumi_cli_is_a_prerequisite_error(monkeypatch):
+    monkeypatch.setattr(workspace, "find_tool", lambda name: None)
+    with pytest.raises(errors.MissingPrerequisite, match=r"^missing pulumi \(command not found\)"):
+        workspace.pulumi_command()
+
+
+def test_inline_program_runs_the_project_main_from_the_project_dir(tmp_path, monkeypatch):
+    (tmp_path / "__main__.py").write_text("import os, pathlib\npathlib.Path('ran').write_text(os.getcwd())\n")
+    monkeypatch.chdir("/")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    workspace.inline_program(ProjectPaths(tmp_path, tmp_path))()
+    assert (tmp_path / "ran").read_text() == str(tmp_path)
+
+
+def write_project(root, stack_file):
+    (root / "Pulumi.yaml").write_text("name: agent-sandbox\nruntime:\n  name: python\n  options:\n"
+                                      "    toolchain: pip\n    virtualenv: .venv\n")
+    (root / "Pulumi.s.yaml").write_text(stack_file)
+    return ProjectPaths(root, root / "out")
+
+
+def test_engine_work_dir_mirrors_the_project_and_keeps_the_engine_salt(tmp_path):
+    tracked = "config:\n  agent-sandbox:runtime: gvisor\n"
+    paths = write_project(tmp_path, tracked)
+    work = workspace.stack_work_dir(paths, "s", {"warmPoolReplicas": "5"})
+    settings = yaml.safe_load((work / "Pulumi.yaml").read_text())
+    assert settings["name"] == "agent-sandbox"
+    assert settings["runtime"]["options"]["virtualenv"] == str(tmp_path / ".venv")
+    mirror = work / "Pulumi.s.yaml"
+    assert yaml.safe_load(mirror.read_text())["config"] == {"agent-sandbox:runtime": "gvisor",
+                                                            "agent-sandbox:warmPoolReplicas": "5"}
+    # what `pulumi stack init` writes into the mirror survives the next regeneration
+    data = yaml.safe_load(mirror.read_text())
+    data["encryptionsalt"] = "v1:engine-salt"
+    mirror.write_text(yaml.safe_dump(data))
+    workspace.stack_work_dir(paths, "s", {})
+    again = yaml.safe_load(mirror.read_text())
+    assert again["encryptionsalt"] == "v1:engine-salt"
+    assert again["config"] == {"agent-sandbox:runtime": "gvisor"}
+    assert (tmp_path / "Pulumi.s.yaml").read_text() == tracked
+
+
+def test_a_salt_in_the_tracked_stack_file_wins(tmp_path):
+    paths = write_project(tmp_path, "encryptionsalt: v1:tracked\nconfig:\n  agent-sandbox:routerAuthToken:\n"
+                                    "    secure: v1:abc\n")
+    work = workspace.stack_work_dir(paths, "s")
+    mirror = yaml.safe_load((work / "Pulumi.s.yaml").read_text())
+    assert mirror["encryptionsalt"] == "v1:tracked"
+    assert mirror["config"]["agent-sandbox:routerAuthToken"] == {"secure": "v1:abc"}
