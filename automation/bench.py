@@ -36,9 +36,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from automation.kube import Cluster
 from automation.report import BENCH_SCHEMA_VERSION
-from automation.smoke import StackTarget, python_command
+from automation.session import StackTarget, sdk_session
+from automation.smoke import python_command
 from automation.stats import histogram_quantile, summarize
-from automation.tunnel import PortForwardTunnel
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
 
 FIRST_EXEC_COMMAND = python_command("print('ready')")
@@ -850,11 +850,8 @@ def measure_capacity(cluster: Cluster, target: StackTarget) -> dict[str, Any]:
 
 def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n: int,
               log: Callable[[str], None] = print, concurrency: Optional[Sequence[int]] = None) -> dict[str, Any]:
-    """Open the tunnel, connect the official SDK with the bearer token, watch the namespace,
-    and measure both modes and the concurrency levels (``BENCH_CONCURRENCY`` by default)."""
-    from k8s_agent_sandbox import SandboxClient
-    from k8s_agent_sandbox.models import SandboxDirectConnectionConfig
-
+    """Connect the official SDK to the router (tunnel, bearer token), watch the namespace, and
+    measure both modes and the concurrency levels (``BENCH_CONCURRENCY`` by default)."""
     levels = tuple(concurrency) if concurrency else concurrency_from_env(os.environ)
     started = time.time()
     capacity_info = measure_capacity(cluster, target)
@@ -862,13 +859,10 @@ def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n
         f"(limited by {capacity_info.get('limited_by')}; per sandbox {capacity_info.get('per_sandbox')})"
         + (f"; {capacity_info['error']}" if capacity_info.get("error") else ""))
     scraper = ControllerScraper(cluster.client)
-    with PortForwardTunnel(kube_args) as tunnel, ObjectWatch(cluster.client, target.namespace) as observer:
-        connection = SandboxDirectConnectionConfig(
-            api_url=tunnel.url, server_port=constants.SANDBOX_PORT,
-            extra_headers={"Authorization": f"Bearer {target.router_token}"})
-        with SandboxClient(connection_config=connection, api_client=cluster.client) as sdk:
-            report = measure_modes(target, cluster, sdk, n, log, observer=observer, scraper=scraper,
-                                   levels=levels, capacity_info=capacity_info)
+    with sdk_session(target, cluster, kube_args) as session, \
+            ObjectWatch(cluster.client, target.namespace) as observer:
+        report = measure_modes(target, cluster, session.client, n, log, observer=observer, scraper=scraper,
+                               levels=levels, capacity_info=capacity_info)
         report["watch_errors"] = observer.errors[:20]
     report["started_at"], report["finished_at"] = started, time.time()
     return report

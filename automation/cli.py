@@ -36,6 +36,7 @@ from automation.overrides import (
 from automation.paths import ProjectPaths, default_paths
 from automation.prereqs import missing_prerequisites
 from automation.report import smoke_summary, validate_bench_report, validate_smoke_report, write_json
+from automation.session import deployed_stack
 from automation.stack_files import stack_config
 from agent_sandbox_pulumi.sandbox_iac.config import ConfigError, StackConfig
 from agent_sandbox_pulumi.sandbox_iac.manifests import ManifestError, check_manifest_source
@@ -189,20 +190,10 @@ def cmd_preview(args: argparse.Namespace, paths: ProjectPaths, config: StackConf
     return EXIT_OK
 
 
-def _target_and_cluster(paths: ProjectPaths, config: StackConfig, overrides: dict[str, str]):
-    from automation.kube import Cluster, api_client
-    from automation.smoke import StackTarget
-    from automation.workspace import open_stack, plain_outputs
-
-    stack = open_stack(paths, config.stack, overrides, create=False)
-    target = StackTarget.from_outputs(config.stack, plain_outputs(stack))
-    return target, Cluster(api_client(config))
-
-
 def cmd_smoke(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.smoke import run_smoke
 
-    target, cluster = _target_and_cluster(paths, config, args.overrides)
+    target, cluster = deployed_stack(paths, config, args.overrides)
     report = run_smoke(target, cluster, kube_args(config))
     data = report.to_dict()
     problems = validate_smoke_report(data)
@@ -217,7 +208,7 @@ def cmd_smoke(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig
 def cmd_bench(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:
     from automation.bench import bench_summary, plot_bench, run_bench
 
-    target, cluster = _target_and_cluster(paths, config, args.overrides)
+    target, cluster = deployed_stack(paths, config, args.overrides)
     report = run_bench(target, cluster, kube_args(config), args.n)
     problems = validate_bench_report(report)
     if problems:

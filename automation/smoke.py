@@ -17,20 +17,17 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from automation.errors import StackNotDeployed
 from automation.kube import Cluster
 from automation.report import CheckResult, SmokeReport, run_check
-from automation.tunnel import PortForwardTunnel
+from automation.session import StackTarget, sdk_session
 from agent_sandbox_pulumi.sandbox_iac import constants
 
 DEV_ENTRIES_MAX = 30
 EGRESS_TIMEOUT_SECONDS = 3
 POOL_REFILL_TIMEOUT = 180
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-REQUIRED_OUTPUTS = ("namespace", "warmPool", "warmPoolReplicas", "runtimeClass", "routerAuthToken")
 
 ISOLATION_PROBE = r"""
 import json, os, subprocess
@@ -69,28 +66,6 @@ base = sys.argv[1]
 print(json.dumps({"dir": os.path.exists(base), "token": os.path.exists(os.path.join(base, "token")),
                   "env": sorted(k for k in os.environ if k.startswith("KUBERNETES_"))}))
 """
-
-
-@dataclass(frozen=True)
-class StackTarget:
-    """What smoke and bench need to know about a deployed stack (from its outputs)."""
-
-    stack: str
-    namespace: str
-    warm_pool: str
-    warm_pool_replicas: int
-    runtime_class: str
-    router_token: str = field(repr=False)
-
-    @classmethod
-    def from_outputs(cls, stack: str, outputs: Mapping[str, Any]) -> "StackTarget":
-        missing = [key for key in REQUIRED_OUTPUTS if outputs.get(key) in (None, "")]
-        if missing:
-            raise StackNotDeployed(f"stack {stack} has no output(s) {missing}: deploy it first with "
-                             f"`python -m automation up {stack}`")
-        return cls(stack=stack, namespace=str(outputs["namespace"]), warm_pool=str(outputs["warmPool"]),
-                   warm_pool_replicas=int(float(outputs["warmPoolReplicas"])),
-                   runtime_class=str(outputs["runtimeClass"]), router_token=str(outputs["routerAuthToken"]))
 
 
 # ----------------------------------------------------------------------------- pure verdicts
@@ -353,15 +328,7 @@ class SmokeRun:
 
 def run_smoke(target: StackTarget, cluster: Cluster, kube_args: Sequence[str],
               log: Callable[[str], None] = print) -> SmokeReport:
-    """Open the tunnel, connect the official SDK through it with the bearer token, claim once
-    and run the checks; the claim and the tunnel are removed afterwards, whatever happens."""
-    from k8s_agent_sandbox import SandboxClient
-    from k8s_agent_sandbox.models import SandboxDirectConnectionConfig
-
-    with PortForwardTunnel(kube_args) as tunnel:
-        log(f"tunnel: {tunnel.url} -> svc/{constants.ROUTER_SERVICE_NAME} (pid {tunnel.pid})")
-        connection = SandboxDirectConnectionConfig(
-            api_url=tunnel.url, server_port=constants.SANDBOX_PORT,
-            extra_headers={"Authorization": f"Bearer {target.router_token}"})
-        with SandboxClient(connection_config=connection, api_client=cluster.client) as sdk:
-            return SmokeRun(target, cluster, sdk, tunnel.url, log=log).run()
+    """Connect the official SDK to the router (tunnel, bearer token), claim once and run the
+    checks; the claim and the tunnel are removed afterwards, whatever happens."""
+    with sdk_session(target, cluster, kube_args, log=log) as session:
+        return SmokeRun(target, cluster, session.client, session.router_url, log=log).run()

@@ -8,6 +8,7 @@ same run works on this machine and on any machine whose caches are warm.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 import yaml
@@ -190,44 +191,15 @@ class Timings:
         (E2E_REPORT_DIR / f"{self.profile}.json").write_text(json.dumps(self.data, indent=2))
 
 
-class sdk_session:
-    """The official SDK connected to the stack's router through the driver's managed tunnel:
-    ``with sdk_session(stack) as (client, target): ...``."""
+@contextlib.contextmanager
+def sdk_session(stack: str) -> Iterator[tuple[Any, Any]]:
+    """The official SDK connected to the stack's router through the driver's managed tunnel, as
+    ``smoke`` connects it: ``with sdk_session(stack) as (client, target): ...``."""
+    from automation.paths import default_paths
+    from automation.session import stack_session
 
-    def __init__(self, stack: str):
-        self.stack = stack
-
-    def __enter__(self) -> tuple[Any, Any]:
-        from k8s_agent_sandbox import SandboxClient
-        from k8s_agent_sandbox.models import SandboxDirectConnectionConfig
-
-        from automation.kube import Cluster as KubeCluster, api_client, kube_args
-        from automation.overrides import load_overrides
-        from automation.paths import default_paths
-        from automation.stack_files import stack_config
-        from automation.smoke import StackTarget
-        from automation.tunnel import PortForwardTunnel
-        from automation.workspace import open_stack, plain_outputs
-
-        paths = default_paths(str(OUT_DIR))
-        overrides = load_overrides(paths, self.stack)
-        config = stack_config(paths, self.stack, overrides)
-        target = StackTarget.from_outputs(self.stack, plain_outputs(open_stack(paths, self.stack, overrides,
-                                                                                create=False)))
-        kube = KubeCluster(api_client(config))
-        self.tunnel = PortForwardTunnel(kube_args(config))
-        tunnel = self.tunnel.__enter__()
-        connection = SandboxDirectConnectionConfig(
-            api_url=tunnel.url, extra_headers={"Authorization": f"Bearer {target.router_token}"})
-        self.client = SandboxClient(connection_config=connection, api_client=kube.client)
-        self.client.__enter__()
-        return self.client, target
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.client.__exit__(*exc)
-        finally:
-            self.tunnel.__exit__(*exc)
+    with stack_session(default_paths(str(OUT_DIR)), stack) as session:
+        yield session.client, session.target
 
 
 def probe_connect(sandbox: Any, host: str, port: int, timeout: float = 3.0) -> str:

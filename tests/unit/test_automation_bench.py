@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 from automation import bench, report
-from automation.smoke import StackTarget
+from automation.session import StackTarget
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))

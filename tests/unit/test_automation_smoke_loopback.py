@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from automation import smoke
+from automation.session import StackTarget
 from automation.tunnel import free_local_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "component"))
@@ -81,7 +82,7 @@ def test_smoke_checks_through_the_real_router_and_runtime(servers):
     runtime, router = servers
     sandbox = make_sdk_sandbox(router.url, runtime.port, sandbox_id="python-sandbox-warmpool-x1y2z",
                                namespace="agent-sandbox-demo")
-    target = smoke.StackTarget("local", "agent-sandbox-demo", "python-sandbox-warmpool", 2, "gvisor", TEST_TOKEN)
+    target = StackTarget("local", "agent-sandbox-demo", "python-sandbox-warmpool", 2, "gvisor", TEST_TOKEN)
     run = LoopbackSmoke(target, HostCluster(sandbox.sandbox_id, free_local_port()), OneSandboxSdk(sandbox),
                         router.url, log=lambda line: None, sandbox_port=runtime.port)
     report = run.run()
