@@ -4,12 +4,22 @@ All keys live under the project namespace (``agent-sandbox:<key>``). Values are 
 before any resource is declared; every problem is reported in one ``ConfigError`` whose lines
 each name the key, the bad value, the allowed values and the command that fixes it.
 
+Each key is declared once, in ``CONFIG_KEYS``: its kind (how the value is read and checked,
+with its ``choices`` or ``bounds``), default, documentation and the StackConfig field it fills, e.g.
+
+    ConfigKey("routerReplicas", 2, "Router Deployment replicas.", kind="integer", bounds=(1, 100)),
+
+``parse_stack_config`` reads every key by its kind and adds the ``CROSS_KEY_RULES`` (runtime vs
+allowInsecureRunc, load strategy vs flavour, derived defaults, ...); README's table and
+Pulumi.yaml are generated from the same declarations (``agent_sandbox_pulumi.docs``).
+
 ``parse_stack_config`` works on a plain mapping so the driver and the tests can use it without
 a Pulumi engine; ``sandbox_iac.pulumi_config.read_stack_config`` feeds it from ``pulumi.Config``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -70,10 +80,16 @@ class ConfigError(ValueError):
 WARM_POOL_POLICY_CAP = 20
 
 
+# How a key's value is read and checked: each kind is the ``_Validator`` method of that name.
+KINDS = ("choice", "boolean", "integer", "name", "text", "image", "cidrs", "resolvers", "names", "endpoints",
+         "egress_allow", "resources")
+
+
 @dataclass(frozen=True)
 class ConfigKey:
-    """One configuration key: what the validator reads, and the one source of Pulumi.yaml's typed
-    ``config:`` block and README's configuration table (``python -m agent_sandbox_pulumi.docs``)."""
+    """One configuration key, declared once: how the validator reads it (``kind`` with its
+    ``choices``/``bounds``), the StackConfig field it fills, and the one source of Pulumi.yaml's
+    typed ``config:`` block and README's configuration table (``python -m agent_sandbox_pulumi.docs``)."""
 
     name: str
     """Key under the project namespace (``agent-sandbox:<name>``)."""
@@ -81,6 +97,17 @@ class ConfigKey:
     """Value used when the key is unset; None: unset means "derived" (see ``default_doc``) or "none"."""
     description: str
     """One-paragraph explanation (Markdown), shown in README and Pulumi.yaml."""
+    kind: str = "text"
+    """How the value is read and checked: one of ``KINDS`` (the ``_Validator`` method of that name)."""
+    choices: tuple[str, ...] = ()
+    """``choice`` keys: the allowed values; the first is the one a fix suggests."""
+    bounds: Optional[tuple[int, int]] = None
+    """``integer`` keys: the smallest and the largest allowed value."""
+    example: Optional[str] = None
+    """``cidrs`` and ``resolvers`` keys: the value an error message shows and its fix suggests."""
+    fills: Optional[str] = ""
+    """The StackConfig field the value fills: "" for the name in snake_case, None for none (the key
+    is only read by a rule of ``parse_stack_config``)."""
     secret: bool = False
     """Set with ``pulumi config set --secret``; never printed."""
     schema_type: Optional[str] = None
@@ -90,6 +117,19 @@ class ConfigKey:
     """README's default cell when the default is derived from other keys."""
     policy: Optional[str] = None
     """The policy-pack limit a user meets with this key (README states it next to the key)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"config key {self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if (self.kind == "choice") != bool(self.choices) or (self.kind == "integer") != (self.bounds is not None):
+            raise ValueError(f"config key {self.name}: choices go with kind 'choice', bounds with kind 'integer'")
+
+    @property
+    def field_name(self) -> Optional[str]:
+        """The StackConfig field this key fills (None: none)."""
+        if self.fills is None:
+            return None
+        return self.fills or re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
 
     @property
     def pulumi_type(self) -> Optional[str]:
@@ -114,58 +154,66 @@ class ConfigKey:
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
-    ConfigKey("clusterFlavour", "kind", "Where the stack runs: `kind` | `minikube` | `existing`."),
-    ConfigKey("clusterName", "agent-sandbox", "KIND cluster name or minikube profile (also the node label target for Kata)."),
-    ConfigKey("kindWorkers", 0, "Worker nodes of the KIND cluster `up` creates, next to its control plane (`1` = sandboxes run on a worker; 0 to 8)."),
+    ConfigKey("clusterFlavour", "kind", "Where the stack runs.", kind="choice", choices=CLUSTER_FLAVOURS),
+    ConfigKey("clusterName", "agent-sandbox", "KIND cluster name or minikube profile (also the node label target for Kata).",
+              kind="name"),
+    ConfigKey("kindWorkers", 0, "Worker nodes of the KIND cluster `up` creates, next to its control plane (`1` = sandboxes run on a worker).",
+              kind="integer", bounds=(0, 8)),
     ConfigKey("kubeContext", None, "kubeconfig context.", default_doc="`kind-<clusterName>` (kind), `<clusterName>` (minikube), current context (existing)"),
     ConfigKey("kubeconfig", None, "Path to a kubeconfig file.", default_doc="`$KUBECONFIG` or `~/.kube/config`"),
-    ConfigKey("runtime", "gvisor", "Sandbox runtime class: `gvisor` | `kata-qemu` (`runc` only with `allowInsecureRunc`).",
+    ConfigKey("runtime", "gvisor", "Sandbox runtime class (`runc` only with `allowInsecureRunc`).", kind="choice", choices=SECURE_RUNTIMES,
               policy="`sandbox-runtime-class` accepts `gvisor` and `kata-*` only (policy config `allowedRuntimeClasses`, `allowInsecureRunc`)"),
     ConfigKey("allowInsecureRunc", False, "Set `true` to allow `runtime: runc` (no isolation; local development only).",
+              kind="boolean", fills=None,
               policy="`sandbox-runtime-class` still rejects `runc` unless its own `allowInsecureRunc` is true"),
-    ConfigKey("manageRuntimeClass", True, "Declare the gVisor RuntimeClass (set `false` when the cluster already ships it)."),
-    ConfigKey("sandboxNamespace", "agent-sandbox-demo", "Namespace of the SandboxTemplate, SandboxWarmPool and sandboxes."),
-    ConfigKey("templateName", "python-sandbox-template", "Name of the SandboxTemplate."),
+    ConfigKey("manageRuntimeClass", True, "Declare the gVisor RuntimeClass (set `false` when the cluster already ships it).",
+              kind="boolean"),
+    ConfigKey("sandboxNamespace", "agent-sandbox-demo", "Namespace of the SandboxTemplate, SandboxWarmPool and sandboxes.", kind="name"),
+    ConfigKey("templateName", "python-sandbox-template", "Name of the SandboxTemplate.", kind="name"),
     ConfigKey("sandboxImage", None, "Runtime image ref (required with `imageBuild: prebuilt`; tag or digest, never `latest`).",
-              default_doc="built from `images/runtime`", policy="`images-pinned` rejects a missing or mutable tag (`latest`, `main`, `nightly`, ...) without a digest"),
-    ConfigKey("sandboxPort", constants.SANDBOX_PORT, "Port the runtime listens on."),
+              kind="image", default_doc="built from `images/runtime`",
+              policy="`images-pinned` rejects a missing or mutable tag (`latest`, `main`, `nightly`, ...) without a digest"),
+    ConfigKey("sandboxPort", constants.SANDBOX_PORT, "Port the runtime listens on.", kind="integer", bounds=(1, 65535)),
     ConfigKey("sandboxResources", DEFAULT_RESOURCES, "Object `{requests: {cpu, memory, ephemeral-storage}, limits: {...}}` for sandbox pods; "
               "given parts are merged with the defaults (set parts with `pulumi config set --path agent-sandbox:sandboxResources.limits.cpu 1`).",
-              default_doc="requests 100m/256Mi/512Mi, limits 500m/1Gi/1Gi", policy="`sandbox-resource-limits` requires cpu and memory limits"),
-    ConfigKey("warmPoolName", "python-sandbox-warmpool", "Name of the SandboxWarmPool."),
-    ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only; the program accepts 0 to 1000).",
+              kind="resources", default_doc="requests 100m/256Mi/512Mi, limits 500m/1Gi/1Gi",
+              policy="`sandbox-resource-limits` requires cpu and memory limits"),
+    ConfigKey("warmPoolName", "python-sandbox-warmpool", "Name of the SandboxWarmPool.", kind="name"),
+    ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only).", kind="integer", bounds=(0, 1000),
               policy=f"`warm-pool-max-replicas` caps it at {WARM_POOL_POLICY_CAP} (policy config `maxReplicas`)"),
-    ConfigKey("routerReplicas", 2, "Router Deployment replicas (1 to 100)."),
+    ConfigKey("routerReplicas", 2, "Router Deployment replicas.", kind="integer", bounds=(1, 100)),
     ConfigKey("routerAuthToken", None, "Router bearer token, at least 16 characters; generated once and kept if unset. Read with `get_secret`, "
               "never printed.", secret=True, schema_type="untyped", default_doc="generated"),
     ConfigKey("routerAllowedPodCidrs", None, "Comma-separated pod CIDRs the router may proxy to; must lie inside `clusterPodCidrs`.",
-              default_doc="`clusterPodCidrs`"),
+              kind="cidrs", example="10.244.0.0/16", default_doc="`clusterPodCidrs`"),
     ConfigKey("routerSandboxNamespaces", None, "Comma-separated namespaces whose sandbox pods the router watches and reaches (a pods "
-              "get/list/watch Role + RoleBinding and an egress rule in each; other namespaces must exist).", default_doc="`sandboxNamespace`"),
+              "get/list/watch Role + RoleBinding and an egress rule in each; other namespaces must exist).",
+              kind="names", default_doc="`sandboxNamespace`"),
     ConfigKey("apiServerEndpoints", None, "Comma-separated `address:port` (`[v6]:port`, `cidr:port`) the router's watch may reach.",
-              default_doc="read from EndpointSlice `default/kubernetes` at deploy time"),
+              kind="endpoints", default_doc="read from EndpointSlice `default/kubernetes` at deploy time"),
     ConfigKey("sandboxEgress", "internet", "Sandbox egress: `internet` = public unicast IPv4/IPv6 on every TCP/UDP port except 53; `none` = "
               "cluster DNS only; `allowList` = only `sandboxEgressAllow`. Every mode: cluster DNS on 53, and never the cluster's own ranges, "
               "private, link-local/metadata, loopback, CGNAT, NAT64/6to4, ULA, multicast or reserved ranges.",
+              kind="choice", choices=SANDBOX_EGRESS_MODES,
               policy="`sandbox-network-policy` rejects egress that reaches the metadata address or a private/cluster range"),
     ConfigKey("sandboxEgressAllow", None, "With `allowList`: JSON list of public destinations, `[{\"cidr\": \"151.101.0.0/16\", \"ports\": [443, "
               "\"8000-8100\"], \"protocol\": \"TCP\"}]` (`protocol` TCP/UDP/SCTP, default TCP; port 53 and private/cluster ranges are "
-              "refused). Untyped in Pulumi.yaml: a JSON string and a YAML list are both accepted.", schema_type="untyped"),
+              "refused). Untyped in Pulumi.yaml: a JSON string and a YAML list are both accepted.", kind="egress_allow", schema_type="untyped"),
     ConfigKey("clusterPodCidrs", None, "Comma-separated pod CIDRs (IPv4 and IPv6) of the cluster: KIND's podSubnet, minikube's default; set it "
-              "for an `existing` cluster.", default_doc="`10.244.0.0/16`"),
-    ConfigKey("clusterServiceCidrs", None, "Comma-separated Service CIDRs, excluded from sandbox egress.",
+              "for an `existing` cluster.", kind="cidrs", example="10.244.0.0/16", default_doc="`10.244.0.0/16`"),
+    ConfigKey("clusterServiceCidrs", None, "Comma-separated Service CIDRs, excluded from sandbox egress.", kind="cidrs", example="10.96.0.0/16",
               default_doc="`10.96.0.0/16` (kind), `10.96.0.0/12` (minikube, existing)"),
     ConfigKey("clusterNodeCidrs", None, "Comma-separated node address ranges: excluded from sandbox egress, allowed to call the router on 8080 "
-              "(kubelet probes, hostNetwork clients)."),
+              "(kubelet probes, hostNetwork clients).", kind="cidrs", example="172.18.0.0/16"),
     ConfigKey("clusterDnsAddresses", None, "Comma-separated resolvers besides the kube-dns pods, allowed on port 53 only, e.g. `169.254.20.10` "
-              "(NodeLocal DNSCache; add the kube-dns ClusterIP when it intercepts that too)."),
-    ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`).", default_doc="built from `images/router`",
+              "(NodeLocal DNSCache; add the kube-dns ClusterIP when it intercepts that too).", kind="resolvers", example="169.254.20.10"),
+    ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`).", kind="image", default_doc="built from `images/router`",
               policy="`images-pinned` rejects a missing or mutable tag without a digest"),
     ConfigKey("imageBuild", "docker", "`docker`: build images with pulumi-docker; `prebuilt`: use `sandboxImage`/`routerImage` (e.g. from "
-              "`make images`)."),
-    ConfigKey("imageVariant", "full", "Runtime image variant: `full` (pandas, scikit-learn, lightgbm) | `minimal`."),
+              "`make images`).", kind="choice", choices=IMAGE_BUILD_MODES),
+    ConfigKey("imageVariant", "full", "Runtime image variant (`full` adds pandas, scikit-learn, lightgbm).", kind="choice", choices=IMAGE_VARIANTS),
     ConfigKey("baseImage", versions.DEFAULT_BASE_IMAGE, "BASE_IMAGE build argument of both Dockerfiles."),
-    ConfigKey("imageLoadStrategy", None, "How images reach the nodes: `kind` | `minikube` | `containerd` | `registry` | `preloaded`.",
+    ConfigKey("imageLoadStrategy", None, "How images reach the nodes.", kind="choice", choices=IMAGE_LOAD_STRATEGIES,
               default_doc="follows `clusterFlavour` (`registry` for existing)"),
     ConfigKey("containerdAddress", None, "containerd socket for `imageLoadStrategy: containerd`.",
               default_doc="ctr's default `/run/containerd/containerd.sock`"),
@@ -174,7 +222,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "release manifest; the default is the pinned copy vendored in the package (offline). A URL must be the pinned release or end "
               "in `#sha256=<digest>`."),
     ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds).",
-              policy="`images-pinned` rejects a missing or mutable tag without a digest"),
+              kind="image", policy="`images-pinned` rejects a missing or mutable tag without a digest"),
     ConfigKey("kataChartVersion", versions.KATA_DEPLOY_CHART_VERSION, "kata-deploy Helm chart version (kata stack)."),
     ConfigKey("kataChartRepo", versions.KATA_DEPLOY_CHART_REPO, "kata-deploy Helm chart repository or local chart path (kata stack)."),
 )
@@ -340,75 +388,100 @@ def _show(value: Any) -> str:
 
 
 class _Validator:
-    """Reads raw values one key at a time and collects every problem before failing."""
+    """Reads raw values one key at a time, each by its kind (the method named like it), and
+    collects every problem before failing. A key is parsed the first time it is read (``get``),
+    so problems are listed in the order the rules and then the StackConfig fields read the keys."""
 
     def __init__(self, raw: Mapping[str, Any]):
         self.raw = raw
         self.problems: list[str] = []
+        self.parsed: dict[str, Any] = {}
+        self.derived: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        """The checked value of ``key`` (parsed by its kind on first use)."""
+        if key not in self.parsed:
+            declared = KNOWN_KEYS[key]
+            self.parsed[key] = getattr(self, declared.kind)(declared)
+        return self.parsed[key]
+
+    def set(self, key: str, value: Any) -> None:
+        """Decide ``key``'s value in a rule (before or instead of its kind's parsing)."""
+        self.parsed[key] = value
+
+    def derive(self, key: str, default: Any) -> None:
+        """The default of ``key`` when it is unset, derived from other keys (read before ``key`` is)."""
+        self.derived[key] = default
 
     def value(self, key: str) -> Any:
         value = self.raw.get(key)
         return KNOWN_KEYS[key].default if value is None or value == "" else value
+
+    def _fallback(self, key: ConfigKey) -> Any:
+        """What an unset (or, after its problem is reported, an invalid) optional value stands for."""
+        return self.derived.get(key.name, key.default)
 
     def fail(self, key: str, value: Any, allowed: str, example: str) -> None:
         shown = "<secret>" if KNOWN_KEYS[key].secret else _show(value)
         state = "is not set" if value is None else f"= {shown} is invalid"
         self.problems.append(f"{constants.PROJECT_NAME}:{key} {state}: {allowed} ({_fix(key, example)})")
 
-    def choice(self, key: str, allowed: tuple[str, ...], default: Any = None) -> str:
-        value = self.value(key)
+    def choice(self, key: ConfigKey) -> str:
+        value = self.value(key.name)
         if value is None:
-            value = default
-        if value not in allowed:
-            self.fail(key, value, "allowed values are " + ", ".join(f"'{a}'" for a in allowed), allowed[0])
-            return allowed[0]
+            value = self._fallback(key)
+        if value not in key.choices:
+            self.fail(key.name, value, "allowed values are " + ", ".join(f"'{a}'" for a in key.choices), key.choices[0])
+            return key.choices[0]
         return value
 
-    def boolean(self, key: str) -> bool:
-        value = self.value(key)
+    def boolean(self, key: ConfigKey) -> bool:
+        value = self.value(key.name)
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        self.fail(key, value, "allowed values are 'true', 'false'", "true")
-        return bool(KNOWN_KEYS[key].default)
+        self.fail(key.name, value, "allowed values are 'true', 'false'", "true")
+        return bool(key.default)
 
-    def integer(self, key: str, minimum: int, maximum: int) -> int:
-        value = self.value(key)
+    def integer(self, key: ConfigKey) -> int:
+        assert key.bounds is not None
+        minimum, maximum = key.bounds
+        value = self.value(key.name)
         try:
             number = int(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             number = None
         if number is None or str(value).strip() != str(number) or not minimum <= number <= maximum:
-            self.fail(key, value, f"allowed values are integers from {minimum} to {maximum}", str(KNOWN_KEYS[key].default))
-            return int(KNOWN_KEYS[key].default)
+            self.fail(key.name, value, f"allowed values are integers from {minimum} to {maximum}", str(key.default))
+            return int(key.default)
         return number
 
-    def name(self, key: str, pattern: re.Pattern[str] = DNS_1123_LABEL) -> str:
-        value = self.value(key)
-        if not isinstance(value, str) or not pattern.match(value):
+    def name(self, key: ConfigKey) -> str:
+        value = self.value(key.name)
+        if not isinstance(value, str) or not DNS_1123_LABEL.match(value):
             self.fail(
-                key, value,
+                key.name, value,
                 "allowed values are DNS-1123 names (lower-case letters, digits and '-', at most 63 characters)",
-                str(KNOWN_KEYS[key].default or "my-name"),
+                str(key.default or "my-name"),
             )
-            return str(KNOWN_KEYS[key].default or "invalid")
+            return str(key.default or "invalid")
         return value
 
-    def optional_text(self, key: str) -> Optional[str]:
-        value = self.value(key)
+    def text(self, key: ConfigKey) -> Optional[str]:
+        value = self.value(key.name)
         if value is None:
-            return None
+            return self._fallback(key)
         if not isinstance(value, str) or not value.strip():
-            self.fail(key, value, "expected a non-empty string", "<value>")
-            return None
+            self.fail(key.name, value, "expected a non-empty string", "<value>")
+            return self._fallback(key)
         return value
 
-    def image_ref(self, key: str) -> Optional[str]:
-        value = self.optional_text(key)
+    def image(self, key: ConfigKey) -> Optional[str]:
+        value = self.text(key)
         if value is not None and (not IMAGE_REF.match(value) or value.endswith(":latest")):
-            self.fail(key, value, "expected an image reference with a tag or digest other than 'latest'", "example.org/img:1.0")
-            return None
+            self.fail(key.name, value, "expected an image reference with a tag or digest other than 'latest'", "example.org/img:1.0")
+            return key.default
         return value
 
     def _list(self, key: str) -> Optional[list[str]]:
@@ -424,8 +497,9 @@ class _Validator:
         items = value if isinstance(value, list) else str(value).split(",")
         return [str(i).strip() for i in items if str(i).strip()]
 
-    def cidrs(self, key: str, example: str = "10.244.0.0/16", default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        items = self._list(key)
+    def cidrs(self, key: ConfigKey) -> tuple[str, ...]:
+        default = self.derived.get(key.name, ())
+        items = self._list(key.name)
         if items is None:
             return default
         cidrs: list[str] = []
@@ -433,55 +507,62 @@ class _Validator:
             try:
                 cidrs.append(str(_network(item)))
             except ValueError:
-                self.fail(key, self.value(key), f"{item!r} is not a CIDR network (e.g. {example})", example)
+                self.fail(key.name, self.value(key.name), f"{item!r} is not a CIDR network (e.g. {key.example})", str(key.example))
                 return default
         return tuple(cidrs)
 
-    def addresses(self, key: str, example: str, purpose: str) -> tuple[str, ...]:
-        """Single IP addresses (resolvers): never the cloud metadata address."""
+    def resolvers(self, key: ConfigKey) -> tuple[str, ...]:
+        """Single IP addresses of resolvers (NodeLocal DNSCache): never the cloud metadata address."""
+        example = str(key.example)
         addresses: list[str] = []
-        for item in self._list(key) or []:
+        for item in self._list(key.name) or []:
             try:
                 address = ipaddress.ip_address(item)
             except ValueError:
-                self.fail(key, self.value(key), f"{item!r} is not an IP address (e.g. {example} for {purpose})", example)
+                self.fail(key.name, self.value(key.name), f"{item!r} is not an IP address (e.g. {example} for NodeLocal DNSCache)",
+                          example)
                 return ()
             if str(address) == constants.METADATA_ADDRESS:
-                self.fail(key, self.value(key),
+                self.fail(key.name, self.value(key.name),
                           f"{address} is the cloud metadata address, not the cluster's resolver", example)
                 return ()
             addresses.append(str(address))
         return tuple(addresses)
 
-    def names(self, key: str, default: tuple[str, ...], example: str) -> tuple[str, ...]:
-        items = self._list(key)
+    def names(self, key: ConfigKey) -> tuple[str, ...]:
+        default = self.derived.get(key.name, ())
+        items = self._list(key.name)
         if items is None:
             return default
         for item in items:
             if not DNS_1123_LABEL.match(item):
-                self.fail(key, self.value(key), f"{item!r} is not a DNS-1123 namespace name (lower-case letters, "
-                          "digits and '-', at most 63 characters)", example)
+                self.fail(key.name, self.value(key.name), f"{item!r} is not a DNS-1123 namespace name (lower-case letters, "
+                          "digits and '-', at most 63 characters)", ",".join(default))
                 return default
         return tuple(dict.fromkeys(items))
 
-    def api_endpoints(self, key: str) -> tuple[ApiServerEndpoint, ...]:
+    def endpoints(self, key: ConfigKey) -> tuple[ApiServerEndpoint, ...]:
         endpoints: list[ApiServerEndpoint] = []
-        for item in self._list(key) or []:
+        for item in self._list(key.name) or []:
             match = API_SERVER_ENDPOINT.match(item)
             try:
                 if match is None or not 1 <= int(match["port"]) <= 65535:
                     raise ValueError(item)
                 network = ipaddress.ip_network(match["address"], strict=True)
             except ValueError:
-                self.fail(key, self.value(key), f"{item!r} is not address:port (e.g. 172.18.0.2:6443, "
+                self.fail(key.name, self.value(key.name), f"{item!r} is not address:port (e.g. 172.18.0.2:6443, "
                           "[fd00::2]:6443 or 10.0.0.0/28:443)", "172.18.0.2:6443")
                 return ()
             endpoints.append(ApiServerEndpoint(str(network), int(match["port"])))
         return tuple(endpoints)
 
-    def egress_allow(self, key: str, mode: str, denied: list[IPNetwork]) -> tuple[EgressAllowRule, ...]:
-        """The allow-list of ``sandboxEgress: allowList``: public destinations and explicit ports."""
-        project = constants.PROJECT_NAME
+    def egress_allow(self, declared: ConfigKey) -> tuple[EgressAllowRule, ...]:
+        """The allow-list of ``sandboxEgress: allowList``: public destinations and explicit ports,
+        outside the cluster's own ranges (so it reads those keys and ``sandboxEgress`` first)."""
+        cluster_cidrs = [c for name in ("clusterPodCidrs", "clusterServiceCidrs", "clusterNodeCidrs") for c in self.get(name)]
+        denied = denied_egress_networks(cluster_cidrs)
+        mode = self.get("sandboxEgress")
+        project, key = constants.PROJECT_NAME, declared.name
         value = self.value(key)
         whole_fix = f"fix: pulumi config set {project}:{key} '{EGRESS_ALLOW_EXAMPLE}'"
         if value is None:
@@ -563,7 +644,8 @@ class _Validator:
             ports.append(PortRange(protocol, low, high if high != low else None))
         return tuple(ports)
 
-    def resources(self, key: str) -> Resources:
+    def resources(self, declared: ConfigKey) -> Resources:
+        key = declared.name
         value = self.value(key)
         project = constants.PROJECT_NAME
         example_fix = f"fix: pulumi config set --path {project}:{key}.limits.cpu 500m"
@@ -596,12 +678,9 @@ class _Validator:
         return Resources(**merged)
 
 
-def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
-    """Validate raw config values (strings or parsed JSON) of ``stack`` into a StackConfig.
-
-    Raises ``ConfigError`` listing every invalid or unknown key."""
-    check = _Validator(raw)
-    for key in raw:
+def _unknown_keys(check: _Validator) -> None:
+    """One problem per key the table does not declare, with the closest known name."""
+    for key in check.raw:
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -610,60 +689,77 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
                 f"see the configuration table in README.md (fix: pulumi config rm {constants.PROJECT_NAME}:{key})"
             )
 
-    flavour = check.choice("clusterFlavour", CLUSTER_FLAVOURS)
-    cluster_name = check.name("clusterName")
-    allow_runc = check.boolean("allowInsecureRunc")
+
+# The image load strategy each cluster flavour defaults to.
+DEFAULT_LOAD_STRATEGIES = {"kind": "kind", "minikube": "minikube", "existing": "registry"}
+
+
+def _cluster_defaults(check: _Validator) -> None:
+    """The defaults that follow where the stack runs: context, image load strategy, cluster ranges."""
+    flavour = check.get("clusterFlavour")
+    cluster_name = check.get("clusterName")
+    if flavour == "kind":
+        check.derive("kubeContext", f"kind-{cluster_name}")
+        pods, services = _kind_subnets(cluster_name)
+    else:
+        if flavour == "minikube":
+            check.derive("kubeContext", cluster_name)
+        pods, services = (constants.KUBEADM_DEFAULT_POD_SUBNET,), (constants.KUBEADM_DEFAULT_SERVICE_SUBNET,)
+    check.derive("imageLoadStrategy", DEFAULT_LOAD_STRATEGIES[flavour])
+    check.derive("clusterPodCidrs", pods)
+    check.derive("clusterServiceCidrs", services)
+
+
+def _runtime_rules(check: _Validator) -> None:
+    """``runc`` only with allowInsecureRunc; Kata only where nodes can run VMs."""
+    allow_runc = check.get("allowInsecureRunc")
     runtime_value = check.value("runtime")
     if runtime_value == INSECURE_RUNTIME and allow_runc:
-        runtime = INSECURE_RUNTIME
+        check.set("runtime", INSECURE_RUNTIME)
     elif runtime_value == INSECURE_RUNTIME:
         check.fail("runtime", runtime_value,
                    "'runc' gives no isolation and needs agent-sandbox:allowInsecureRunc=true (development only); "
                    "allowed values are 'gvisor', 'kata-qemu'", "gvisor")
-        runtime = "gvisor"
-    else:
-        runtime = check.choice("runtime", SECURE_RUNTIMES)
-    if runtime == "kata-qemu" and flavour == "kind":
+        check.set("runtime", "gvisor")
+    if check.get("runtime") == "kata-qemu" and check.get("clusterFlavour") == "kind":
         check.fail("runtime", runtime_value,
                    "'kata-qemu' needs a VM-capable node: use clusterFlavour 'minikube' or 'existing'", "gvisor")
 
-    default_strategy = {"kind": "kind", "minikube": "minikube", "existing": "registry"}[flavour]
-    strategy = check.choice("imageLoadStrategy", IMAGE_LOAD_STRATEGIES, default=default_strategy)
+
+def _image_rules(check: _Validator) -> None:
+    """The load strategy fits the flavour; a registry to push to; prebuilt needs both refs."""
+    flavour = check.get("clusterFlavour")
+    default_strategy = DEFAULT_LOAD_STRATEGIES[flavour]
+    strategy = check.get("imageLoadStrategy")
     if strategy in ("kind", "minikube") and strategy != flavour:
         check.fail("imageLoadStrategy", strategy,
                    f"'{strategy}' only works with clusterFlavour '{strategy}'; "
                    f"for '{flavour}' use '{default_strategy}', 'containerd', 'registry' or 'preloaded'",
                    default_strategy)
-    image_build = check.choice("imageBuild", IMAGE_BUILD_MODES)
-    registry = check.optional_text("imageRegistry")
+    image_build = check.get("imageBuild")
+    registry = check.get("imageRegistry")
     if strategy == "registry" and image_build == "docker" and registry is None:
         check.fail("imageRegistry", None,
                    "imageLoadStrategy 'registry' needs a registry prefix to push to "
                    "(or use imageLoadStrategy 'containerd' / 'preloaded')", "registry.example.com/team")
-    sandbox_image = check.image_ref("sandboxImage")
-    router_image = check.image_ref("routerImage")
+    refs = {key: check.get(key) for key in ("sandboxImage", "routerImage")}
     if image_build == "prebuilt":
-        for key, ref in (("sandboxImage", sandbox_image), ("routerImage", router_image)):
+        for key, ref in refs.items():
             if ref is None and not any(key in p for p in check.problems):
                 check.fail(key, None, "imageBuild 'prebuilt' needs both image refs (`make images` prints them)",
                            "agent-sandbox/runtime:<tag>")
 
-    if flavour == "kind":
-        default_pods, default_services = _kind_subnets(cluster_name)
-    else:
-        default_pods, default_services = ((constants.KUBEADM_DEFAULT_POD_SUBNET,),
-                                          (constants.KUBEADM_DEFAULT_SERVICE_SUBNET,))
-    cluster_pod_cidrs = check.cidrs("clusterPodCidrs", "10.244.0.0/16", default_pods)
-    cluster_service_cidrs = check.cidrs("clusterServiceCidrs", "10.96.0.0/16", default_services)
-    cluster_node_cidrs = check.cidrs("clusterNodeCidrs", "172.18.0.0/16")
-    denied = denied_egress_networks((*cluster_pod_cidrs, *cluster_service_cidrs, *cluster_node_cidrs))
-    sandbox_egress = check.choice("sandboxEgress", SANDBOX_EGRESS_MODES)
-    sandbox_egress_allow = check.egress_allow("sandboxEgressAllow", sandbox_egress, denied)
+
+def _network_rules(check: _Validator) -> None:
+    """Sandbox egress outside the cluster's ranges; the router confined to the pod ranges and,
+    by default, to the sandbox namespace."""
+    check.get("sandboxEgressAllow")
     # The router proxies to pod IPs only: by default exactly the cluster's pod ranges, and never
     # wider (a range beyond them would reach nodes or Services again).
-    router_pod_cidrs = check.cidrs("routerAllowedPodCidrs", "10.244.0.0/16", cluster_pod_cidrs)
+    cluster_pod_cidrs = check.get("clusterPodCidrs")
+    check.derive("routerAllowedPodCidrs", cluster_pod_cidrs)
     pod_networks = [_network(c) for c in cluster_pod_cidrs]
-    for cidr in router_pod_cidrs:
+    for cidr in check.get("routerAllowedPodCidrs"):
         network = _network(cidr)
         if not any(network.version == p.version and network.subnet_of(p) for p in pod_networks):  # type: ignore[arg-type]
             check.fail("routerAllowedPodCidrs", check.value("routerAllowedPodCidrs"),
@@ -671,53 +767,26 @@ def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
                        f"({','.join(cluster_pod_cidrs)}), so the router could reach nodes or Services in it; "
                        "narrow it, or set clusterPodCidrs to the cluster's pod ranges", ",".join(cluster_pod_cidrs))
             break
-    sandbox_namespace = check.name("sandboxNamespace")
+    check.derive("routerSandboxNamespaces", (check.get("sandboxNamespace"),))
 
-    kube_context = check.optional_text("kubeContext")
-    if kube_context is None and flavour == "kind":
-        kube_context = f"kind-{cluster_name}"
-    elif kube_context is None and flavour == "minikube":
-        kube_context = cluster_name
 
-    config = StackConfig(
-        stack=stack,
-        cluster_flavour=flavour,
-        cluster_name=cluster_name,
-        kube_context=kube_context,
-        kubeconfig=check.optional_text("kubeconfig"),
-        runtime=runtime,
-        manage_runtime_class=check.boolean("manageRuntimeClass"),
-        sandbox_namespace=sandbox_namespace,
-        template_name=check.name("templateName"),
-        sandbox_image=sandbox_image,
-        sandbox_port=check.integer("sandboxPort", 1, 65535),
-        sandbox_resources=check.resources("sandboxResources"),
-        warm_pool_name=check.name("warmPoolName"),
-        warm_pool_replicas=check.integer("warmPoolReplicas", 0, 1000),
-        router_replicas=check.integer("routerReplicas", 1, 100),
-        router_auth_token=check.optional_text("routerAuthToken"),
-        router_allowed_pod_cidrs=router_pod_cidrs,
-        router_sandbox_namespaces=check.names("routerSandboxNamespaces", (sandbox_namespace,), sandbox_namespace),
-        api_server_endpoints=check.api_endpoints("apiServerEndpoints"),
-        sandbox_egress=sandbox_egress,
-        sandbox_egress_allow=sandbox_egress_allow,
-        cluster_pod_cidrs=cluster_pod_cidrs,
-        cluster_service_cidrs=cluster_service_cidrs,
-        cluster_node_cidrs=cluster_node_cidrs,
-        cluster_dns_addresses=check.addresses("clusterDnsAddresses", "169.254.20.10", "NodeLocal DNSCache"),
-        router_image=router_image,
-        image_build=image_build,
-        image_variant=check.choice("imageVariant", IMAGE_VARIANTS),
-        base_image=check.optional_text("baseImage") or versions.DEFAULT_BASE_IMAGE,
-        image_load_strategy=strategy,
-        image_registry=registry,
-        containerd_address=check.optional_text("containerdAddress"),
-        controller_manifest=check.optional_text("controllerManifest") or versions.AGENT_SANDBOX_MANIFEST_VENDORED,
-        controller_image=check.image_ref("controllerImage") or versions.AGENT_SANDBOX_CONTROLLER_IMAGE,
-        kata_chart_version=check.optional_text("kataChartVersion") or versions.KATA_DEPLOY_CHART_VERSION,
-        kata_chart_repo=check.optional_text("kataChartRepo") or versions.KATA_DEPLOY_CHART_REPO,
-        kind_workers=check.integer("kindWorkers", 0, 8),
-    )
+# The rules between keys, in the order their problems are listed (after unknown keys; every other
+# key follows, in the order of the StackConfig fields).
+CROSS_KEY_RULES: tuple[Callable[[_Validator], None], ...] = (_cluster_defaults, _runtime_rules, _image_rules, _network_rules)
+_FIELD_KEYS = {key.field_name: key.name for key in CONFIG_KEYS if key.field_name}
+
+
+def parse_stack_config(raw: Mapping[str, Any], stack: str) -> StackConfig:
+    """Validate raw config values (strings or parsed JSON) of ``stack`` into a StackConfig: every
+    key read by its declared kind (``CONFIG_KEYS``), plus the ``CROSS_KEY_RULES``.
+
+    Raises ``ConfigError`` listing every invalid or unknown key."""
+    check = _Validator(raw)
+    _unknown_keys(check)
+    for rule in CROSS_KEY_RULES:
+        rule(check)
+    fields = {f.name: check.get(_FIELD_KEYS[f.name]) for f in dataclasses.fields(StackConfig) if f.name in _FIELD_KEYS}
+    config = StackConfig(stack=stack, **fields)
     if config.router_auth_token is not None and len(config.router_auth_token) < 16:
         check.fail("routerAuthToken", config.router_auth_token,
                    "the token must be at least 16 characters (or unset to generate one)",

@@ -331,3 +331,41 @@ def test_component_inputs_are_checked_with_the_config_rules_and_name_the_input()
         "warmPoolReplicas = 5000 is invalid: allowed values are integers from 0 to 1000",
     ]
     assert str(caught.value).startswith("Invalid AgentSandbox inputs:\n  - sandboxEgressAllow[0].cidr")
+
+
+# ----------------------------------------------------------------------------- the table is the one declaration
+
+def test_every_key_fills_one_stack_config_field_and_every_field_has_its_key() -> None:
+    import dataclasses
+
+    from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
+
+    filled = [key.field_name for key in CONFIG_KEYS if key.field_name]
+    assert len(filled) == len(set(filled))
+    not_from_a_key = {"stack", "router_resources"}
+    assert set(filled) == {f.name for f in dataclasses.fields(StackConfig)} - not_from_a_key
+    assert [key.name for key in CONFIG_KEYS if not key.field_name] == ["allowInsecureRunc"]
+
+
+def test_choices_and_bounds_come_from_the_table() -> None:
+    for key in CONFIG_KEYS:
+        if key.choices:
+            assert problems_of({key.name: "no-such-choice"})[0] == (
+                f"agent-sandbox:{key.name} = 'no-such-choice' is invalid: allowed values are "
+                + ", ".join(f"'{c}'" for c in key.choices) + f" ({FIX}{key.name} {key.choices[0]})")
+        if key.bounds:
+            low, high = key.bounds
+            assert getattr(parse_stack_config({key.name: str(high)}, "s"), str(key.field_name)) == high
+            for outside in (low - 1, high + 1):
+                assert problems_of({key.name: str(outside)}) == [
+                    f"agent-sandbox:{key.name} = '{outside}' is invalid: allowed values are integers from {low} to "
+                    f"{high} ({FIX}{key.name} {key.default})"]
+
+
+def test_a_key_declaration_is_checked() -> None:
+    from agent_sandbox_pulumi.sandbox_iac.config import ConfigKey
+
+    with pytest.raises(ValueError, match="kind 'float' is not one of"):
+        ConfigKey("ratio", 1.0, "A ratio.", kind="float")
+    with pytest.raises(ValueError, match="bounds with kind 'integer'"):
+        ConfigKey("replicas", 1, "Replicas.", kind="integer")
