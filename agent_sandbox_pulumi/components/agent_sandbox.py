@@ -19,6 +19,7 @@ import pulumi
 
 from agent_sandbox_pulumi.components.args import EgressDestination, ContainerResources
 from agent_sandbox_pulumi.components.controller import AgentSandboxController
+from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.components.router import SandboxRouter
 from agent_sandbox_pulumi.components.sandbox_pool import SandboxPool
 from agent_sandbox_pulumi.components.secure_runtime import SecureRuntime
@@ -184,11 +185,9 @@ class AgentSandbox(pulumi.ComponentResource):
         settings = validated_settings(args)
         pull_policy = args.get("image_pull_policy") or "IfNotPresent"
 
-        def part(*depends_on: pulumi.Resource) -> pulumi.ResourceOptions:
-            # Existing stacks of this project declared the parts at the top level: the alias keeps
-            # their URNs (and those of every child, which the engine derives from the parent's).
-            return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on),
-                                          aliases=[pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)])
+        # Existing stacks of this project declared the parts at the top level: the alias keeps
+        # their URNs (and those of every child, which the engine derives from the parent's).
+        was_top_level = [pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)]
 
         runtime = SecureRuntime(PART_NAMES["runtime"], {
             "runtime": settings.runtime,
@@ -197,11 +196,11 @@ class AgentSandbox(pulumi.ComponentResource):
             "kata_node_name": settings.cluster_name,
             "kata_chart_version": settings.kata_chart_version,
             "kata_chart_repo": settings.kata_chart_repo,
-        }, opts=part())
+        }, opts=child_options(self, opts, aliases=was_top_level))
         controller = AgentSandboxController(PART_NAMES["controller"], {
             "manifest": settings.controller_manifest,
             "controller_image": settings.controller_image,
-        }, opts=part())
+        }, opts=child_options(self, opts, aliases=was_top_level))
         pool = SandboxPool(PART_NAMES["pool"], {
             "namespace": settings.sandbox_namespace,
             "template_name": settings.template_name,
@@ -214,7 +213,7 @@ class AgentSandbox(pulumi.ComponentResource):
             "image_pull_policy": pull_policy,
             "resources": settings.sandbox_resources.as_dict(),
             "extensions_api_version": controller.extensions_api_version,
-        }, opts=part(controller, runtime))
+        }, opts=child_options(self, opts, depends_on=[controller, runtime], aliases=was_top_level))
         router_inputs: dict[str, Any] = {
             "image": args["router_image"],
             "image_pull_policy": pull_policy,
@@ -231,7 +230,8 @@ class AgentSandbox(pulumi.ComponentResource):
         if args.get("router_auth_token") is not None:
             router_inputs["auth_token"] = args["router_auth_token"]
         # The Roles in the sandbox namespace need it to exist; the router never waits for the pool.
-        router = SandboxRouter(PART_NAMES["router"], router_inputs, opts=part(controller, pool.namespace_resource))
+        router = SandboxRouter(PART_NAMES["router"], router_inputs, opts=child_options(
+            self, opts, depends_on=[controller, pool.namespace_resource], aliases=was_top_level))
 
         self.runtime = runtime
         self.controller = controller

@@ -11,6 +11,7 @@ from typing import Any, Callable, NotRequired, Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
+from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.sandbox_iac import constants, manifests, versions
 
 # A controller with a conversion webhook writes its self-signed CA into the CRDs at start-up;
@@ -83,9 +84,9 @@ class AgentSandboxController(pulumi.ComponentResource):
         objects = manifests.adapt_release(release, args.get("controller_image") or versions.AGENT_SANDBOX_CONTROLLER_IMAGE,
                                           args.get("image_pull_policy") or "IfNotPresent")
         foundation, workload = manifests.split_foundation(objects)
-        declared_foundation = [self._declare(name, obj, []) for obj in foundation]
+        declared_foundation = [self._declare(name, obj, [], opts) for obj in foundation]
         for obj in workload:
-            self._declare(name, obj, declared_foundation)
+            self._declare(name, obj, declared_foundation, opts)
         self.namespace = pulumi.Output.from_input(constants.CONTROLLER_NAMESPACE)
         self.crd_names = pulumi.Output.from_input(
             [o["metadata"]["name"] for o in foundation if o["kind"] == manifests.CRD_KIND]
@@ -98,7 +99,8 @@ class AgentSandboxController(pulumi.ComponentResource):
             "extensionsApiVersion": self.extensions_api_version,
         })
 
-    def _declare(self, name: str, obj: dict[str, Any], depends_on: list[pulumi.Resource]) -> pulumi.CustomResource:
+    def _declare(self, name: str, obj: dict[str, Any], depends_on: list[pulumi.Resource],
+                 opts: Optional[pulumi.ResourceOptions]) -> pulumi.CustomResource:
         kind = obj["kind"]
         if kind not in RESOURCE_CLASSES:
             raise manifests.ManifestError(
@@ -107,5 +109,5 @@ class AgentSandboxController(pulumi.ComponentResource):
             )
         fields = {_snake(k): v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
         ignore = [CA_BUNDLE_PATH] if kind == manifests.CRD_KIND and obj["metadata"]["name"] in self._webhook_crds else None
-        options = pulumi.ResourceOptions(parent=self, depends_on=depends_on, ignore_changes=ignore)
-        return RESOURCE_CLASSES[kind](f"{name}-{kind.lower()}-{obj['metadata']['name']}", opts=options, **fields)
+        return RESOURCE_CLASSES[kind](f"{name}-{kind.lower()}-{obj['metadata']['name']}",
+                                      opts=child_options(self, opts, depends_on=depends_on, ignore_changes=ignore), **fields)

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_docker as docker
 
 from agent_sandbox_pulumi.components.image_loader import ImageLoad
+from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.sandbox_iac import versions
 from agent_sandbox_pulumi.sandbox_iac.content_tag import content_tag
 
@@ -98,7 +99,7 @@ class SandboxImages(pulumi.ComponentResource):
                 ref: pulumi.Output[str] = pulumi.Output.from_input(push_to or local)
                 load_image: pulumi.Input[str] = local
             else:
-                built_image = self._build(name, image, args)
+                built_image = self._build(name, image, args, opts)
                 ref = built_image.image_name
                 trigger = built_image.repo_digest
                 built = [built_image]
@@ -108,7 +109,7 @@ class SandboxImages(pulumi.ComponentResource):
             if command_text:
                 load = ImageLoad(
                     f"{name}-{image}-load", image=load_image, command=command_text, trigger=trigger,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=built),
+                    opts=child_options(self, opts, depends_on=built),
                 )
                 loads.append(load)
                 ref = pulumi.Output.all(ref, load.urn).apply(lambda values: values[0])
@@ -126,7 +127,7 @@ class SandboxImages(pulumi.ComponentResource):
         """Resources that must finish before any pod uses the images (depend on these)."""
         return list(self._load_resources)
 
-    def _build(self, name: str, image: str, args: ImagesArgs) -> docker.Image:
+    def _build(self, name: str, image: str, args: ImagesArgs, opts: Optional[pulumi.ResourceOptions]) -> docker.Image:
         if not args.get("images_dir"):
             raise ValueError("SandboxImages with build_mode docker needs images_dir (the folder with runtime/ and router/)")
         context = Path(args["images_dir"]) / image
@@ -148,5 +149,5 @@ class SandboxImages(pulumi.ComponentResource):
                 platform="linux/amd64",
             ),
             skip_push=args["load_strategy"] != "registry",
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self, opts),
         )

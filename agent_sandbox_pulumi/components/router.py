@@ -209,7 +209,7 @@ class SandboxRouter(pulumi.ComponentResource):
             # Read, not configured: KIND's and minikube's API server address is only known once
             # the cluster exists, and it follows control-plane changes on the next `up`.
             api_slice = k8s.discovery.v1.EndpointSlice.get(
-                f"{name}-api-server", constants.API_SERVER_ENDPOINT_SLICE, opts=pulumi.ResourceOptions(parent=self),
+                f"{name}-api-server", constants.API_SERVER_ENDPOINT_SLICE, opts=child_options(self, opts),
             )
             policy_spec = pulumi.Output.all(api_slice.endpoints, api_slice.ports).apply(
                 lambda values: router_network_policy_spec(args, api_server_endpoints_from_slice(values[0], values[1])))

@@ -9,6 +9,7 @@ from typing import NotRequired, Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
+from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
 
 KATA_NAMESPACE = "kube-system"
@@ -52,30 +53,29 @@ class SecureRuntime(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SecureRuntimeArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:SecureRuntime", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         runtime = args["runtime"]
         if runtime == "kata-qemu":
-            self.runtime_class_name = self._install_kata(name, args, child)
+            self.runtime_class_name = self._install_kata(name, args, opts)
         elif args.get("manage_runtime_class", True):
             runtime_class = k8s.node.v1.RuntimeClass(
                 f"{name}-{runtime}",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=runtime, labels=dict(constants.MANAGED_BY_LABEL)),
                 handler=args.get("handler") or constants.RUNTIME_CLASS_HANDLERS.get(runtime, runtime),
-                opts=child,
+                opts=child_options(self, opts),
             )
             self.runtime_class_name = runtime_class.metadata.name
         else:
             self.runtime_class_name = pulumi.Output.from_input(runtime)
         self.register_outputs({"runtimeClassName": self.runtime_class_name})
 
-    def _install_kata(self, name: str, args: SecureRuntimeArgs, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    def _install_kata(self, name: str, args: SecureRuntimeArgs, opts: Optional[pulumi.ResourceOptions]) -> pulumi.Output[str]:
         node = args.get("kata_node_name")
         if not node:
             raise ValueError("SecureRuntime with runtime kata-qemu needs kata_node_name: the node kata-deploy installs onto")
         node_label = k8s.core.v1.NodePatch(
             f"{name}-kata-node-label",
             metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=node, labels=dict(KATA_NODE_LABEL)),
-            opts=child,
+            opts=child_options(self, opts),
         )
         chart, repository = kata_chart_location(args.get("kata_chart_repo") or versions.KATA_DEPLOY_CHART_REPO)
         release = k8s.helm.v3.Release(
@@ -87,12 +87,12 @@ class SecureRuntime(pulumi.ComponentResource):
             namespace=KATA_NAMESPACE,
             values={"k8sDistribution": "k8s", "nodeSelector": dict(KATA_NODE_LABEL)},
             timeout=600,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_label]),
+            opts=child_options(self, opts, depends_on=[node_label]),
         )
         # kata-deploy creates the RuntimeClass itself; reading it back makes every sandbox
         # wait until it really exists.
         runtime_class = k8s.node.v1.RuntimeClass.get(
             f"{name}-{args['runtime']}", args["runtime"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[release]),
+            opts=child_options(self, opts, depends_on=[release]),
         )
         return runtime_class.metadata.name

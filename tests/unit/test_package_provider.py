@@ -113,6 +113,25 @@ def test_agent_sandbox_from_plain_inputs_declares_the_whole_stack() -> None:
     assert run.waits_for(run.one("SandboxTemplate"), run.one("kubernetes:apps/v1:Deployment", "agent-sandbox-controller"))
 
 
+def test_what_a_consumer_depends_on_comes_before_every_resource_of_the_component() -> None:
+    # The engine does not make children wait for their parent's depends_on: every component
+    # repeats it on each child (components.options.child_options), down to the last resource.
+    # One resource, not a list: ResourceOptions accepts both.
+    def program() -> None:
+        import pulumi
+        import pulumi_kubernetes as k8s
+
+        first = k8s.core.v1.Namespace("first", metadata={"name": "first"})
+        AgentSandbox("agent-sandbox", {"runtime_image": IMAGES["runtimeImage"], "router_image": IMAGES["routerImage"]},
+                     opts=pulumi.ResourceOptions(depends_on=first))
+
+    run = run_callable(program, project="consumer")
+    first = run.one("kubernetes:core/v1:Namespace", "first")
+    resources = [r for r in run.resources if r.custom and r.urn != first.urn]
+    assert resources and all(first.urn in r.dependencies for r in resources), \
+        [r.name for r in resources if first.urn not in r.dependencies]
+
+
 def test_unsafe_inputs_stop_before_any_resource() -> None:
     with pytest.raises(ComponentInputError, match=r"sandboxEgressAllow\[0\]\.cidr = '169.254.169.254/32' is invalid"):
         declare({"runtime_image": "a/r:1", "router_image": "a/o:1", "sandbox_egress": "allowList",
