@@ -50,6 +50,8 @@ sandbox = AgentSandbox("agent-sandbox", {
     "kata_chart_repo": config.kata_chart_repo,
     "controller_manifest": controller_manifest,
     "controller_image": config.controller_image,
+    "controller_profile": config.controller_profile,
+    "controller_flags": dict(config.controller_flags),
     "sandbox_namespace": config.sandbox_namespace,
     "template_name": config.template_name,
     "sandbox_port": config.sandbox_port,

@@ -23,6 +23,7 @@ from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.components.router import SandboxRouter
 from agent_sandbox_pulumi.components.sandbox_pool import SandboxPool
 from agent_sandbox_pulumi.components.secure_runtime import SecureRuntime
+from agent_sandbox_pulumi.sandbox_iac import controller_flags
 from agent_sandbox_pulumi.sandbox_iac.config import ComponentInputError, StackConfig, parse_component_inputs
 from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import sandbox_network_policy
 
@@ -62,6 +63,10 @@ class AgentSandboxArgs(TypedDict):
     package. A URL must be the pinned release or end in ``#sha256=<digest>``."""
     controller_image: NotRequired[str]
     """Controller image (default the release's own; override for mirrors or local builds)."""
+    controller_profile: NotRequired[str]
+    """Controller tuning profile: ``release`` (default; the release's own flags) | ``latency``."""
+    controller_flags: NotRequired[dict[str, str]]
+    """Controller tuning flags over the profile's (name without dashes → value; only the tunable ones)."""
     sandbox_namespace: NotRequired[str]
     """Namespace of the template, the warm pool and the sandboxes; default ``agent-sandbox-demo``."""
     template_name: NotRequired[str]
@@ -108,6 +113,7 @@ VALIDATED_INPUTS: dict[str, str] = {
     "runtime": "runtime", "allow_insecure_runc": "allowInsecureRunc", "manage_runtime_class": "manageRuntimeClass",
     "kata_node_name": "clusterName", "kata_chart_version": "kataChartVersion", "kata_chart_repo": "kataChartRepo",
     "controller_manifest": "controllerManifest", "controller_image": "controllerImage",
+    "controller_profile": "controllerProfile", "controller_flags": "controllerFlags",
     "sandbox_namespace": "sandboxNamespace", "template_name": "templateName", "sandbox_port": "sandboxPort",
     "sandbox_resources": "sandboxResources", "warm_pool_name": "warmPoolName", "warm_pool_replicas": "warmPoolReplicas",
     "router_replicas": "routerReplicas", "router_allowed_pod_cidrs": "routerAllowedPodCidrs",
@@ -200,6 +206,7 @@ class AgentSandbox(pulumi.ComponentResource):
         controller = AgentSandboxController(PART_NAMES["controller"], {
             "manifest": settings.controller_manifest,
             "controller_image": settings.controller_image,
+            "flags": controller_flags.effective_flags(settings.controller_profile, dict(settings.controller_flags)),
         }, opts=child_options(self, opts, aliases=was_top_level))
         pool = SandboxPool(PART_NAMES["pool"], {
             "namespace": settings.sandbox_namespace,

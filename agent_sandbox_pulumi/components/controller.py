@@ -48,6 +48,9 @@ class ControllerArgs(TypedDict):
     """Controller image; default the release's own (``registry.k8s.io/...:v0.5.6``)."""
     image_pull_policy: NotRequired[str]
     """Pull policy of the controller container; default ``IfNotPresent``."""
+    flags: NotRequired[dict[str, str]]
+    """Tuning flags (name without dashes → value), e.g. ``{"separate-watch-connection": "true"}``;
+    only ``sandbox_iac.controller_flags.TUNABLE_FLAGS``; each replaces the release's own value."""
 
 
 class AgentSandboxController(pulumi.ComponentResource):
@@ -82,7 +85,7 @@ class AgentSandboxController(pulumi.ComponentResource):
             pulumi.log.warn(f"the controller manifest no longer serves {versions.EXTENSIONS_API_VERSION}; "
                             f"SandboxTemplate/SandboxWarmPool need {shape.extensions_api_version}", self)
         objects = manifests.adapt_release(release, args.get("controller_image") or versions.AGENT_SANDBOX_CONTROLLER_IMAGE,
-                                          args.get("image_pull_policy") or "IfNotPresent")
+                                          args.get("image_pull_policy") or "IfNotPresent", args.get("flags"))
         foundation, workload = manifests.split_foundation(objects)
         declared_foundation = [self._declare(name, obj, [], opts) for obj in foundation]
         for obj in workload:

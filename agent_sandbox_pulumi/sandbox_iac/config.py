@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac import constants, controller_flags, versions
 from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
 
 CLUSTER_FLAVOURS = ("kind", "minikube", "existing")
@@ -82,7 +82,7 @@ WARM_POOL_POLICY_CAP = 20
 
 # How a key's value is read and checked: each kind is the ``_Validator`` method of that name.
 KINDS = ("choice", "boolean", "integer", "name", "text", "image", "cidrs", "resolvers", "names", "endpoints",
-         "egress_allow", "resources")
+         "egress_allow", "resources", "controller_flags")
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,15 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds).",
               kind="image", policy="`images-pinned` rejects a missing or mutable tag without a digest"),
     ConfigKey("kataChartVersion", versions.KATA_DEPLOY_CHART_VERSION, "kata-deploy Helm chart version (kata stack)."),
+    ConfigKey("controllerProfile", controller_flags.DEFAULT_PROFILE, "Controller tuning profile: `release` = the release's own "
+              "flag defaults; `latency` = " + ", ".join(f"`--{k}={v}`" for k, v in controller_flags.PROFILES["latency"].items())
+              + " (see docs/results.md for what it changes). `controllerFlags` entries override the profile's.",
+              kind="choice", choices=tuple(controller_flags.PROFILES)),
+    ConfigKey("controllerFlags", None, "Object of controller tuning flags and values, e.g. `{\"sandbox-write-behind-window\": "
+              "\"250ms\", \"kube-api-qps\": 200}`; only the tuning flags are accepted (workers, API client limits and "
+              "connections, write coalescing, events, annotations, warm-pool refill): " + ", ".join(
+                  f"`{name}`" for name in controller_flags.TUNABLE_FLAGS) + ". Untyped in Pulumi.yaml: a JSON string "
+              "and a YAML object are both accepted.", kind="controller_flags", schema_type="untyped"),
     ConfigKey("kataChartRepo", versions.KATA_DEPLOY_CHART_REPO, "kata-deploy Helm chart repository or local chart path (kata stack)."),
 )
 KNOWN_KEYS = {key.name: key for key in CONFIG_KEYS}
@@ -356,6 +365,9 @@ class StackConfig:
     kata_chart_version: str
     kata_chart_repo: str
     kind_workers: int = 0
+    controller_profile: str = controller_flags.DEFAULT_PROFILE
+    controller_flags: tuple[tuple[str, str], ...] = ()
+    """Explicit ``controllerFlags`` (name, value), checked; the profile's flags are not in it."""
     router_resources: Resources = field(default_factory=lambda: Resources(**ROUTER_RESOURCES))
 
     @property
@@ -643,6 +655,41 @@ class _Validator:
                 return ()
             ports.append(PortRange(protocol, low, high if high != low else None))
         return tuple(ports)
+
+    def controller_flags(self, declared: ConfigKey) -> tuple[tuple[str, str], ...]:
+        """Tuning flags of the controller: known names only, each value of its flag's kind."""
+        key, project = declared.name, constants.PROJECT_NAME
+        value = self.value(key)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        example = "'{\"sandbox-write-behind-window\": \"250ms\"}'"
+        if not isinstance(value, dict):
+            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON object of "
+                                 f"flag names and values (fix: pulumi config set {project}:{key} {example})")
+            return ()
+        flags: list[tuple[str, str]] = []
+        for name in sorted(value):
+            path = f"{project}:{key}.{name}"
+            bare = str(name).lstrip("-")
+            if bare not in controller_flags.TUNABLE_FLAGS:
+                close = difflib.get_close_matches(bare, controller_flags.TUNABLE_FLAGS, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                self.problems.append(f"{path} is not a tunable controller flag: {hint}allowed are "
+                                     + ", ".join(controller_flags.TUNABLE_FLAGS)
+                                     + f" (fix: pulumi config rm --path '{path}')")
+                continue
+            normalised, problem = controller_flags.check_value(bare, value[name])
+            if problem:
+                self.problems.append(f"{path} = {_show(value[name])} is invalid: {problem} "
+                                     f"(fix: pulumi config set --path '{path}' <value>)")
+                continue
+            flags.append((bare, str(normalised)))
+        return tuple(flags)
 
     def resources(self, declared: ConfigKey) -> Resources:
         key = declared.name

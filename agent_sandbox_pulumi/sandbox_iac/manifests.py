@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Union
 import pulumi
 import yaml
 
-from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac import constants, controller_flags, versions
 
 CONFIG_KEY = f"{constants.PROJECT_NAME}:controllerManifest"
 # The installed package (agent_sandbox_pulumi/): the vendored release ships in it as package data,
@@ -279,7 +279,8 @@ def readiness_probe(shape: ReleaseShape) -> Optional[dict[str, Any]]:
     return None
 
 
-def adapt_release(objects: list[dict[str, Any]], controller_image: str, image_pull_policy: str) -> list[dict[str, Any]]:
+def adapt_release(objects: list[dict[str, Any]], controller_image: str, image_pull_policy: str,
+                  flags: Optional[Mapping[str, str]] = None) -> list[dict[str, Any]]:
     """The release objects with our image, ``--extensions`` guaranteed and a readiness probe that
     fits the release (``readiness_probe``); a probe the release ships itself is kept.
 
@@ -293,6 +294,8 @@ def adapt_release(objects: list[dict[str, Any]], controller_image: str, image_pu
     args = container.setdefault("args", [])
     if constants.EXTENSIONS_FLAG not in args:
         args.append(constants.EXTENSIONS_FLAG)
+    if flags:
+        container["args"] = controller_flags.merge_arguments(args, flags)
     if probe is not None:
         container.setdefault("readinessProbe", probe)
     return adapted
