@@ -15,6 +15,8 @@ sandbox = AgentSandbox("agent-sandbox", {
     "runtime_image": config.require("runtimeImage"),
     "router_image": config.require("routerImage"),
     "image_pull_policy": config.get("imagePullPolicy") or "IfNotPresent",
+    # unset or "": the release's own controller image
+    "controller_image": config.get("controllerImage") or "",
     "sandbox_namespace": "example-python",
     "warm_pool_replicas": 1,
     "router_replicas": 1,

@@ -12,12 +12,14 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import pytest
 import yaml
@@ -35,6 +37,11 @@ KUBERNETES_PLUGIN = CACHE_DIR / "pulumi" / "home" / "plugins" / "resource-kubern
 CRDS = ("sandboxes.agents.x-k8s.io", "sandboxtemplates.extensions.agents.x-k8s.io",
         "sandboxclaims.extensions.agents.x-k8s.io", "sandboxwarmpools.extensions.agents.x-k8s.io")
 OFFLINE_ENV = {"AGENT_SANDBOX_OFFLINE": "1", "CACHE_DIR": str(CACHE_DIR)}
+KIND = str(CACHE_DIR / "bin" / "kind")
+# The controller image the toolchain builds from the controller's Go module (what `up` loads
+# offline): a docker archive holding the local ref below.
+CONTROLLER_ARCHIVE = CACHE_DIR / "images" / "v0.5.6" / "bin" / "agent-sandbox-controller.tar"
+CONTROLLER_LOCAL_IMAGE = "localhost/agent-sandbox-controller:v0.5.6"
 
 
 def skip_loudly(reason: str) -> None:
@@ -49,8 +56,7 @@ def missing_caches() -> list[str]:
                                 CACHE_DIR / "bin" / "kubectl", CACHE_DIR / "bin" / "runsc",
                                 CACHE_DIR / "bin" / "containerd-shim-runsc-v1") if not p.exists()]
     missing += node_image.toolchain_inputs(CACHE_DIR).missing()
-    for archive in ("agent-sandbox-controller.tar", "busybox.tar"):
-        path = CACHE_DIR / "images" / "v0.5.6" / "bin" / archive
+    for path in (CONTROLLER_ARCHIVE, CONTROLLER_ARCHIVE.with_name("busybox.tar")):
         if not path.exists():
             missing.append(str(path))
     return missing
@@ -167,6 +173,79 @@ def host_iptables_rules() -> set[str]:
         result = subprocess.run([tool], capture_output=True, text=True)
         rules |= {line for line in result.stdout.splitlines() if line.startswith("-A")}
     return rules
+
+
+@dataclass
+class KindCluster:
+    """A KIND cluster an e2e module made itself (``gvisor_kind_cluster``)."""
+
+    name: str
+    work: Path
+    """Scratch folder of the cluster (its kind config), removed with it."""
+    create_seconds: float
+    """Node image (ensured) + ``kind create cluster``."""
+
+    @property
+    def context(self) -> str:
+        return f"kind-{self.name}"
+
+    @property
+    def node(self) -> str:
+        return f"{self.name}-control-plane"
+
+    def load(self, *what: str, archive: bool = False, timeout: float = 900) -> float:
+        """``kind load docker-image`` (or ``image-archive``) onto the nodes; returns the seconds it took."""
+        started = time.monotonic()
+        subcommand = "image-archive" if archive else "docker-image"
+        result = subprocess.run([KIND, "load", subcommand, *what, "--name", self.name], capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            raise AssertionError(f"kind load {subcommand} {' '.join(what)} failed ({result.returncode}):\n"
+                                 f"{result.stderr[-3000:]}")
+        return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def gvisor_kind_cluster(name: str, containerd_patches: Sequence[str] = ()) -> Iterator[KindCluster]:
+    """A one-node KIND cluster with gVisor, made the way a cluster's owner would (not by the
+    driver): the node image this machine builds from its caches, the generated gVisor config with
+    runsc and its shim from the cache (``containerd_patches`` appended to its containerd patches).
+
+    A cluster of that name left by an aborted run is deleted first; on leaving (also on failure)
+    the cluster is deleted and kind's network removed once empty. Call ``require_caches()`` first."""
+    from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
+    from automation import preflight
+    from automation.cluster import remove_empty_kind_network
+
+    subprocess.run([KIND, "delete", "cluster", "--name", name], capture_output=True)
+    work = Path(tempfile.mkdtemp(prefix=f"e2e-{name}-"))
+    try:
+        started = time.monotonic()
+        image = node_image.NodeImageBuilder(node_image.toolchain_inputs(CACHE_DIR), CACHE_DIR, log=print).ensure()
+        print(f"kind: node image {image} ready in {time.monotonic() - started:.0f}s", flush=True)
+        config = yaml.safe_load(kind_cluster_config(name, str((CACHE_DIR / "bin" / "runsc").resolve()),
+                                                    str((CACHE_DIR / "bin" / "containerd-shim-runsc-v1").resolve()),
+                                                    restrict_oom_score_adj=preflight.root_lacks_capabilities(),
+                                                    cgroupfs_driver=preflight.host_cgroup_v1()))
+        config["containerdConfigPatches"].extend(containerd_patches)
+        (work / "kind.yaml").write_text(yaml.safe_dump(config))
+        subprocess.run([KIND, "create", "cluster", "--name", name, "--image", image, "--config",
+                        str(work / "kind.yaml"), "--wait", "180s"], check=True)
+        cluster = KindCluster(name, work, time.monotonic() - started)
+        print(f"kind: cluster {name} made in {cluster.create_seconds:.0f}s (node image included)", flush=True)
+        yield cluster
+    finally:
+        subprocess.run([KIND, "delete", "cluster", "--name", name], capture_output=True)
+        remove_empty_kind_network(log=print)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def readme_use_it_snippet() -> str:
+    """The first python block of README's "Use it" section, as written."""
+    section = (REPO_ROOT / "README.md").read_text().split("## Use it", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's 'Use it' section has no python snippet"
+    return match.group(1)
 
 
 class Timings:

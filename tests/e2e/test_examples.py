@@ -1,17 +1,23 @@
-"""The package as other projects use it, on a real cluster (``E2E_KUBE_CONTEXT``):
+"""The package as other projects use it, on a real KIND cluster with gVisor:
 
 - ``examples/python`` (the package pip-installed into the example's own venv) and
   ``examples/yaml`` (the component package through the pulumi-language-yaml host) each go up --
   with this project's policy pack, as a foreign project would run it -- claim a sandbox through
-  ``agent_sandbox_pulumi.client`` and go down, leaving nothing behind. They need a cluster without
-  an Agent Sandbox install (the controller and the router Service are cluster-wide).
-- README's "use it" snippet runs as written against a deployed stack of this project
-  (``E2E_STACK``, e.g. after ``make up STACK=gvisor``).
+  ``agent_sandbox_pulumi.client`` and go down, leaving nothing behind.
 
-Environment: ``E2E_KUBE_CONTEXT`` (required), ``E2E_STACK`` (the snippet), ``E2E_RUNTIME_IMAGE`` /
-``E2E_ROUTER_IMAGE`` (default: the ``agent-sandbox/runtime|router`` images the nodes report).
-Everything offline: the toolchain of ``make toolchain`` (pulumi, the kubernetes plugin, the YAML
-host), the project venv for dependencies. Anything missing skips loudly."""
+The cluster: this module makes its own (``agent-sandbox-ex``, one node, the way a cluster's owner
+would: ``kind_harness.gvisor_kind_cluster``), loads the runtime and router images (minimal variant,
+built by ``images/base/build-images.sh``, fast when cached) and the controller image built from the
+controller's Go module, and deletes it at the end. With ``E2E_KUBE_CONTEXT`` set it uses that
+cluster instead (it must have no Agent Sandbox install: the controller and the router Service are
+cluster-wide); ``E2E_RUNTIME_IMAGE`` / ``E2E_ROUTER_IMAGE`` / ``E2E_CONTROLLER_IMAGE`` (default: the
+images the nodes hold).
+
+Everything offline: the toolchain of ``make tools`` / ``make toolchain`` (pulumi, the kubernetes
+plugin, the language hosts), the project venv for dependencies. Anything missing skips loudly (the
+YAML example alone when only the YAML host is missing). README's "Use it" snippet runs in
+test_kind_single_node.py, against the gvisor stack that module deploys. Timings: printed and in
+out/e2e/examples.json."""
 
 from __future__ import annotations
 
@@ -24,26 +30,37 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = Path(os.environ.get("CACHE_DIR") or "/var/cache/agent-sandbox-iac")
-PULUMI_VERSION = "3.259.0"
-PULUMI_BIN_DIR = CACHE_DIR / "pulumi" / PULUMI_VERSION / "bin"
+from tests.e2e.kind_harness import (
+    CACHE_DIR, CONTROLLER_ARCHIVE, CONTROLLER_LOCAL_IMAGE, OFFLINE_ENV, REPO_ROOT, PULUMI_BIN, Timings,
+    gvisor_kind_cluster, require_caches,
+)
+
+PULUMI_BIN_DIR = PULUMI_BIN.parent
 PULUMI_HOME = Path(os.environ.get("PULUMI_HOME") or CACHE_DIR / "pulumi" / "home")
 KUBERNETES_PLUGIN = PULUMI_HOME / "plugins" / "resource-kubernetes-v4.25.0"
 PROJECT_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 CONTROLLER_NAMESPACE = "agent-sandbox-system"
 COMMAND_TIMEOUT = 1500
 CLAIM_PROBE = "print(6 * 7)"
+CLUSTER = "agent-sandbox-ex"
+pytestmark = pytest.mark.timeout(3600)
+REPORT = Timings("examples", nodes=1)
 
 
 def skip_loudly(reason: str) -> None:
     print(f"\n*** SKIPPING the package e2e: {reason} ***\n", flush=True)
     pytest.skip(reason)
+
+
+def timed(name: str, seconds: float) -> None:
+    """Printed where CI logs show it, and kept in out/e2e/examples.json."""
+    print(f"examples e2e timing: {name}: {seconds:.1f}s", flush=True)
+    REPORT.check(name, seconds)
 
 
 def tool(name: str) -> Optional[str]:
@@ -55,11 +72,20 @@ def tool(name: str) -> Optional[str]:
 
 
 @dataclass
+class Images:
+    runtime: str
+    router: str
+    controller: Optional[str]
+    """None: the release's own image (a cluster that can pull it)."""
+
+
+@dataclass
 class Toolchain:
     context: str
     pulumi: str
     kubectl: str
     env: dict[str, str]
+    images: Optional[Images] = None
 
     def kubectl_run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([self.kubectl, "--context", self.context, *args], capture_output=True, text=True,
@@ -80,17 +106,8 @@ class Toolchain:
         return done
 
 
-@pytest.fixture(scope="module")
-def toolchain(tmp_path_factory) -> Toolchain:
-    context = os.environ.get("E2E_KUBE_CONTEXT")
-    if not context:
-        skip_loudly("E2E_KUBE_CONTEXT is not set (the kube context of the e2e cluster, e.g. kind-agent-sandbox)")
-    missing = [name for name in ("pulumi", "kubectl", "pulumi-language-yaml", "pulumi-language-python") if not tool(name)]
-    missing += [str(p) for p in (KUBERNETES_PLUGIN, PROJECT_PYTHON) if not p.exists()]
-    if missing:
-        skip_loudly(f"toolchain incomplete: {missing} (make venv; make toolchain)")
-    state = tmp_path_factory.mktemp("pulumi-state")
-    env = {
+def pulumi_env(state: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "PATH": os.pathsep.join([str(PULUMI_BIN_DIR), str(CACHE_DIR / "bin"), os.environ.get("PATH", "")]),
         "PULUMI_HOME": str(PULUMI_HOME),
@@ -102,20 +119,75 @@ def toolchain(tmp_path_factory) -> Toolchain:
         # The interpreter of the component provider (and of the policy pack): the project venv.
         "PULUMI_PYTHON_CMD": str(PROJECT_PYTHON),
     }
-    chain = Toolchain(context, tool("pulumi"), tool("kubectl"), env)  # type: ignore[arg-type]
-    reachable = chain.kubectl_run("get", "--raw", "/readyz", check=False)
-    if reachable.returncode != 0:
-        pytest.fail(f"E2E_KUBE_CONTEXT={context} is set but the cluster does not answer: {reachable.stderr.strip()}")
-    return chain
 
 
-def node_images(chain: Toolchain) -> tuple[str, str]:
-    """The runtime and router images: from the environment, else the ones the nodes hold."""
-    runtime, router = os.environ.get("E2E_RUNTIME_IMAGE"), os.environ.get("E2E_ROUTER_IMAGE")
-    if runtime and router:
-        return runtime, router
+@pytest.fixture(scope="module")
+def toolchain(tmp_path_factory) -> Iterator[Toolchain]:
+    """pulumi and kubectl on the e2e cluster, the images loaded onto its nodes: E2E_KUBE_CONTEXT's
+    cluster, else a KIND cluster made here (deleted at the end, also on failure)."""
+    missing = [name for name in ("pulumi", "kubectl", "pulumi-language-python") if not tool(name)]
+    missing += [str(p) for p in (KUBERNETES_PLUGIN, PROJECT_PYTHON) if not p.exists()]
+    if missing:
+        skip_loudly(f"toolchain incomplete: {missing} (make venv; make tools; make toolchain)")
+    env = pulumi_env(tmp_path_factory.mktemp("pulumi-state"))
+    context = os.environ.get("E2E_KUBE_CONTEXT")
+    if context:
+        chain = Toolchain(context, tool("pulumi"), tool("kubectl"), env)  # type: ignore[arg-type]
+        reachable = chain.kubectl_run("get", "--raw", "/readyz", check=False)
+        if reachable.returncode != 0:
+            pytest.fail(f"E2E_KUBE_CONTEXT={context} is set but the cluster does not answer: {reachable.stderr.strip()}")
+        chain.images = node_images(chain)
+        yield chain
+        return
+    require_caches()
+    with gvisor_kind_cluster(CLUSTER) as cluster:
+        timed("cluster create (node image + kind create)", cluster.create_seconds)
+        started = time.monotonic()
+        runtime, router = build_images()
+        timed("runtime + router images (build-images.sh --variant minimal)", time.monotonic() - started)
+        loaded = cluster.load(runtime, router) + cluster.load(str(CONTROLLER_ARCHIVE), archive=True)
+        timed("kind load (runtime, router, controller)", loaded)
+        chain = Toolchain(cluster.context, tool("pulumi"), tool("kubectl"), env,  # type: ignore[arg-type]
+                          Images(runtime, router, CONTROLLER_LOCAL_IMAGE))
+        yield chain
+        started = time.monotonic()
+    # the with block deleted the cluster
+    timed("cluster delete", time.monotonic() - started)
+
+
+@pytest.fixture(scope="module")
+def yaml_host() -> str:
+    """The Pulumi YAML language host; `make up`'s tools step does not build it, `make toolchain-pulumi` does."""
+    found = tool("pulumi-language-yaml")
+    if not found:
+        skip_loudly(f"the Pulumi YAML language host (pulumi-language-yaml) is not in the cache ({PULUMI_BIN_DIR}, "
+                    f"{CACHE_DIR / 'bin'}) nor on PATH: build it with `make toolchain-pulumi`")
+    return found  # type: ignore[return-value]
+
+
+def build_images() -> tuple[str, str]:
+    """The runtime (minimal variant) and router images, as `make images` builds them (cached tags are kept)."""
+    done = subprocess.run(["bash", str(REPO_ROOT / "images" / "base" / "build-images.sh"), "--variant", "minimal"],
+                          cwd=REPO_ROOT, env={**os.environ, **OFFLINE_ENV, "PY": str(PROJECT_PYTHON)},
+                          capture_output=True, text=True, timeout=3000)
+    refs = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith(("runtime=", "router=")))
+    if done.returncode != 0 or not {"runtime", "router"} <= refs.keys():
+        pytest.fail(f"images/base/build-images.sh --variant minimal failed ({done.returncode}):\n"
+                    f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    print(f"images: runtime={refs['runtime']} router={refs['router']}", flush=True)
+    return refs["runtime"], refs["router"]
+
+
+def node_images(chain: Toolchain) -> Images:
+    """The runtime, router and controller images: from the environment, else the ones the nodes hold
+    (no controller image of ours there: the release's own)."""
     nodes = json.loads(chain.kubectl_run("get", "nodes", "-o", "json").stdout)["items"]
     names = {name for node in nodes for image in node["status"].get("images") or [] for name in image.get("names") or []}
+    controller = os.environ.get("E2E_CONTROLLER_IMAGE") or (CONTROLLER_LOCAL_IMAGE if CONTROLLER_LOCAL_IMAGE in names
+                                                            else None)
+    runtime, router = os.environ.get("E2E_RUNTIME_IMAGE"), os.environ.get("E2E_ROUTER_IMAGE")
+    if runtime and router:
+        return Images(runtime, router, controller)
     found = {}
     for kind in ("runtime", "router"):
         tags = sorted({m.group(0).removeprefix("docker.io/library/") for n in names
@@ -124,7 +196,7 @@ def node_images(chain: Toolchain) -> tuple[str, str]:
             pytest.fail(f"cannot tell which agent-sandbox/{kind} image the nodes should run ({tags or 'none found'}): "
                         f"set E2E_{kind.upper()}_IMAGE (`make images` prints the refs; kind load them)")
         found[kind] = tags[0]
-    return found["runtime"], found["router"]
+    return Images(found["runtime"], found["router"], controller)
 
 
 def require_no_install(chain: Toolchain) -> None:
@@ -178,24 +250,38 @@ def wait_gone(chain: Toolchain, *objects: str, timeout: float = 180) -> None:
 
 
 def up_claim_down(chain: Toolchain, example: Path, stack: str, namespace: str) -> None:
-    runtime, router = node_images(chain)
+    assert chain.images is not None
+    images = chain.images
+    name = example.name
     chain.pulumi_run(example, "stack", "init", stack)
     try:
-        for key, value in (("kubeContext", chain.context), ("runtimeImage", runtime), ("routerImage", router),
-                           ("imagePullPolicy", "Never")):
+        settings = {"kubeContext": chain.context, "runtimeImage": images.runtime, "routerImage": images.router,
+                    "imagePullPolicy": "Never"}
+        if images.controller:
+            settings["controllerImage"] = images.controller
+        for key, value in settings.items():
             chain.pulumi_run(example, "config", "set", key, value, "--stack", stack)
+        started = time.monotonic()
         # The project's policy pack, used by another project as it is.
         chain.pulumi_run(example, "up", "--yes", "--skip-preview", "--stack", stack,
                          "--policy-pack", str(REPO_ROOT / "policy"))
+        timed(f"{name}: up", time.monotonic() - started)
         outputs = json.loads(chain.pulumi_run(example, "stack", "output", "--json", "--show-secrets",
                                               "--stack", stack).stdout)
         assert outputs["warmPoolReplicas"] == 1 and outputs["namespace"] == namespace
+        started = time.monotonic()
         assert claim_once(outputs, stack, chain.context) == "42"
+        timed(f"{name}: claim + command + release", time.monotonic() - started)
     finally:
-        chain.pulumi_run(example, "destroy", "--yes", "--skip-preview", "--stack", stack, check=False)
+        started = time.monotonic()
+        destroyed = chain.pulumi_run(example, "destroy", "--yes", "--skip-preview", "--stack", stack, check=False)
+        timed(f"{name}: destroy", time.monotonic() - started)
         chain.pulumi_run(example, "stack", "rm", stack, "--yes", check=False)
+    assert destroyed.returncode == 0, f"pulumi destroy in {name} failed:\n{destroyed.stdout[-3000:]}"
+    started = time.monotonic()
     wait_gone(chain, f"namespace/{CONTROLLER_NAMESPACE}", f"namespace/{namespace}", "runtimeclass/gvisor",
               "crd/sandboxes.agents.x-k8s.io", "crd/sandboxwarmpools.extensions.agents.x-k8s.io")
+    timed(f"{name}: deletions finished after destroy", time.monotonic() - started)
 
 
 def test_python_example_goes_up_claims_and_down(toolchain: Toolchain, tmp_path: Path) -> None:
@@ -206,7 +292,7 @@ def test_python_example_goes_up_claims_and_down(toolchain: Toolchain, tmp_path: 
     up_claim_down(toolchain, example, "e2e-python", "example-python")
 
 
-def test_yaml_example_goes_up_claims_and_down(toolchain: Toolchain, tmp_path: Path) -> None:
+def test_yaml_example_goes_up_claims_and_down(yaml_host: str, toolchain: Toolchain, tmp_path: Path) -> None:
     require_no_install(toolchain)
     example = tmp_path / "yaml"
     shutil.copytree(REPO_ROOT / "examples" / "yaml", example, ignore=shutil.ignore_patterns(".pulumi-state"))
@@ -217,30 +303,3 @@ def test_yaml_example_goes_up_claims_and_down(toolchain: Toolchain, tmp_path: Pa
                                                          f"agent-sandbox: {REPO_ROOT / 'agent_sandbox_pulumi'}")
     (example / "Pulumi.yaml").write_text(text)
     up_claim_down(toolchain, example, "e2e-yaml", "example-yaml")
-
-
-def readme_snippet() -> str:
-    """The first python block of README's "Use it" section."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Use it", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's 'Use it' section has no python snippet"
-    return match.group(1)
-
-
-def test_readme_use_it_snippet_runs_as_written(toolchain: Toolchain, tmp_path: Path) -> None:
-    stack = os.environ.get("E2E_STACK")
-    if not stack:
-        skip_loudly("E2E_STACK is not set (a deployed stack of this project on E2E_KUBE_CONTEXT, e.g. gvisor)")
-    snippet = readme_snippet()
-    assert 'connect("gvisor")' in snippet
-    script = tmp_path / "snippet.py"
-    # As written, for the stack under test (the README names the gvisor stack).
-    script.write_text(snippet.replace('connect("gvisor")', f"connect({stack!r})"))
-    env = {**toolchain.env, "PULUMI_BACKEND_URL": f"file://{REPO_ROOT / '.pulumi-state'}"}
-    env.pop("PULUMI_PYTHON_CMD", None)
-    done = subprocess.run([str(PROJECT_PYTHON), str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    print(done.stdout[-3000:], done.stderr[-3000:], flush=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "42"

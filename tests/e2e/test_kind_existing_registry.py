@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,8 @@ import pytest
 import yaml
 
 from tests.e2e.kind_harness import (
-    CACHE_DIR, Kube, Timings, config_args, docker, driver, kind_leftovers, require_caches,
+    CONTROLLER_ARCHIVE, CONTROLLER_LOCAL_IMAGE, Kube, Timings, config_args, docker, driver, gvisor_kind_cluster,
+    kind_leftovers, require_caches,
 )
 
 STACK = "existing"
@@ -32,7 +32,6 @@ REGISTRY_PORT = 5001
 REGISTRY = f"localhost:{REGISTRY_PORT}"
 pytestmark = pytest.mark.timeout(2400)
 REPORT = Timings("existing-cluster-registry", nodes=1)
-KIND = str(CACHE_DIR / "bin" / "kind")
 
 
 def _registry_binary() -> str:
@@ -74,54 +73,36 @@ def _start_registry(binary: str, storage: Path, address: str, log: Path) -> subp
 def existing_cluster() -> Iterator[dict[str, str]]:
     """A KIND cluster with gVisor, made the way its owner would, and a registry its nodes pull from."""
     require_caches()
-    from automation import node_image, preflight
-    from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
-
     driver("down", STACK, "--forget", check=False, timeout=120)
-    subprocess.run([KIND, "delete", "cluster", "--name", CLUSTER], capture_output=True)
     started = time.monotonic()
-    image = node_image.NodeImageBuilder(node_image.toolchain_inputs(CACHE_DIR), CACHE_DIR, log=print).ensure()
-    config = yaml.safe_load(kind_cluster_config(CLUSTER, str((CACHE_DIR / "bin" / "runsc").resolve()),
-                                                str((CACHE_DIR / "bin" / "containerd-shim-runsc-v1").resolve()),
-                                                restrict_oom_score_adj=preflight.root_lacks_capabilities(),
-                                                cgroupfs_driver=preflight.host_cgroup_v1()))
-    config["containerdConfigPatches"].append(
-        '[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n')
-    work = Path(tempfile.mkdtemp(prefix="e2e-existing-"))
-    (work / "kind.yaml").write_text(yaml.safe_dump(config))
-    subprocess.run([KIND, "create", "cluster", "--name", CLUSTER, "--image", image, "--config",
-                    str(work / "kind.yaml"), "--wait", "180s"], check=True)
-    gateway = docker("network", "inspect", "kind", "--format", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
-    binary = _registry_binary()
-    storage = work / "storage"
-    storage.mkdir()
-    # Pushes go to localhost (the engine allows plain HTTP there); the nodes pull from the kind
-    # network's gateway, both served from the same storage.
-    push = _start_registry(binary, storage, f"127.0.0.1:{REGISTRY_PORT}", work / "registry.log")
-    pull = _start_registry(binary, storage, f"{gateway}:{REGISTRY_PORT}", work / "registry.log")
-    hosts = (f'server = "http://{gateway}:{REGISTRY_PORT}"\n\n[host."http://{gateway}:{REGISTRY_PORT}"]\n'
-             '  capabilities = ["pull", "resolve"]\n')
-    node = f"{CLUSTER}-control-plane"
-    docker("exec", node, "mkdir", "-p", f"/etc/containerd/certs.d/{REGISTRY}")
-    subprocess.run(["docker", "exec", "-i", node, "cp", "/dev/stdin", f"/etc/containerd/certs.d/{REGISTRY}/hosts.toml"],
-                   input=hosts, text=True, check=True)
-    # the owner's mirror holds the controller image
-    archive = CACHE_DIR / "images" / "v0.5.6" / "bin" / "agent-sandbox-controller.tar"
-    docker("load", "-i", str(archive))
-    controller = f"{REGISTRY}/agent-sandbox-controller:v0.5.6"
-    docker("tag", "localhost/agent-sandbox-controller:v0.5.6", controller)
-    docker("push", controller)
-    REPORT.check("existing cluster + registry made", time.monotonic() - started)
-    try:
-        yield {"context": f"kind-{CLUSTER}", "controller": controller, "node": node}
-    finally:
-        for process in (push, pull):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        subprocess.run([KIND, "delete", "cluster", "--name", CLUSTER], capture_output=True)
-        from automation.cluster import remove_empty_kind_network
-        remove_empty_kind_network(log=print)
-        shutil.rmtree(work, ignore_errors=True)
+    registry_config = '[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n'
+    with gvisor_kind_cluster(CLUSTER, containerd_patches=[registry_config]) as cluster:
+        gateway = docker("network", "inspect", "kind", "--format", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+        binary = _registry_binary()
+        storage = cluster.work / "storage"
+        storage.mkdir()
+        registries: list[subprocess.Popen] = []
+        try:
+            # Pushes go to localhost (the engine allows plain HTTP there); the nodes pull from the kind
+            # network's gateway, both served from the same storage.
+            for address in (f"127.0.0.1:{REGISTRY_PORT}", f"{gateway}:{REGISTRY_PORT}"):
+                registries.append(_start_registry(binary, storage, address, cluster.work / "registry.log"))
+            hosts = (f'server = "http://{gateway}:{REGISTRY_PORT}"\n\n[host."http://{gateway}:{REGISTRY_PORT}"]\n'
+                     '  capabilities = ["pull", "resolve"]\n')
+            docker("exec", cluster.node, "mkdir", "-p", f"/etc/containerd/certs.d/{REGISTRY}")
+            subprocess.run(["docker", "exec", "-i", cluster.node, "cp", "/dev/stdin",
+                            f"/etc/containerd/certs.d/{REGISTRY}/hosts.toml"], input=hosts, text=True, check=True)
+            # the owner's mirror holds the controller image
+            docker("load", "-i", str(CONTROLLER_ARCHIVE))
+            controller = f"{REGISTRY}/agent-sandbox-controller:v0.5.6"
+            docker("tag", CONTROLLER_LOCAL_IMAGE, controller)
+            docker("push", controller)
+            REPORT.check("existing cluster + registry made", time.monotonic() - started)
+            yield {"context": cluster.context, "controller": controller, "node": cluster.node}
+        finally:
+            for process in registries:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,11 @@
 
 Through the project's driver (what ``make up/smoke/bench/down STACK=gvisor`` run), offline: ``up``
 from nothing (node image, cluster, images, deploy), preview with the policy pack (and an insecure
-config blocked), smoke, the official SDK on a warm sandbox and 20 concurrent claims, a sandbox pod
-killed mid-request, bench (JSON + PNG), a second ``up`` with no changes, a warm-pool resize, an
-interrupted ``up`` finished by the next, a router pod deleted, ``down`` leaving nothing of ours and
-``down --cluster`` leaving no kind container, volume or host iptables rule. Timings go to
-out/e2e/e2e.json and docs/results.md.
+config blocked), smoke, README's "Use it" snippet as written, the official SDK on a warm sandbox
+and 20 concurrent claims, a sandbox pod killed mid-request, bench (JSON + PNG), a second ``up``
+with no changes, a warm-pool resize, an interrupted ``up`` finished by the next, a router pod
+deleted, ``down`` leaving nothing of ours and ``down --cluster`` leaving no kind container, volume
+or host iptables rule. Timings go to out/e2e/e2e.json and docs/results.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e.kind_harness import (
     CRDS, OFFLINE_ENV, OUT_DIR, REPO_ROOT, Kube, Timings, change_summary, config_args, docker, driver,
-    host_iptables_rules, kind_leftovers, require_caches, sdk_session,
+    host_iptables_rules, kind_leftovers, readme_use_it_snippet, require_caches, sdk_session,
 )
 
 STACK = "gvisor"
@@ -94,6 +94,25 @@ def test_smoke_checks_all_pass(deployed: Kube) -> None:
     REPORT.check("smoke", result.elapsed, checks=TIMINGS["smoke"])
     assert result.returncode == 0, f"smoke failed: {json.dumps(report, indent=1)[-4000:]}"
     assert report["checks"] and all(check["status"] == "pass" for check in report["checks"])
+
+
+def test_readme_use_it_snippet_runs_as_written(deployed: Kube) -> None:
+    """README's "Use it" snippet, as written, from the project folder, on this stack (the README names it)."""
+    from automation.engine_env import pulumi_env
+    from automation.paths import default_paths
+
+    snippet = readme_use_it_snippet()
+    assert 'connect("gvisor")' in snippet
+    code = snippet.replace('connect("gvisor")', f"connect({STACK!r})")
+    # the environment `make connect` gives it: the toolchain on PATH, the project's state and passphrase
+    env = {**os.environ, **OFFLINE_ENV, **pulumi_env(default_paths(str(OUT_DIR)))}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    REPORT.check("README 'Use it' snippet", time.monotonic() - started)
+    print(done.stdout[-3000:], done.stderr[-3000:], flush=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "42"
 
 
 @pytest.fixture(scope="module")
