@@ -442,3 +442,148 @@ def test_full_router_evicts_the_oldest_idle_connection_for_a_new_one() -> None:
         assert len(app.connections) == 4
     finally:
         loop.close()
+
+
+# -- issue 12: every way the router ends an exchange itself -------------------------------------------
+def counted(app: RouterApp) -> dict[str, float]:
+    """The refusal and upstream-error counters that are not zero, as "reason=..."/"kind=..."."""
+    out = {}
+    for family in app.metrics.registry.collect():
+        if family.name in ("sandbox_router_rejected", "sandbox_router_upstream_errors"):
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    out.update({f"{key}={value}": sample.value for key, value in sample.labels.items()})
+    return out
+
+
+TOO_MANY_HEADERS = "".join(f"X-H{i}: v\r\n" for i in range(130))
+ANSWERS = [
+    # (request bytes, status, detail, extra header, counter)
+    (request("/x").replace(f"Bearer {TOKEN}".encode(), b"Bearer nope"), 401, "Invalid token.",
+     b"WWW-Authenticate: Bearer", "reason=auth"),
+    (request("/x").replace(f"Bearer {TOKEN}".encode(), b"Basic x"), 401, "Missing or invalid Authorization header.",
+     b"WWW-Authenticate: Bearer", "reason=auth"),
+    (request("http://x/"), 400, "Request target must be an origin-form path.", None, "reason=routing"),
+    (request("/x", extra="X-Sandbox-Port: 1\r\n"), 400, "Duplicate X-Sandbox-Port header.", None, "reason=routing"),
+    (request("/x", port=0), 400, "Invalid port format.", None, "reason=routing"),
+    (request("/x", "PROPFIND"), 405, "Method not allowed through the router.", None, "reason=method"),
+    (request("/x", extra="Connection: upgrade\r\nUpgrade: h2c\r\n"), 400, "Only WebSocket upgrades are supported.",
+     None, "reason=routing"),
+    (request("/x", "POST", "Content-Length: 1001\r\n"), 413, "Request body too large.", None,
+     "reason=request_too_large"),
+    (request("/x", "POST", "Transfer-Encoding: chunked\r\n", b"3e9\r\n" + b"x" * 1001), 413, "Request body too large.",
+     None, "reason=request_too_large"),
+    (request("/x", extra=TOO_MANY_HEADERS), 431, "Request headers too large.", None,
+     "reason=headers_too_large"),
+    (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400, "Malformed HTTP request: Invalid header token.", None,
+     "reason=malformed"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "detail", "header", "counter"), ANSWERS)
+def test_refusals_answer_json_count_their_reason_and_close(app: RouterApp, raw: bytes, status: int, detail: str,
+                                                           header: bytes | None, counter: str) -> None:
+    _, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(raw)
+    head, body = transport.take().split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 %d " % status) and head.endswith(b"\r\nConnection: close")
+    assert json.loads(body) == {"detail": detail}
+    assert (header in head.split(b"\r\n")) if header else head.count(b"\r\n") == 3
+    assert counted(app) == {counter: 1.0}
+    assert app.metrics.stats.by_code == {status: 1}
+    assert transport.closed and not transport.aborted and conn.closing
+    assert not up_transport.data
+
+
+def test_header_timeout_is_408_for_the_connection(app: RouterApp) -> None:
+    conn, transport = client(app)
+    conn.data_received(b"GET /x HTTP/1.1\r\nHost: r\r\n")
+    conn.check_timers(app.now + app.settings.header_timeout_seconds + 1)
+    head, body = transport.take().split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 408 ") and json.loads(body) == {"detail": "Timed out reading the request headers."}
+    assert counted(app) == {"reason=header_timeout": 1.0} and app.metrics.stats.by_code == {408: 1}
+    assert transport.closed and not transport.aborted
+
+
+def test_a_pipelined_refusal_before_the_response_began_is_answered(app: RouterApp) -> None:
+    _, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/one") + request("/two", extra=TOO_MANY_HEADERS))
+    assert transport.take().startswith(b"HTTP/1.1 431 ") and transport.closed and not transport.aborted
+    assert up_transport.aborted  # /one is given up with its connection
+    assert counted(app) == {"reason=headers_too_large": 1.0} and app.metrics.stats.by_code == {431: 1}
+
+
+@pytest.mark.parametrize("second", [request("/two", extra=TOO_MANY_HEADERS), b"GARBAGE\r\n\r\n"])
+def test_a_refusal_after_the_response_began_drops_both_sides(app: RouterApp, second: bytes) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/one"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart")
+    assert transport.take().endswith(b"\r\n\r\npart")
+    conn.data_received(second)
+    assert not transport.data, "an error response was written into a response already under way"
+    assert transport.aborted and up_transport.aborted
+    assert len(counted(app)) == 1 and app.metrics.stats.by_code == {}
+
+
+def test_a_body_over_the_limit_during_the_response_drops_both_sides(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/slow", "POST", "Transfer-Encoding: chunked\r\n"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart")
+    assert transport.take().endswith(b"\r\n\r\npart")
+    conn.data_received(b"3e9\r\n" + b"x" * 1001)
+    assert not transport.data and transport.aborted and up_transport.aborted
+    assert counted(app) == {"reason=request_too_large": 1.0} and app.metrics.stats.by_code == {}
+
+
+@pytest.mark.parametrize(("response", "kind"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, "response_too_large"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart", "reset_mid_response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart", "timeout_mid_response"),
+])
+def test_upstream_failures_mid_response_drop_both_sides(response: bytes, kind: str) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        settings = load_settings({"ROUTER_AUTH_TOKEN": TOKEN, "ROUTER_ALLOW_LOOPBACK_POD_IP": "true",
+                                  "ROUTER_MAX_RESPONSE_BODY_BYTES": "4096", "ROUTER_RESOLVER": "dns"})
+        app = RouterApp(settings, loop)
+        upstream, up_transport = pooled_upstream(app)
+        conn, transport = client(app)
+        conn.data_received(request("/x", extra="X-Sandbox-Timeout: 2\r\n"))
+        upstream.data_received(response)
+        if kind == "reset_mid_response":
+            upstream.connection_lost(ConnectionResetError())
+        elif kind == "timeout_mid_response":
+            conn.check_timers(conn.last_activity + 3)
+        assert transport.aborted and up_transport.aborted is (kind != "reset_mid_response")  # a reset one is gone
+        assert b"HTTP/1.1 5" not in transport.take()
+        assert counted(app) == {f"kind={kind}": 1.0} and app.metrics.stats.by_code == {}
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(("raw", "connection_close", "closed"), [
+    (b"GET /healthz HTTP/1.1\r\n\r\n", False, False),
+    (b"HEAD /healthz HTTP/1.1\r\n\r\n", False, False),
+    (b"GET /healthz HTTP/1.0\r\n\r\n", True, True),
+    (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", True, True),
+    (b"GET /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", False, False),
+    (b"GET /healthz HTTP/1.1\r\nContent-Length: 3\r\n\r\n", True, True),
+    (f"GET /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode(), False, False),
+    (f"GET /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 3\r\n\r\nabc".encode(), True, True),
+    (f"GET /metrics HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n".encode(),
+     True, True),
+])
+def test_endpoint_answers_keep_the_connection_unless_asked_or_sent_a_body(
+        app: RouterApp, raw: bytes, connection_close: bool, closed: bool) -> None:
+    conn, transport = client(app)
+    conn.data_received(raw)
+    head, body = transport.take().split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert (b"\r\nConnection: close" in head) is connection_close
+    assert (body == b"") is raw.startswith(b"HEAD")
+    assert transport.closed is closed and not transport.aborted
+    assert counted(app) == {} and app.metrics.stats.by_code == {200: 1}

@@ -1,67 +1,88 @@
-"""Client side of the proxy: parses requests, enforces auth/validation/limits, relays bytes.
+"""Client side of the proxy: the asyncio protocol of one accepted socket and the cycle of each
+request on it, from its first byte to the end of its response.
 
 One ClientConnection per accepted socket. Requests are parsed with httptools (llhttp, strict
-mode) and processed strictly in order; pipelined requests queue behind the active one. Bodies
-are never buffered beyond one socket read (or a small window while an upstream connection
-is being opened): they are relayed chunk by chunk with flow control in both directions.
+mode) and processed strictly in order; pipelined requests queue behind the active one. This
+module owns that cycle: header limits and timeouts, dispatch to an upstream connection, the
+relay of bodies in both directions, and the one way the router ends an exchange itself
+(ClientConnection._end with a responses.Answer). Bodies are never buffered beyond one socket
+read (or a small window while an upstream connection is being opened): they are relayed chunk
+by chunk. What the request head means and what goes upstream is request_head.py; the response
+head the client gets is response_head.py; pause bookkeeping is flow_control.py; the sandbox side
+is upstream.py; what a connection needs from the router process is the Router protocol below.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
-from .responses import HEALTH_BODY, NOT_READY_BODY, build_response, error_response, reason_phrase
-from .routing import HEADER_ID, ROUTING_HEADERS, RouteTarget, RoutingError, SandboxUnavailable
-from .upstream import ForbiddenTargetError, UpstreamConnection
-
-if TYPE_CHECKING:
-    from .app import RouterApp
+from .flow_control import PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM, PENDING_WINDOW, FlowControl
+from .metrics import RouterMetrics
+from .request_head import (
+    AUTHORITY, BODY_TOO_LARGE, DUPLICATE, NOT_ORIGIN_FORM, authorize, classify, declares_body, refusal,
+    upstream_head,
+)
+from .response_head import OUT_CHUNKED, OUT_RAW, response_head
+from .responses import HEALTH_BODY, NOT_READY_BODY, Answer, error_response
+from .routing import HEADER_ID, RouteResolver, RouteTarget, RoutingError, SandboxUnavailable
+from .settings import RouterSettings
+from .upstream import ForbiddenTargetError, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("sandbox_router")
 
-# Request headers never forwarded as-is: hop-by-hop (RFC 9110 7.6.1), framing the router
-# recomputes, and Host (rewritten to the target). Authorization and x-sandbox-* are handled
-# separately and also never forwarded.
-_REQUEST_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-    b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-    b"host", b"content-length", b"expect",
-})
-_RESPONSE_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-    b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-    b"content-length",
-})
-_ROUTING = frozenset(ROUTING_HEADERS)
-_CANONICAL = {b"x-sandbox-id": "X-Sandbox-ID", b"x-sandbox-namespace": "X-Sandbox-Namespace",
-              b"x-sandbox-port": "X-Sandbox-Port", b"x-sandbox-pod-ip": "X-Sandbox-Pod-IP",
-              b"x-sandbox-timeout": "X-Sandbox-Timeout"}
-_FORWARDED_METHODS = frozenset({b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS"})
-_STANDARD_CONNECTION_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", b""})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
-_BEARER = b"bearer "
 _PROBES = frozenset({b"/healthz", b"/readyz"})
-_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
-# Why client reading is paused (bit flags; reading resumes when none is left).
-PAUSE_UPSTREAM = 1   # upstream socket buffer is full
-PAUSE_PIPELINE = 2   # a complete request is queued behind the active one
-PAUSE_PENDING = 4    # body bytes waiting for an upstream connection exceed the window
+# The probe answers, by whether the request announced a body (the connection then closes).
+_HEALTHY = {has_body: Answer(200, body=HEALTH_BODY, close=has_body) for has_body in (False, True)}
+_NOT_READY = {has_body: Answer(503, body=NOT_READY_BODY, close=has_body) for has_body in (False, True)}
+_HEADERS_TOO_LARGE = Answer(431, "Request headers too large.", reason="headers_too_large")
+_HEADER_TIMEOUT = Answer(408, "Timed out reading the request headers.", reason="header_timeout")
+_UNEXPECTED_SWITCH = Answer(502, "The backend sandbox switched protocols unexpectedly.", kind="bad_response")
+# Too late to answer (part of the response went out): both sides are dropped.
+_DROP = Answer(0)
+_DROP_TOO_LARGE = Answer(0, kind="response_too_large")
+_DROP_RESET = Answer(0, kind="reset_mid_response")
+_DROP_TIMEOUT = Answer(0, kind="timeout_mid_response")
 
-PENDING_WINDOW = 256 * 1024
 
-OUT_NONE = 0      # no response body (HEAD, 204, 304)
-OUT_RAW = 1       # body relayed verbatim (Content-Length or close-delimited)
-OUT_CHUNKED = 2   # body re-framed as chunked towards the client
+def _unreachable(sandbox_id: str, kind: str) -> Answer:
+    return Answer(502, f"Could not connect to the backend sandbox: {sandbox_id}", kind=kind)
+
+
+def _timed_out(sandbox_id: str, kind: str) -> Answer:
+    return Answer(504, f"Timed out waiting for the backend sandbox: {sandbox_id}", kind=kind)
+
+
+class Router(Protocol):
+    """What a client connection needs from the router process (app.py): settings, the shared
+    metrics, resolver and upstream pool, the loop and its clock tick, readiness and admission."""
+
+    settings: RouterSettings
+    loop: asyncio.AbstractEventLoop
+    now: float  # loop time of the last timer tick
+    token: bytes | None
+    metrics: RouterMetrics
+    resolver: RouteResolver
+    pool: UpstreamPool
+
+    @property
+    def ready(self) -> bool:
+        """The router can route (watch mode: every sandbox namespace listed once)."""
+
+    def admit(self, conn: ClientConnection) -> str | None:
+        """Count a new connection; a refusal message when over a limit."""
+
+    def forget(self, conn: ClientConnection) -> None:
+        """Stop counting a closed connection."""
 
 
 class RequestState:
@@ -107,17 +128,16 @@ class RequestState:
 class ClientConnection(asyncio.Protocol):
     """One accepted client socket: HTTP/1.1 server side of the proxy."""
 
-    def __init__(self, app: RouterApp) -> None:
+    def __init__(self, app: Router) -> None:
         self.app = app
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]  # set with the transport
         self.parser = httptools.HttpRequestParser(self)
         self.requests: deque[RequestState] = deque()
         self.parsing: RequestState | None = None
         self.upstream: UpstreamConnection | None = None
         self.client_ip = ""
         self.admitted = False
-        self.pause_reasons = 0
-        self.writing_paused = False
         self.closing = False
         self.upgrading = False
         self.tunnel = False
@@ -131,7 +151,6 @@ class ClientConnection(asyncio.Protocol):
         self.last_activity = self.clock()
         self.max_header_bytes = app.settings.max_header_bytes  # read per header: keep it one lookup away
         self.max_header_count = app.settings.max_header_count
-        self.parse_error: tuple[int, str] | None = None
         self.client_eof = False
         # Write coalescing: bytes produced while one socket read is being parsed are sent with a
         # single writev at the end of that read instead of one send() per piece.
@@ -144,20 +163,21 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admit the connection or refuse it when a connection limit is reached."""
         self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
-        refusal = self.app.admit(self)
-        if refusal is not None:
+        refused = self.app.admit(self)
+        if refused is not None:
             self.app.metrics.reject("connection_limit")
-            self.closing = True
-            self.transport.write(error_response(429, refusal))
+            self.closing = self.flow.closed = True
+            self.transport.write(error_response(429, refused))
             self.transport.close()
             return
         self.admitted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Release the upstream of an unfinished request and forget the connection."""
-        self.closing = True
+        self.closing = self.flow.closed = True
         if self.admitted:
             self.admitted = False
             self.app.forget(self)
@@ -179,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
 
     def evict(self) -> None:
         """Close this connection at once and stop counting it (the router is full)."""
-        self.closing = True
+        self.closing = self.flow.closed = True
         if self.admitted:
             self.admitted = False
             self.app.forget(self)
@@ -206,9 +226,7 @@ class ClientConnection(asyncio.Protocol):
                 self._buffer_tunnel_bytes(rest)
         except httptools.HttpParserError as exc:
             if not self.closing:
-                status, detail = self.parse_error or (400, f"Malformed HTTP request: {exc}.")
-                self.app.metrics.reject("malformed")
-                self._refuse_connection(status, detail)
+                self._end(None, Answer(400, f"Malformed HTTP request: {exc}.", reason="malformed"))
         finally:
             self.feeding = False
             out = self.upstream_out
@@ -228,19 +246,11 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The client reads slower than the sandbox answers: stop reading the sandbox."""
-        self.writing_paused = True
-        upstream = self.upstream
-        if upstream is not None and not upstream.reading_paused and not upstream.closed:
-            upstream.reading_paused = True
-            upstream.transport.pause_reading()
+        self.flow.pause_writing(self.upstream)
 
     def resume_writing(self) -> None:
         """The client caught up: read the sandbox again."""
-        self.writing_paused = False
-        upstream = self.upstream
-        if upstream is not None and upstream.reading_paused and not upstream.closed:
-            upstream.reading_paused = False
-            upstream.transport.resume_reading()
+        self.flow.resume_writing(self.upstream)
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -257,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
         state.url += url
         state.header_bytes += len(url)
         if state.header_bytes > self.max_header_bytes:
-            self._header_limit()
+            self._end(None, _HEADERS_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect one request header while enforcing the size and count limits."""
@@ -268,7 +278,7 @@ class ClientConnection(asyncio.Protocol):
         headers = state.headers
         headers.append((name, value))
         if state.header_bytes > self.max_header_bytes or len(headers) > self.max_header_count:
-            self._header_limit()
+            self._end(None, _HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         """Capture the request line facts; start processing if this request is first in line."""
@@ -291,8 +301,7 @@ class ClientConnection(asyncio.Protocol):
             return
         state.body_bytes += len(body)
         if state.body_bytes > self.app.settings.max_request_body_bytes:
-            self.app.metrics.reject("request_too_large")
-            self._fail(state, 413, "Request body too large.", None)
+            self._end(state, BODY_TOO_LARGE)
             return
         upstream = self.upstream
         if state.head_sent and upstream is not None and state is self.requests[0]:
@@ -311,7 +320,7 @@ class ClientConnection(asyncio.Protocol):
             state.pending.append(body)
             state.pending_bytes += len(body)
             if state.pending_bytes > PENDING_WINDOW:
-                self._pause(PAUSE_PENDING)
+                self.flow.pause_reading(PAUSE_PENDING)
 
     def on_message_complete(self) -> None:
         """The request is fully read; finish it if its response is already done."""
@@ -321,7 +330,7 @@ class ClientConnection(asyncio.Protocol):
             return
         state.body_done = True
         if state is not self.requests[0]:
-            self._pause(PAUSE_PIPELINE)
+            self.flow.pause_reading(PAUSE_PIPELINE)
             return
         upstream = self.upstream
         if state.head_sent and upstream is not None and state.chunked_in and not state.discard:
@@ -339,76 +348,34 @@ class ClientConnection(asyncio.Protocol):
         settings = app.settings
         state.started = perf_counter()
         url = state.url
+        method = state.method
         path = url.split(b"?", 1)[0]
 
-        if path in _PROBES and state.method in (b"GET", b"HEAD"):
+        if path in _PROBES and method in (b"GET", b"HEAD"):
             self._probe(state, path)
             return
         if not url.startswith(b"/"):
-            self._reject(state, 400, "Request target must be an origin-form path.", "routing")
+            self._end(state, NOT_ORIGIN_FORM)
             return
 
-        routing: dict[bytes, bytes] = {}
-        forwarded: list[tuple[bytes, bytes]] = []
-        authorization: bytes | None = None
-        authorization_count = 0
-        connection_tokens: list[bytes] = []
-        upgrade_value: bytes | None = None
-        content_length: bytes | None = None
-        expect: bytes | None = None
-        chunked = False
-        duplicate: bytes | None = None
-        for name, value in state.headers:
-            lower = name.lower()
-            if b"_" in lower:
-                # Some servers treat "_" like "-" in header names: never let X_Sandbox_ID or
-                # Proxy_Authorization slip past as an innocent-looking header.
-                normalised = lower.replace(b"_", b"-")
-                if normalised.startswith(b"x-sandbox-") or normalised in _REQUEST_DROP \
-                        or normalised == b"authorization":
-                    continue
-            if lower.startswith(b"x-sandbox-"):
-                if lower in _ROUTING:
-                    if lower in routing:
-                        duplicate = duplicate or lower
-                    routing[lower] = value
-                continue  # unknown x-sandbox-* headers are dropped as well
-            if lower in _REQUEST_DROP:
-                if lower == b"connection":
-                    connection_tokens.extend(t.strip().lower() for t in value.split(b","))
-                elif lower == b"upgrade":
-                    upgrade_value = value.strip().lower()
-                elif lower == b"content-length":
-                    content_length = value
-                elif lower == b"transfer-encoding":
-                    chunked = True
-                elif lower == b"expect":
-                    expect = value.strip().lower()
-                continue
-            if lower == b"authorization":
-                authorization = value
-                authorization_count += 1
-                continue
-            forwarded.append((name, value))
-
-        metrics_request = path == b"/metrics" and HEADER_ID not in routing and state.method == b"GET"
-        if app.token is not None and (settings.metrics_require_auth or not metrics_request):
-            if authorization_count != 1 or authorization is None or \
-                    authorization[:7].lower() != _BEARER or len(authorization) <= 7:
-                self._reject(state, 401, "Missing or invalid Authorization header.", "auth",
-                             ((b"WWW-Authenticate", b"Bearer"),))
-                return
-            if not hmac.compare_digest(authorization[7:].strip(), app.token):
-                self._reject(state, 401, "Invalid token.", "auth", ((b"WWW-Authenticate", b"Bearer"),))
+        routing, duplicate, authorization, content_length, chunked, websocket, expect_continue, forwarded = \
+            classify(method, state.headers)
+        metrics_request = path == b"/metrics" and HEADER_ID not in routing and method == b"GET"
+        token = app.token
+        if token is not None and (settings.metrics_require_auth or not metrics_request):
+            refused = authorize(authorization, token)
+            if refused is not None:
+                self._end(state, refused)
                 return
         if metrics_request:
-            self._respond_local(state, 200, app.metrics.render(), app.metrics.content_type.encode(),
-                                has_body=chunked or (content_length is not None and content_length.strip() != b"0"))
+            metrics = app.metrics
+            self._end(state, Answer(200, body=metrics.render(), content_type=metrics.content_type.encode(),
+                                    close=declares_body(state.headers)))
             return
         self.trusted = True  # only requests that passed authentication (or with auth off) get here
 
         if duplicate is not None:
-            self._reject(state, 400, f"Duplicate {_CANONICAL[duplicate]} header.", "routing")
+            self._end(state, DUPLICATE[duplicate])
             return
         pending: SandboxUnavailable | None = None
         try:
@@ -417,59 +384,22 @@ class ClientConnection(asyncio.Protocol):
             # Not in the pod index (yet): finish validating, then wait a moment for it below.
             target, pending = None, exc
         except RoutingError as exc:
-            self._reject(state, exc.status, exc.detail, "routing")
+            self._end(state, Answer(exc.status, exc.detail, reason="routing"))
             return
-        if state.method not in _FORWARDED_METHODS:
-            self._reject(state, 405, "Method not allowed through the router.", "method")
+        refused = refusal(method, state.upgrade, websocket, content_length, settings.max_request_body_bytes)
+        if refused is not None:
+            self._end(state, refused)
             return
-
-        if state.upgrade or upgrade_value is not None:
-            if upgrade_value != b"websocket" or b"upgrade" not in connection_tokens \
-                    or state.method != b"GET":
-                if state.upgrade:
-                    self._reject(state, 400, "Only WebSocket upgrades are supported.", "routing")
-                    return
-                upgrade_value = None  # a stray Upgrade header without Connection: upgrade is dropped
-            else:
-                state.websocket = True
-
-        if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
-                declared = -1
-            if declared < 0:
-                self._reject(state, 400, "Invalid Content-Length.", "malformed")
-                return
-            if declared > settings.max_request_body_bytes:
-                app.metrics.reject("request_too_large")
-                self._reject(state, 413, "Request body too large.", None)
-                return
+        state.websocket = websocket
         state.chunked_in = chunked
-
-        extra = set(connection_tokens) - _STANDARD_CONNECTION_TOKENS
-        if extra:
-            forwarded = [(n, v) for n, v in forwarded if n.lower() not in extra]
-
-        # parts[4] is the target's authority, filled in once the target is known.
-        parts = [state.method, b" ", url, b" HTTP/1.1\r\nHost: ", b"", _CRLF]
-        for name, value in forwarded:
-            parts += (name, b": ", value, _CRLF)
-        if chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif content_length is not None:
-            parts += (b"Content-Length: ", content_length.strip(), _CRLF)
-        if state.websocket:
-            parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-        parts.append(_CRLF)
-        expect_continue = expect == b"100-continue"
+        parts = upstream_head(method, url, forwarded, content_length, chunked, websocket)
         if target is not None:
             self._dispatch(state, target, parts, expect_continue)
             return
         assert pending is not None
         wait = min(settings.sandbox_wait_seconds, pending.request.timeout)
         if wait <= 0:
-            self._reject(state, pending.status, pending.detail, "unknown_sandbox")
+            self._end(state, Answer(pending.status, pending.detail, reason="unknown_sandbox"))
             return
         state.head_parts = parts
         app.loop.create_task(self._await_sandbox(state, pending, wait, expect_continue))
@@ -477,7 +407,7 @@ class ClientConnection(asyncio.Protocol):
     def _dispatch(self, state: RequestState, target: RouteTarget, parts: list[bytes], expect_continue: bool) -> None:
         """Send a validated request to its target: on a pooled connection, or a new one."""
         app = self.app
-        parts[4] = target.authority
+        parts[AUTHORITY] = target.authority
         state.head = b"".join(parts)
         state.head_parts = None
         state.target = target
@@ -497,7 +427,7 @@ class ClientConnection(asyncio.Protocol):
             target = await self.app.resolver.wait_for(pending.request, wait)
         except RoutingError as exc:
             if self._still_waiting(state) and state.head_parts is not None:
-                self._reject(state, exc.status, exc.detail, "unknown_sandbox")
+                self._end(state, Answer(exc.status, exc.detail, reason="unknown_sandbox"))
             return
         if self._still_waiting(state) and state.head_parts is not None:
             self._dispatch(state, target, state.head_parts, expect_continue)
@@ -509,31 +439,23 @@ class ClientConnection(asyncio.Protocol):
         try:
             upstream = await asyncio.wait_for(app.pool.connect(target), timeout)
         except asyncio.TimeoutError:
-            if self._still_waiting(state):
-                self._fail(state, 504, f"Timed out waiting for the backend sandbox: {target.sandbox_id}",
-                           "connect_timeout")
-            return
+            failure = _timed_out(target.sandbox_id, "connect_timeout")
         except ForbiddenTargetError:
-            if self._still_waiting(state):
-                self._fail(state, 502, f"Could not connect to the backend sandbox: {target.sandbox_id}",
-                           "forbidden_resolution")
-            return
+            failure = _unreachable(target.sandbox_id, "forbidden_resolution")
         except (OSError, ValueError) as exc:
             log.debug("connect to %r failed: %s", target.authority, exc)
-            if self._still_waiting(state):
-                self._fail(state, 502, f"Could not connect to the backend sandbox: {target.sandbox_id}",
-                           "connect_failed")
-            return
+            failure = _unreachable(target.sandbox_id, "connect_failed")
         except Exception:  # noqa: BLE001 - any other failure must still answer the client
             log.exception("unexpected error connecting to %r", target.authority)
-            if self._still_waiting(state):
-                self._fail(state, 502, f"Could not connect to the backend sandbox: {target.sandbox_id}",
-                           "internal")
+            failure = _unreachable(target.sandbox_id, "internal")
+        else:
+            if not self._still_waiting(state):
+                app.pool.release(upstream, app.now)
+                return
+            self._attach(state, upstream)
             return
-        if not self._still_waiting(state):
-            app.pool.release(upstream, app.now)
-            return
-        self._attach(state, upstream)
+        if self._still_waiting(state):
+            self._end(state, failure)
 
     def _still_waiting(self, state: RequestState) -> bool:
         return not self.closing and bool(self.requests) and self.requests[0] is state \
@@ -544,9 +466,8 @@ class ClientConnection(asyncio.Protocol):
         self.upstream = upstream
         upstream.owner = self
         upstream.received = False
-        if self.writing_paused and not upstream.reading_paused:
-            upstream.reading_paused = True
-            upstream.transport.pause_reading()
+        if self.flow.writing_paused:
+            upstream.pause_reading()
         pending = state.pending or ()
         state.pending = None
         state.pending_bytes = 0
@@ -568,75 +489,37 @@ class ClientConnection(asyncio.Protocol):
                 out.append(_LAST_CHUNK)
             upstream.transport.writelines(out)
         state.head_sent = True
-        self._resume(PAUSE_PENDING)
+        self.flow.resume_reading(PAUSE_PENDING)
 
     # -- upstream callbacks -------------------------------------------------------------
     def upstream_head(self, upstream: UpstreamConnection, status: int, reason: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> None:
-        """Write the response head, re-framed for the client."""
+                      headers: list[tuple[bytes, bytes]]) -> bool:
+        """Write the response head, re-framed for the client; True when it is held back to go
+        out with the first body piece."""
         if upstream is not self.upstream or not self.requests or self.requests[0].response_started:
             self._stray_upstream(upstream)
-            return
+            return False
         state = self.requests[0]
         if status == 101 and not state.websocket:
-            self._fail(state, 502, "The backend sandbox switched protocols unexpectedly.", "bad_response")
-            return
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
-        content_length: bytes | None = None
-        chunked = False
-        nominated: set[bytes] | None = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _RESPONSE_DROP:
-                if lower == b"content-length":
-                    content_length = value
-                elif lower == b"transfer-encoding":
-                    chunked = True
-                elif lower == b"connection":
-                    tokens = {t.strip().lower() for t in value.split(b",")} - _STANDARD_CONNECTION_TOKENS
-                    if tokens:
-                        nominated = (nominated or set()) | tokens
-                continue
-            out += (name, b": ", value, _CRLF)
-        if nominated:
-            kept = [out[0]]
-            for index in range(1, len(out), 4):
-                if out[index].lower() not in nominated:
-                    kept += out[index:index + 4]
-            out = kept
+            self._end(state, _UNEXPECTED_SWITCH)
+            return False
+        head, out_mode, close_delimited, keep_alive = response_head(
+            status, reason, headers, state.method == b"HEAD", state.version, state.keep_alive and not state.websocket)
         state.status = status
         state.response_started = True
         if status == 101:
-            out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            self.transport.write(b"".join(out))
-            return
-        keep_alive = state.keep_alive and not state.websocket
-        if state.method == b"HEAD" or status in (204, 304):
-            state.out_mode = OUT_NONE
-            if content_length is not None:
-                out += (b"Content-Length: ", content_length, _CRLF)
-        elif content_length is not None and not chunked:
-            state.out_mode = OUT_RAW
-            out += (b"Content-Length: ", content_length, _CRLF)
-        elif state.version == "1.1":
-            state.out_mode = OUT_CHUNKED
-            state.close_delimited = not chunked
-            out.append(b"Transfer-Encoding: chunked\r\n")
-        else:
-            state.out_mode = OUT_RAW
-            state.close_delimited = not chunked
-            keep_alive = False
-        if not keep_alive:
-            state.keep_alive = False
-            out.append(b"Connection: close\r\n")
-        elif state.version == "1.0":
-            out.append(b"Connection: keep-alive\r\n")
-        out.append(_CRLF)
-        self.head_out = b"".join(out)  # sent together with the first body piece (or flushed)
+            self.transport.write(head)
+            return False
+        state.out_mode = out_mode
+        state.close_delimited = close_delimited
+        state.keep_alive = keep_alive
+        self.head_out = head  # sent together with the first body piece (or flushed)
         if state.method == b"HEAD":
             # llhttp cannot be told the request was HEAD, so it would wait for a body that never
             # comes: finish here and do not reuse the connection.
             self._complete(state, upstream, reusable=False)
+            return False
+        return True
 
     def upstream_body(self, upstream: UpstreamConnection, body: bytes) -> None:
         """Relay one piece of response body."""
@@ -648,8 +531,7 @@ class ClientConnection(asyncio.Protocol):
         state = self.requests[0]
         state.response_bytes += len(body)
         if state.response_bytes > self.app.settings.max_response_body_bytes:
-            self.app.metrics.upstream_error("response_too_large")
-            self._abort_exchange()
+            self._end(None, _DROP_TOO_LARGE)
             return
         head = self.head_out
         if head is not None:
@@ -686,7 +568,7 @@ class ClientConnection(asyncio.Protocol):
             return
         state = self.requests[0]
         if not state.websocket or state.status != 101 or self.closing:
-            self._abort_exchange()
+            self._end(None, _DROP)
             return
         requested = state.target.requested_timeout if state.target is not None else None
         if requested is not None:
@@ -703,22 +585,22 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel_backlog:
             upstream.transport.writelines(self.tunnel_backlog)
             self.tunnel_backlog = []
-        self._resume(PAUSE_PENDING)
+        self.flow.resume_reading(PAUSE_PENDING)
 
-    def upstream_failed(self, upstream: UpstreamConnection, status: int, detail: str, kind: str) -> None:
-        """The sandbox misbehaved (invalid HTTP)."""
+    def upstream_failed(self, upstream: UpstreamConnection, answer: Answer) -> None:
+        """The sandbox misbehaved (invalid HTTP): end the exchange with `answer`."""
         if upstream is not self.upstream:
             self._stray_upstream(upstream)
             return
         if self.requests:
-            self._fail(self.requests[0], status, detail, kind)
+            self._end(self.requests[0], answer)
 
     def _stray_upstream(self, upstream: UpstreamConnection) -> None:
         """An upstream event that belongs to no response this connection is relaying: drop that
         upstream connection (it is out of step) and, if it was ours, this exchange too."""
         self.app.metrics.upstream_error("desync")
         if upstream is self.upstream:
-            self._abort_exchange()
+            self._end(None, _DROP)
         else:
             upstream.abort()
 
@@ -745,7 +627,7 @@ class ClientConnection(asyncio.Protocol):
                 self.app.loop.create_task(self._connect(state, state.target))
                 return
             sandbox = state.target.sandbox_id if state.target else "?"
-            self._fail(state, 502, f"Could not connect to the backend sandbox: {sandbox}", "reset")
+            self._end(state, _unreachable(sandbox, "reset"))
             return
         if state.close_delimited:
             self.flush_head()
@@ -753,16 +635,15 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.write(_LAST_CHUNK)
             self._complete(state, upstream, reusable=False)
             return
-        self.app.metrics.upstream_error("reset_mid_response")
-        self._abort_exchange()
+        self._end(None, _DROP_RESET)
 
     def pause_for_upstream(self) -> None:
         """Upstream write buffer is full."""
-        self._pause(PAUSE_UPSTREAM)
+        self.flow.pause_reading(PAUSE_UPSTREAM)
 
     def resume_for_upstream(self) -> None:
         """Upstream write buffer drained."""
-        self._resume(PAUSE_UPSTREAM)
+        self.flow.resume_reading(PAUSE_UPSTREAM)
 
     # -- completion -----------------------------------------------------------------------
     def flush_head(self) -> None:
@@ -784,7 +665,7 @@ class ClientConnection(asyncio.Protocol):
             app.pool.release(upstream, app.now)
         else:
             upstream.close()
-        self._resume(PAUSE_UPSTREAM)
+        self.flow.resume_reading(PAUSE_UPSTREAM)
         if not state.body_done:
             # The sandbox answered before the whole request body arrived; the rest of the body
             # cannot be skipped safely, so this client connection ends here.
@@ -799,98 +680,65 @@ class ClientConnection(asyncio.Protocol):
         if not state.keep_alive or (self.client_eof and not self.requests):
             self._close()
             return
-        self._resume(PAUSE_PIPELINE)
+        self.flow.resume_reading(PAUSE_PIPELINE)
         if self.requests and self.requests[0].headers_done and not self.closing:
             self._start(self.requests[0])
 
     def _probe(self, state: RequestState, path: bytes) -> None:
         """GET/HEAD /healthz (the process serves) and /readyz (it can route: in watch mode, the
         sandbox pods of every namespace have been listed). No token: kubelet probes have none."""
-        has_body = any(name.lower() in _BODY_FRAMING and not (name.lower() == b"content-length"
-                                                              and value.strip() == b"0")
-                       for name, value in state.headers)
-        if path == b"/readyz" and not self.app.ready:
-            self._respond_local(state, 503, NOT_READY_BODY, b"application/json", has_body)
-        else:
-            self._respond_local(state, 200, HEALTH_BODY, b"application/json", has_body)
+        answers = _NOT_READY if path == b"/readyz" and not self.app.ready else _HEALTHY
+        self._end(state, answers[declares_body(state.headers)])
 
-    def _respond_local(self, state: RequestState, status: int, body: bytes, content_type: bytes,
-                       has_body: bool = False) -> None:
-        """Answer a request the router serves itself (health, metrics).
+    def _end(self, state: RequestState | None, answer: Answer) -> None:
+        """The one way the router ends an exchange itself instead of relaying a response.
 
-        A request with a body is answered and the connection closed: the body is of no use, and
-        reading it (an endless chunked body, a 2 GiB Content-Length) would let anyone, token or
-        not, hold the connection and make the router read for as long as they like.
+        `state` is the request answered; None for a refusal of the connection itself (an
+        unparseable request, header limits, header timeout), which times and marks no request.
+        Counts the answer's metric and drops the upstream connection; then, when part of a
+        response already went out (or the answer has status 0), drops the client connection at
+        once; else writes the answer and closes - or, for an endpoint's answer with close=False,
+        goes on with the next request. An endpoint's answer to a request with a body closes: the
+        body is of no use, and reading it (an endless chunked body, a 2 GiB Content-Length)
+        would let anyone, token or not, hold the connection for as long as they like.
         """
-        head_only = state.method == b"HEAD"
-        close = not state.keep_alive or has_body
-        self.transport.write(build_response(status, body, content_type, close=close, head_only=head_only))
-        self.app.metrics.record(status, perf_counter() - state.started)
+        metrics = self.app.metrics
+        if answer.reason is not None:
+            metrics.reject(answer.reason)
+        if answer.kind is not None:
+            metrics.upstream_error(answer.kind)
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.abort()
+        status = answer.status
+        current = state if state is not None else (self.requests[0] if self.requests else None)
+        if not status or (current is not None and current.response_started):
+            self.head_out = None
+            self.closing = self.flow.closed = True
+            self.transport.abort()
+            return
+        if state is None:
+            metrics.record(status, 0.0)
+            self.transport.write(answer.encode())
+            self._close()
+            return
+        metrics.record(status, perf_counter() - state.started)
         state.status = status
-        state.discard = True
         state.response_started = state.response_done = True
-        if has_body:
+        if answer.body is not None:
+            state.discard = True
+        self.transport.write(answer.encode(state.keep_alive, state.method == b"HEAD"))
+        if answer.close:
             self._close()
         elif state.body_done:
             self._finish(state)
-
-    def _reject(self, state: RequestState, status: int, detail: str, reason: str | None,
-                extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        """Refuse a request before anything is sent upstream; the connection is closed."""
-        if reason is not None:
-            self.app.metrics.reject(reason)
-        self.app.metrics.record(status, perf_counter() - state.started)
-        state.status = status
-        state.response_started = state.response_done = True
-        self.transport.write(error_response(status, detail, extra_headers=extra_headers))
-        self._close()
-
-    def _fail(self, state: RequestState, status: int, detail: str, kind: str | None) -> None:
-        """End the active exchange with an error (or abort it if the response already began)."""
-        if kind is not None:
-            self.app.metrics.upstream_error(kind)
-        upstream = self.upstream
-        self.upstream = None
-        if upstream is not None:
-            upstream.abort()
-        if state.response_started:
-            self._abort_exchange()
-            return
-        self.app.metrics.record(status, perf_counter() - state.started)
-        state.status = status
-        state.response_started = state.response_done = True
-        self.transport.write(error_response(status, detail))
-        self._close()
-
-    def _refuse_connection(self, status: int, detail: str) -> None:
-        """Answer a protocol-level error (unparseable request, header limits) and close."""
-        if self.requests and self.requests[0].response_started:
-            self._abort_exchange()
-            return
-        self.app.metrics.record(status, 0.0)
-        self.transport.write(error_response(status, detail))
-        self._close()
-
-    def _header_limit(self) -> None:
-        self.parse_error = (431, "Request headers too large.")
-        self.app.metrics.reject("headers_too_large")
-        self._refuse_connection(431, "Request headers too large.")
-
-    def _abort_exchange(self) -> None:
-        """Drop both sides immediately (a response was already partly sent)."""
-        self.head_out = None
-        upstream = self.upstream
-        self.upstream = None
-        if upstream is not None:
-            upstream.abort()
-        self.closing = True
-        self.transport.abort()
 
     def _close(self) -> None:
         """Flush what was written and close the client connection."""
         if self.closing:
             return
-        self.closing = True
+        self.closing = self.flow.closed = True
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -903,18 +751,7 @@ class ClientConnection(asyncio.Protocol):
     def _buffer_tunnel_bytes(self, data: bytes) -> None:
         self.tunnel_backlog.append(data)
         if sum(len(piece) for piece in self.tunnel_backlog) > PENDING_WINDOW:
-            self._pause(PAUSE_PENDING)
-
-    def _pause(self, reason: int) -> None:
-        if not self.pause_reasons and not self.closing:
-            self.transport.pause_reading()
-        self.pause_reasons |= reason
-
-    def _resume(self, reason: int) -> None:
-        if self.pause_reasons & reason:
-            self.pause_reasons &= ~reason
-            if not self.pause_reasons and not self.closing:
-                self.transport.resume_reading()
+            self.flow.pause_reading(PAUSE_PENDING)
 
     # -- timers -----------------------------------------------------------------------------
     def check_timers(self, now: float) -> None:
@@ -937,8 +774,7 @@ class ClientConnection(asyncio.Protocol):
         state = self.requests[0]
         if not state.headers_done:
             if now - state.created > settings.header_timeout_seconds:
-                self.app.metrics.reject("header_timeout")
-                self._refuse_connection(408, "Timed out reading the request headers.")
+                self._end(None, _HEADER_TIMEOUT)
             return
         if state.head_parts is not None:
             return  # waiting for the sandbox to appear in the pod index (bounded by that wait)
@@ -947,9 +783,5 @@ class ClientConnection(asyncio.Protocol):
                 self._close()
             return
         if idle >= state.target.timeout:
-            if state.response_started:
-                self.app.metrics.upstream_error("timeout_mid_response")
-                self._abort_exchange()
-            else:
-                self._fail(state, 504, f"Timed out waiting for the backend sandbox: {state.target.sandbox_id}",
-                           "timeout")
+            self._end(state, _DROP_TIMEOUT if state.response_started
+                      else _timed_out(state.target.sandbox_id, "timeout"))

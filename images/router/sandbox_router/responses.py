@@ -1,8 +1,10 @@
-"""Serialisation of the responses the router answers itself (errors, health, metrics)."""
+"""The responses the router answers itself (errors, health, metrics): the Answer value that
+describes one, and its serialisation."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from http import HTTPStatus
 
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
@@ -39,3 +41,36 @@ def error_response(status: int, detail: str, *, close: bool = True,
 
 HEALTH_BODY = json_body({"status": "ok"})
 NOT_READY_BODY = json_body({"status": "syncing", "detail": "The sandbox pod index is not loaded yet."})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the router ends an exchange itself instead of relaying the sandbox's response.
+
+    In the spirit of routing.RoutingError: the HTTP status and the `detail` of the JSON error
+    body, plus what the exchange costs: the metric it is counted under (`reason` for a refusal,
+    `kind` for an upstream failure) and whether the client connection ends with it. An answer
+    with a `body` of its own is one of the router's endpoints (health, metrics) instead of an
+    error. Status 0 means it is too late to answer (part of a response already went out): both
+    sides are dropped.
+    """
+
+    status: int
+    detail: str = ""
+    reason: str | None = None   # counted as sandbox_router_rejected_total{reason}
+    kind: str | None = None     # counted as sandbox_router_upstream_errors_total{kind}
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    close: bool = True          # the connection ends after it even when the client wants it kept
+    body: bytes | None = None   # an endpoint's own body instead of the JSON error
+    content_type: bytes = b"application/json"
+
+    def encode(self, keep_alive: bool = True, head_only: bool = False) -> bytes:
+        """The response bytes for a request that asked for `keep_alive` (and was HEAD: `head_only`).
+
+        An error always carries its JSON body, for HEAD too: its connection closes after it.
+        """
+        close = self.close or not keep_alive
+        if self.body is None:
+            return error_response(self.status, self.detail, close=close, extra_headers=self.headers)
+        return build_response(self.status, self.body, self.content_type, close=close,
+                              extra_headers=self.headers, head_only=head_only)

@@ -1,8 +1,9 @@
 """Upstream side of the proxy: one asyncio protocol per sandbox connection and a keep-alive pool.
 
 Connections are created once and reused for many requests (HTTP/1.1 keep-alive); the parsed
-response is handed to the owning client connection through plain method calls, so no task,
-future or buffer copy is created per request on the hot path.
+response is handed to the owning client connection through plain method calls (UpstreamOwner:
+all an upstream connection knows of it), so no task, future or buffer copy is created per request
+on the hot path.
 """
 
 from __future__ import annotations
@@ -10,22 +11,62 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 import httptools
 
 from .metrics import RouterMetrics
+from .responses import Answer
 from .routing import AddressPolicy, RouteTarget
-
-if TYPE_CHECKING:
-    from .proxy import ClientConnection
 
 PoolKey = tuple[str, int, str]  # (address or DNS name, port, pod UID or "")
 MAX_RESPONSE_HEADER_BYTES = 256 * 1024
+INVALID_RESPONSE = Answer(502, "The backend sandbox sent an invalid HTTP response.", kind="bad_response")
+OVERSIZED_HEADERS = Answer(502, "The backend sandbox sent oversized response headers.", kind="bad_response")
 
 
 class ForbiddenTargetError(OSError):
     """A Service DNS name resolved only to addresses the router may not connect to."""
+
+
+class UpstreamOwner(Protocol):
+    """What an upstream connection needs from the client connection it serves (proxy.py): the
+    response as it is parsed, flow-control signals, and the client's transport and activity
+    clock for the WebSocket tunnel (written to directly: no call per relayed chunk)."""
+
+    transport: asyncio.Transport  # where tunnel bytes go
+    last_activity: float          # refreshed by every read that advances a final response or a tunnel
+    clock: Callable[[], float]
+
+    def upstream_head(self, upstream: UpstreamConnection, status: int, reason: bytes,
+                      headers: list[tuple[bytes, bytes]]) -> bool:
+        """A final (or 101) response head; True when it is held back to go out with the first
+        body piece (flush_head() sends it if the read ends without one)."""
+
+    def upstream_body(self, upstream: UpstreamConnection, body: bytes) -> None:
+        """One piece of response body."""
+
+    def upstream_complete(self, upstream: UpstreamConnection, keep_alive: bool) -> None:
+        """The response ended (told once the whole read was parsed); `keep_alive`: reusable."""
+
+    def upstream_upgraded(self, upstream: UpstreamConnection, rest: bytes) -> None:
+        """The sandbox switched protocols; `rest` is what followed the 101 head in the read."""
+
+    def upstream_failed(self, upstream: UpstreamConnection, answer: Answer) -> None:
+        """The sandbox sent something that is not a valid response: end the exchange with `answer`."""
+
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        """The connection closed while serving this owner."""
+
+    def flush_head(self) -> None:
+        """Send a held-back response head now."""
+
+    def pause_for_upstream(self) -> None:
+        """The sandbox's write buffer is full: stop reading the client."""
+
+    def resume_for_upstream(self) -> None:
+        """The sandbox's write buffer drained: read the client again."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -39,14 +80,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("pool", "key", "transport", "parser", "owner", "idle_since", "closed",
                  "reused", "received", "reading_paused", "tunnel", "poisoned", "in_message",
-                 "_headers", "_reason", "_informational", "_header_bytes", "_done", "_progress")
+                 "_headers", "_reason", "_informational", "_header_bytes", "_done", "_progress",
+                 "_head_held")
 
     def __init__(self, pool: UpstreamPool, key: PoolKey) -> None:
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.owner: ClientConnection | None = None
+        self.owner: UpstreamOwner | None = None
         self.idle_since = 0.0
         self.closed = False
         self.reused = False          # has already served a request (may have gone stale)
@@ -61,6 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._done: bool | None = None  # keep-alive flag of a final response completed in this read
         self._progress = False          # this read carried part of a final response
+        self._head_held = False         # the owner holds this response's head back for its body
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,8 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self._done is None:
                 self._progress = False
                 if self.owner is owner:
-                    owner.upstream_failed(self, 502, "The backend sandbox sent an invalid HTTP response.",
-                                          "bad_response")
+                    owner.upstream_failed(self, INVALID_RESPONSE)
                 return
             self.poisoned = True  # garbage right after a complete response
         if self._progress:
@@ -115,8 +157,10 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self.abort()
             return
-        if owner.head_out is not None and self.owner is owner:
-            owner.flush_head()  # a head whose body has not arrived yet must not wait for it
+        if self._head_held:
+            self._head_held = False
+            if self.owner is owner:
+                owner.flush_head()  # a head whose body has not arrived yet must not wait for it
 
     def eof_received(self) -> bool:
         """Close our side too when the sandbox half-closes."""
@@ -148,6 +192,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._done is not None or self.owner is None:
             self.poisoned = True
         self.in_message = True
+        self._head_held = False
         self._headers = []
         self._reason = b""
         self._header_bytes = 0
@@ -164,8 +209,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._header_bytes > MAX_RESPONSE_HEADER_BYTES:
             owner = self.owner
             if owner is not None:
-                owner.upstream_failed(self, 502, "The backend sandbox sent oversized response headers.",
-                                      "bad_response")
+                owner.upstream_failed(self, OVERSIZED_HEADERS)
             return
         self._headers.append((name, value))
 
@@ -180,7 +224,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._progress = True
         owner = self.owner
         if owner is not None:
-            owner.upstream_head(self, status, self._reason, self._headers)
+            self._head_held = owner.upstream_head(self, status, self._reason, self._headers)
 
     def on_body(self, body: bytes) -> None:
         """Stream one body piece to the owner."""
@@ -203,6 +247,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._done = self.parser.should_keep_alive()
 
     # -- helpers --------------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        """Stop reading the sandbox (its client is slow to read); a no-op when paused or closed."""
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        """Read the sandbox again; a no-op when not paused or closed."""
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
     def close(self) -> None:
         """Close the connection (buffered bytes are still flushed)."""
         self.owner = None
