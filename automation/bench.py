@@ -59,6 +59,8 @@ ANNOTATIONS = {  # the controller's (and the SDK's) observability annotations, v
 }
 CONTROLLER_METRIC_PREFIXES = ("agent_sandbox_", "controller_runtime_reconcile_", "workqueue_queue_duration_seconds",
                               "workqueue_work_duration_seconds")
+ROUTER_METRIC_PREFIXES = ("sandbox_router_route_wait_seconds", "sandbox_router_upstream_connections_opened",
+                          "sandbox_router_upstream_errors", "sandbox_router_request_duration_seconds")
 SETTLE_SECONDS = 0.5
 
 
@@ -421,6 +423,20 @@ def metrics_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
     return out
 
 
+def route_waits(router_delta: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """From a router metrics delta: how many requests waited for their sandbox to reach the
+    router's pod index (found / never found), their mean wait, and upstream connections opened."""
+    if router_delta is None:
+        return None
+    rows = router_delta.get("sandbox_router_route_wait_seconds") or []
+    found = [r for r in rows if r["labels"].get("outcome") == "found"]
+    connects = router_delta.get("sandbox_router_upstream_connections_opened_total") or []
+    count = sum(r["count"] for r in found)
+    return {"found": count, "found_mean": round(sum(r["sum"] for r in found) / count, 4) if count else None,
+            "not_found": sum(r["count"] for r in rows if r["labels"].get("outcome") == "not_found"),
+            "connects": int(sum(r.get("increase", 0) for r in connects))}
+
+
 # ============================================================================ pure: statistics of a section
 
 def phase_statistics(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -568,12 +584,13 @@ def _finish(samples: list[dict[str, Any]], observer: Any) -> None:
 
 def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: Callable[[str], None] = print,
                   observer: Any = None, scraper: Any = None, levels: Sequence[int] = (1,),
-                  capacity_info: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                  capacity_info: Optional[dict[str, Any]] = None, router_scraper: Any = None) -> dict[str, Any]:
     """Warm then cold claims through ``sdk`` (sequential: concurrency 1), then for each level
     above 1 bursts in both modes; the pool's original replica count is restored in any case
     (errors, Ctrl-C). Returns the report without timestamps of the overall run."""
     observer = observer or _NoObserver()
     scraper = scraper or _NoScraper()
+    router_scraper = router_scraper or _NoScraper()
     plan = plan_levels(levels, (capacity_info or {}).get("max_sandboxes"))
     original = int((cluster.warm_pool(target.namespace, target.warm_pool).get("spec") or {}).get("replicas") or 0)
     report: dict[str, Any] = {"schema_version": BENCH_SCHEMA_VERSION, "stack": target.stack,
@@ -587,7 +604,7 @@ def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: 
             log(f"bench: {mode}: pool {target.warm_pool} -> {replicas} replicas")
             cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
             prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
-            load_before, metrics_before = load_average(), scraper.scrape()
+            load_before, metrics_before, router_before = load_average(), scraper.scrape(), router_scraper.scrape()
             samples = []
             for index in range(n):
                 sample = claim_sample(sdk, target)
@@ -597,12 +614,14 @@ def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: 
                     + (f", error: {sample['error']}" if sample["error"] else ""))
             _finish(samples, observer)
             report[mode] = {**section(samples, replicas, prepared), "concurrency": 1, "load_before": load_before,
-                            "load_after": load_average(), "controller": _controller_delta(scraper, metrics_before)}
+                            "load_after": load_average(), "controller": _controller_delta(scraper, metrics_before),
+                            "router": _controller_delta(router_scraper, router_before)}
             report["concurrency"][mode].append(level_entry(report[mode], 1, "sequential", [], replicas))
         for mode in ("warm", "cold"):
             for level in (c for c in plan["levels"] if c > 1):
                 report["concurrency"][mode].append(
-                    measure_level(target, cluster, sdk, mode, level, bursts_for(level, n), observer, scraper, log))
+                    measure_level(target, cluster, sdk, mode, level, bursts_for(level, n), observer, scraper, log,
+                                  router_scraper))
     finally:
         log(f"bench: restoring pool {target.warm_pool} to {original} replicas")
         cluster.set_pool_replicas(target.namespace, target.warm_pool, original)
@@ -620,6 +639,7 @@ def level_entry(data: Mapping[str, Any], concurrency: int, source: str, walls: S
     their section, except for bursts, whose samples are kept here)."""
     entry = {key: data[key] for key in ("ok", "failed", "warm_adopted", "claim_ready", "first_exec", "phases", "total",
                                         "controller_phases", "cold_phases", "load_before", "load_after", "controller")}
+    entry["router"] = data.get("router")
     rates = [concurrency / wall for wall in walls if wall > 0]
     entry.update(concurrency=concurrency, source=source, pool_replicas=pool_replicas,
                  burst_seconds=[round(w, 4) for w in walls],
@@ -628,13 +648,14 @@ def level_entry(data: Mapping[str, Any], concurrency: int, source: str, walls: S
 
 
 def measure_level(target: StackTarget, cluster: Cluster, sdk: Any, mode: str, concurrency: int, bursts: int,
-                  observer: Any, scraper: Any, log: Callable[[str], None]) -> dict[str, Any]:
+                  observer: Any, scraper: Any, log: Callable[[str], None], router_scraper: Any = None) -> dict[str, Any]:
     """``bursts`` bursts of ``concurrency`` claims; warm: the pool is refilled to
     ``concurrency`` ready sandboxes before each burst, so every claim can be adopted."""
     replicas = concurrency if mode == "warm" else 0
     cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
     prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
-    load_before, metrics_before = load_average(), scraper.scrape()
+    router_scraper = router_scraper or _NoScraper()
+    load_before, metrics_before, router_before = load_average(), scraper.scrape(), router_scraper.scrape()
     samples: list[dict[str, Any]] = []
     walls = []
     for index in range(bursts):
@@ -649,7 +670,7 @@ def measure_level(target: StackTarget, cluster: Cluster, sdk: Any, mode: str, co
             f"failed {sum(1 for s in got if not s['ok'])}")
     _finish(samples, observer)
     data = {**section(samples, replicas, prepared), "load_before": load_before, "load_after": load_average(),
-            "controller": _controller_delta(scraper, metrics_before)}
+            "controller": _controller_delta(scraper, metrics_before), "router": _controller_delta(router_scraper, router_before)}
     return {**level_entry(data, concurrency, "burst", walls, replicas), "prepare_seconds": data["prepare_seconds"],
             "samples": data["samples"]}
 
@@ -805,6 +826,29 @@ class ControllerScraper:
             return None
 
 
+class RouterScraper:
+    """The router's own /metrics (``sandbox_router_*``) through the session's tunnel, with the
+    stack's token: the pod the tunnel reaches is the one every bench request goes through. Its
+    route waits say how often a first command came before the watch knew the sandbox."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+        self.source: Optional[str] = f"{url}/metrics"
+        self.error: Optional[str] = None
+
+    def scrape(self) -> Optional[dict[str, Any]]:
+        import requests
+
+        try:
+            response = requests.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {self.token}"}, timeout=5)
+            response.raise_for_status()
+            self.error = None
+            return parse_metrics(response.text, prefixes=ROUTER_METRIC_PREFIXES)
+        except Exception as error:  # noqa: BLE001 - metrics are extra evidence
+            self.error = f"{type(error).__name__}: {error}"[:300]
+            return None
+
+
 def measure_capacity(cluster: Cluster, target: StackTarget) -> dict[str, Any]:
     """``capacity`` of the cluster for the pool's template (its pod spec, requests, node
     selector and tolerations, and its RuntimeClass's overhead and node selector)."""
@@ -862,7 +906,8 @@ def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n
     with sdk_session(target, cluster, kube_args) as session, \
             ObjectWatch(cluster.client, target.namespace) as observer:
         report = measure_modes(target, cluster, session.client, n, log, observer=observer, scraper=scraper,
-                               levels=levels, capacity_info=capacity_info)
+                               levels=levels, capacity_info=capacity_info,
+                               router_scraper=RouterScraper(session.tunnel.url, target.router_token))
         report["watch_errors"] = observer.errors[:20]
     report["started_at"], report["finished_at"] = started, time.time()
     return report
@@ -884,6 +929,11 @@ def bench_summary(report: dict[str, Any]) -> str:
         lines.append(f"  {mode:4} (pool {data['pool_replicas']}): claim->Ready p50 {ready['p50']}s p95 {ready['p95']}s "
                      f"max {ready['max']}s | first exec p50 {first['p50']}s p95 {first['p95']}s max {first['max']}s | "
                      f"ok {data['ok']}/{data['ok'] + data['failed']}, adopted warm {data['warm_adopted']}")
+        waits = route_waits(data.get("router"))
+        if waits is not None:
+            lines.append(f"        router: {waits['found']} of {data['ok']} first commands waited for the watch "
+                         f"(mean {_fmt(waits['found_mean'])}s), {waits['not_found']} never found; "
+                         f"{waits['connects']} upstream connections opened")
         phases = data.get("phases") or {}
         if phases:
             lines.append("        phases p50: " + ", ".join(f"{p} {_fmt(phases[p]['p50'])}s" for p in PHASES)

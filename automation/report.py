@@ -221,6 +221,10 @@ class Statistics(Model):
     load_after: LoadAverages
     controller: Optional[dict[str, Any]]
     """What the controller's histograms observed during the series (None: not scraped)."""
+    router: Optional[dict[str, Any]] = None
+    """What the router's own metrics observed during the series: route waits (requests that came
+    before the watch knew their sandbox), upstream connections opened and errors (None: not
+    scraped, or a report from before the router was scraped)."""
 
 
 class Section(Statistics):

@@ -144,6 +144,14 @@ def test_request_waits_for_a_sandbox_that_is_being_adopted(env: dict[str, object
     started = time.monotonic()
     assert call(env, {"X-Sandbox-ID": "python-sandbox-warmpool-adopt"}).status_code == 200
     assert 0.3 < time.monotonic() - started < 2.5
+    # the wait is visible: a warm sandbox's first command that waited for the watch shows here
+    import requests
+
+    text = requests.get(f"{env['router'].url}/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}"},
+                        timeout=5).text
+    counts = [line for line in text.splitlines()
+              if line.startswith('sandbox_router_route_wait_seconds_count{outcome="found"}')]
+    assert counts and float(counts[0].split()[-1]) >= 1, text[-2000:]
 
 
 def test_expired_watch_is_relisted(env: dict[str, object]) -> None:

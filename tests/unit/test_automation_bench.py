@@ -644,3 +644,26 @@ def test_capacity_is_read_from_the_cluster(fake_api):
     # (2 - 0.5 router) / (0.25 + 0.05 gVisor overhead) = 5; the pool pod in demo is the bench's own
     assert (result["max_sandboxes"], result["limited_by"], result["template"]) == (5, "cpu", "python")
     assert result["per_sandbox"]["cpu"] == pytest.approx(0.3)
+
+
+def test_route_waits_from_the_router_metrics_delta() -> None:
+    def exposition(found: int, found_sum: float, missing: int, connects: int) -> str:
+        return (
+            "# TYPE sandbox_router_route_wait_seconds histogram\n"
+            f'sandbox_router_route_wait_seconds_bucket{{le="0.1",outcome="found"}} {found}\n'
+            f'sandbox_router_route_wait_seconds_bucket{{le="+Inf",outcome="found"}} {found}\n'
+            f'sandbox_router_route_wait_seconds_count{{outcome="found"}} {found}\n'
+            f'sandbox_router_route_wait_seconds_sum{{outcome="found"}} {found_sum}\n'
+            f'sandbox_router_route_wait_seconds_bucket{{le="+Inf",outcome="not_found"}} {missing}\n'
+            f'sandbox_router_route_wait_seconds_count{{outcome="not_found"}} {missing}\n'
+            f'sandbox_router_route_wait_seconds_sum{{outcome="not_found"}} {missing * 10.0}\n'
+            "# TYPE sandbox_router_upstream_connections_opened_total counter\n"
+            f"sandbox_router_upstream_connections_opened_total {connects}\n"
+            "# TYPE sandbox_router_websocket_tunnels gauge\nsandbox_router_websocket_tunnels 0\n")
+
+    before = bench.parse_metrics(exposition(1, 0.05, 0, 3), prefixes=bench.ROUTER_METRIC_PREFIXES)
+    after = bench.parse_metrics(exposition(4, 0.35, 1, 9), prefixes=bench.ROUTER_METRIC_PREFIXES)
+    assert "sandbox_router_websocket_tunnels" not in after
+    waits = bench.route_waits(bench.metrics_delta(before, after))
+    assert waits == {"found": 3, "found_mean": 0.1, "not_found": 1, "connects": 6}
+    assert bench.route_waits(None) is None

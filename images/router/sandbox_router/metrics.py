@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -87,6 +87,12 @@ class RouterMetrics:
         self.watch_errors = Counter("sandbox_router_watch_errors_total",
                                     "Failed or expired list/watch requests to the Kubernetes API, by kind.",
                                     ["kind"], registry=self.registry)
+        # Requests that arrived before the watch knew their sandbox (a claim can be Ready a moment
+        # before its pod's update reaches the router): how long they waited, and whether it came.
+        self.route_waits = Histogram("sandbox_router_route_wait_seconds",
+                                     "Time requests for a sandbox not yet in the pod index waited for it, by outcome.",
+                                     ["outcome"], registry=self.registry,
+                                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10))
         self.evictions = Counter("sandbox_router_evicted_connections_total",
                                  "Idle or still-unsent client connections closed to admit a new one at the "
                                  "global connection limit.", registry=self.registry)

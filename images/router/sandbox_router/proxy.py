@@ -423,12 +423,15 @@ class ClientConnection(asyncio.Protocol):
                              expect_continue: bool) -> None:
         """Wait briefly for a sandbox the pod index does not know yet (just adopted or created:
         the claim can be Ready a moment before the pod's update reaches the watch)."""
+        started = perf_counter()
         try:
             target = await self.app.resolver.wait_for(pending.request, wait)
         except RoutingError as exc:
+            self.app.metrics.route_waits.labels(outcome="not_found").observe(perf_counter() - started)
             if self._still_waiting(state) and state.head_parts is not None:
                 self._end(state, Answer(exc.status, exc.detail, reason="unknown_sandbox"))
             return
+        self.app.metrics.route_waits.labels(outcome="found").observe(perf_counter() - started)
         if self._still_waiting(state) and state.head_parts is not None:
             self._dispatch(state, target, state.head_parts, expect_continue)
 
