@@ -539,6 +539,17 @@ def test_a_body_over_the_limit_during_the_response_drops_both_sides(app: RouterA
     assert counted(app) == {"reason=request_too_large": 1.0} and app.metrics.stats.by_code == {}
 
 
+def test_a_pipelined_body_over_the_limit_is_not_written_into_the_response_before_it(app: RouterApp) -> None:
+    upstream, up_transport = pooled_upstream(app)
+    conn, transport = client(app)
+    conn.data_received(request("/one"))
+    upstream.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart")
+    assert transport.take().endswith(b"\r\n\r\npart")
+    conn.data_received(request("/two", "POST", "Transfer-Encoding: chunked\r\n") + b"3e9\r\n" + b"x" * 1001)
+    assert not transport.data, "the 413 of /two was written into the middle of /one's response"
+    assert transport.aborted and up_transport.aborted
+
+
 @pytest.mark.parametrize(("response", "kind"), [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000, "response_too_large"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart", "reset_mid_response"),

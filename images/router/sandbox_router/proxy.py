@@ -715,7 +715,9 @@ class ClientConnection(asyncio.Protocol):
             self.upstream = None
             upstream.abort()
         status = answer.status
-        current = state if state is not None else (self.requests[0] if self.requests else None)
+        # the exchange under way is the oldest one (a pipelined request's own refusal must not be
+        # written into the middle of the response to the request before it)
+        current = self.requests[0] if self.requests else state
         if not status or (current is not None and current.response_started):
             self.head_out = None
             self.closing = self.flow.closed = True
