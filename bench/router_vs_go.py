@@ -252,6 +252,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = REPO / os.environ.get("OUT_DIR", "out") / "bench"
     parser.add_argument("--out", default=str(out_dir / "router_vs_go.json"))
     parser.add_argument("--plot", default="", help="PNG path (default: the JSON path with .png)")
+    parser.add_argument("--router-dir", default=str(REPO / "images" / "router"),
+                        help="the router tree measured as 'ours' (e.g. a git worktree of an older commit's "
+                             "images/router, for a before/after with the same peers in each run)")
     args = parser.parse_args(argv)
     levels = sorted({int(c) for c in args.connections.split(",") if c.strip()})
     if not levels or levels[0] < 1:
@@ -271,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "SANDBOX_LOG_LEVEL": "warning", "SANDBOX_ACCESS_LOG": "false"},
                         f"http://127.0.0.1:{runtime_port}/")
         procs.append(runtime)
-        ours = start("sandbox_router", REPO / "images" / "router", our_router_env(ours_port),
+        ours = start("sandbox_router", Path(args.router_dir), our_router_env(ours_port),
                      f"http://127.0.0.1:{ours_port}/healthz")
         procs.append(ours)
         go_argv = go_router.router_command(binary, *go_ports)
@@ -313,7 +316,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "load_average_after": [round(x, 2) for x in load_after],
         "go_router": {"module": go_router.MODULE, "version": go_router.VERSION, "package": go_router.MAIN_PACKAGE,
                       "binary": str(binary), "argv": go_argv[1:]},
-        "ours": {"env": {k: v for k, v in our_router_env(ours_port).items() if k != "ROUTER_AUTH_TOKEN"}},
+        "ours": {"env": {k: v for k, v in our_router_env(ours_port).items() if k != "ROUTER_AUTH_TOKEN"},
+                 "router_dir": str(args.router_dir)},
         "levels": [{**level, "all_rounds": {name: runs[name][level["connections"]] for name in PATHS}}
                    for level in compared],
         "headline": headline(compared), "execute": execute, "targets_met": targets(compared),
