@@ -22,16 +22,43 @@ SMOKE = {"checks": [{"id": 1, "name": "python command", "status": "pass", "secon
 
 
 def test_targets_get_verdicts_from_the_measurements() -> None:
-    page = results_page.render(SMOKE, BENCH, {"up_from_empty_seconds": 44.0, "noop_up_seconds": 25.0}, "local")
-    assert "| warm claim->Ready p50 | 0.15 | 0.1 | met |" in page
-    assert "| warm claim->Ready p95 | 0.4 | 0.5 | missed |" in page
-    assert "| cold claim->Ready p50 | 2.0 | 2.5 | missed |" in page
-    assert "| no-op up | 20.0 | 25.0 | missed |" in page and "| up from empty | 180.0 | 44.0 | met |" in page
+    bench = {**BENCH, "warm": {**SECTION, "claim_ready": {"p50": 0.05, "p95": 0.2, "p99": 0.3, "max": 0.3},
+                               "total": {"p50": 0.1, "p95": 0.4}}}
+    router = {"headline": {"c50": {"ours_over_direct": 0.85, "ours_over_go": 2.5}, "c1": {"ours_added_p50_ms": 0.09}}}
+    page = results_page.render(SMOKE, bench, {"up_from_empty_seconds": 100.0, "noop_up_seconds": 25.0}, "gvisor",
+                               {"router": router, "cold": {"up_seconds": 3000.0, "steps": {"tools": 2000}}})
+    assert "| warm claim->Ready p50 (s) | <= 0.06 | 0.050 | met |" in page
+    assert "| warm claim->Ready p99 (s) | <= 0.25 | 0.300 | missed |" in page
+    assert "| warm claim start->first result p50 (s) | <= 0.12 | 0.100 | met |" in page
+    assert "| warm claim start->first result p95 (s) | <= 0.3 | 0.400 | missed |" in page
+    assert "| cold claim->Ready p50 (s) | <= 1.0 | 2.500 | missed |" in page
+    # higher is better for throughput ratios
+    assert "| router/direct throughput c=50 | >= 0.8 | 0.850 | met |" in page
+    assert "| router/Go router throughput c=50 | >= 3.0 | 2.500 | missed |" in page
+    assert "| router added p50 c=1 (ms) | <= 0.1 | 0.090 | met |" in page
+    assert "| up from empty caches (s) | <= 2700.0 | 3000.000 | missed |" in page
+    assert "| no-op up (s) | <= 20.0 | 25.000 | missed |" in page and "| up with warm caches (s) | <= 180.0 | 100.000 | met |" in page
     assert "| 1. python command | pass | 0.1 | a/b |" in page
+    assert "| tools | 2000 |" in page
 
 
 def test_missing_reports_say_not_measured() -> None:
-    assert "| no-op up | 20.0 | — | not measured |" in results_page.render(None, None, None, "local")
+    page = results_page.render(None, None, None, "gvisor")
+    assert "| no-op up (s) | <= 20.0 | — | not measured |" in page
+    assert "Simulated scale" not in page and "Controller profiles" not in page
+
+
+def test_breakdown_and_scale_sections_from_their_reports() -> None:
+    point = {"concurrency": 1, "phases": {"bind": {"p50": 0.04}, "first_command": {"p50": 0.02}}, "total": {"p50": 0.08},
+             "load_before": [0.5, 0.4, 0.3],
+             "router": {"sandbox_router_route_wait_seconds": [{"labels": {"outcome": "found"}, "count": 2, "sum": 0.1}]}}
+    bench = {**BENCH, "concurrency": {"warm": [point], "cold": []}}
+    scale = {"levels": [{"pool": 100, "rate_per_s": 20.0, "claims": 100, "claim_to_ready_s": {"p50": 0.2, "p99": 0.9, "max": 1.0},
+                         "sustained_claims_per_s": 18.5, "pool_back_after_s": 4.0,
+                         "usage": {"controller": {"cores": 0.4, "rss_mib": 60.0}, "apiserver": None}}]}
+    page = results_page.render(None, bench, None, "gvisor", {"scale": scale})
+    assert "| warm | 1 | — | 0.040 | — | — | 0.020 | 0.080 | 2 / 0.050 | 0.500 |" in page
+    assert "| 100 | 20.0 | 100 | 0.200 / 0.900 / 1.000 | 18.500 | 4.000 | 0.4 / 60.0 | — |" in page
 
 
 def test_cli_writes_the_page_and_copies_the_plot(tmp_path: Path) -> None:
