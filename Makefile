@@ -20,7 +20,8 @@ venv: $(VENV)/.installed ## create or update the virtual environment
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt images/runtime/requirements.txt images/router/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@echo "venv: installing requirements-dev.txt into $(VENV) (one line per package)"
+	$(PY) -m pip install --progress-bar off --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 test: venv ## run every test this machine can run (unit, component, and e2e when the toolchain is cached)
