@@ -80,3 +80,45 @@ def test_as_pid_1_orphaned_zombies_are_reaped(tmp_path: Path) -> None:
             time.sleep(0.3)
             remaining = server.execute(list_unreaped)["stdout"].split()
         assert not remaining, f"orphans {remaining} of PID 1 were never reaped (left as zombies)"
+
+
+def _first_connection_timing(tmp_path: Path) -> tuple[float, float, bytes]:
+    """Start the server; connect as soon as the port accepts, send GET / on that connection.
+    Returns (seconds from start to the accepted connection, seconds from there to the answer, answer)."""
+    import socket
+
+    from tests.component.sdk_harness import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(RUNTIME_SOURCE), "SANDBOX_BASE_DIR": str(tmp_path),
+           "SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": str(port)}
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "sandbox_runtime"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = started + 30
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=20)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "the runtime never listened"
+                time.sleep(0.002)
+        connected = time.monotonic()
+        with conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+            answer = conn.recv(65536)
+        return connected - started, time.monotonic() - connected, answer
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_the_port_listens_before_the_imports_and_the_early_probe_is_answered(tmp_path: Path) -> None:
+    """A kubelet probe that comes while the server still imports must wait and succeed, not fail
+    and leave the pod unready for another probe period."""
+    to_connect, to_answer, answer = _first_connection_timing(tmp_path)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    # the connection was accepted while the application was still being imported: its answer
+    # came later by about the import time (hundreds of ms), not right away
+    assert to_answer > 0.05, f"listened only once the app ran ({to_connect:.3f}s to listen, {to_answer:.3f}s to answer)"
