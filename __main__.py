@@ -56,6 +56,8 @@ sandbox = AgentSandbox("agent-sandbox", {
     "template_name": config.template_name,
     "sandbox_port": config.sandbox_port,
     "sandbox_resources": config.sandbox_resources.as_dict(),
+    "sandbox_node_selector": dict(config.sandbox_node_selector),
+    "sandbox_tolerations": [dict(t) for t in config.sandbox_tolerations],
     "warm_pool_name": config.warm_pool_name,
     "warm_pool_replicas": config.warm_pool_replicas,
     "router_replicas": config.router_replicas,

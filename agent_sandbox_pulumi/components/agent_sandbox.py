@@ -76,6 +76,10 @@ class AgentSandboxArgs(TypedDict):
     sandbox_resources: NotRequired[ContainerResources]
     """Requests/limits of sandbox pods, merged with the defaults (requests 250m/512Mi/512Mi,
     limits 500m/1Gi/1Gi)."""
+    sandbox_node_selector: NotRequired[dict[str, str]]
+    """Node labels sandbox pods must run on (a node pool dedicated to sandboxes); default none."""
+    sandbox_tolerations: NotRequired[list[dict[str, Any]]]
+    """Tolerations of sandbox pods (key, operator, value, effect, tolerationSeconds); default none."""
     warm_pool_name: NotRequired[str]
     """Name of the SandboxWarmPool clients claim from; default ``python-sandbox-warmpool``."""
     warm_pool_replicas: NotRequired[int]
@@ -115,7 +119,8 @@ VALIDATED_INPUTS: dict[str, str] = {
     "controller_manifest": "controllerManifest", "controller_image": "controllerImage",
     "controller_profile": "controllerProfile", "controller_flags": "controllerFlags",
     "sandbox_namespace": "sandboxNamespace", "template_name": "templateName", "sandbox_port": "sandboxPort",
-    "sandbox_resources": "sandboxResources", "warm_pool_name": "warmPoolName", "warm_pool_replicas": "warmPoolReplicas",
+    "sandbox_resources": "sandboxResources", "sandbox_node_selector": "sandboxNodeSelector",
+    "sandbox_tolerations": "sandboxTolerations", "warm_pool_name": "warmPoolName", "warm_pool_replicas": "warmPoolReplicas",
     "router_replicas": "routerReplicas", "router_allowed_pod_cidrs": "routerAllowedPodCidrs",
     "router_sandbox_namespaces": "routerSandboxNamespaces", "api_server_endpoints": "apiServerEndpoints",
     "sandbox_egress": "sandboxEgress", "sandbox_egress_allow": "sandboxEgressAllow",
@@ -219,6 +224,8 @@ class AgentSandbox(pulumi.ComponentResource):
             "sandbox_port": settings.sandbox_port,
             "image_pull_policy": pull_policy,
             "resources": settings.sandbox_resources.as_dict(),
+            "node_selector": dict(settings.sandbox_node_selector),
+            "tolerations": [dict(t) for t in settings.sandbox_tolerations],
             "extensions_api_version": controller.extensions_api_version,
         }, opts=child_options(self, opts, depends_on=[controller, runtime], aliases=was_top_level))
         router_inputs: dict[str, Any] = {

@@ -41,6 +41,11 @@ class SandboxPoolArgs(TypedDict):
     """Pull policy of the runtime container; default ``IfNotPresent`` (``Never`` for node-loaded images)."""
     resources: NotRequired[ContainerResources]
     """Requests/limits of sandbox pods; default requests 250m/512Mi/512Mi, limits 500m/1Gi/1Gi."""
+    node_selector: NotRequired[dict[str, str]]
+    """Node labels sandbox pods must run on (a node pool dedicated to sandboxes); default none."""
+    tolerations: NotRequired[list[dict[str, Any]]]
+    """Tolerations of sandbox pods (Kubernetes' fields: key, operator, value, effect,
+    tolerationSeconds), for tainted sandbox nodes; default none."""
     extensions_api_version: NotRequired[str]
     """``group/version`` of SandboxTemplate/SandboxWarmPool the controller serves (its output
     ``extensions_api_version``); default ``extensions.agents.x-k8s.io/v1beta1``."""
@@ -78,6 +83,7 @@ class SandboxPool(pulumi.ComponentResource):
         port = args.get("sandbox_port", constants.SANDBOX_PORT)
         pull_policy = args.get("image_pull_policy") or "IfNotPresent"
         network_policy = args["network_policy"]
+        node_selector, tolerations = args.get("node_selector") or {}, args.get("tolerations") or []
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=args["namespace"], labels=dict(constants.MANAGED_BY_LABEL)),
@@ -86,7 +92,7 @@ class SandboxPool(pulumi.ComponentResource):
         spec = pulumi.Output.all(args["runtime_image"], args["runtime_class_name"]).apply(
             lambda values: template_spec(
                 pod_template(values[0], port=port, image_pull_policy=pull_policy, resources=resources,
-                             runtime_class_name=values[1]),
+                             runtime_class_name=values[1], node_selector=node_selector, tolerations=tolerations),
                 network_policy,
             )
         )

@@ -50,6 +50,12 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# A label key ([prefix/]name) and value, as the API server checks them.
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?)$")
+TOLERATION_FIELDS = ("key", "operator", "value", "effect", "tolerationSeconds")
+TOLERATION_OPERATORS = ("Equal", "Exists")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 CPU_QUANTITY = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
 BYTES_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 # A tag or a digest is required: a bare name means ":latest", which is never reproducible.
@@ -82,7 +88,7 @@ WARM_POOL_POLICY_CAP = 20
 
 # How a key's value is read and checked: each kind is the ``_Validator`` method of that name.
 KINDS = ("choice", "boolean", "integer", "name", "text", "image", "cidrs", "resolvers", "names", "endpoints",
-         "egress_allow", "resources", "controller_flags")
+         "egress_allow", "resources", "controller_flags", "node_selector", "tolerations")
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "given parts are merged with the defaults (set parts with `pulumi config set --path agent-sandbox:sandboxResources.limits.cpu 1`).",
               kind="resources", default_doc="requests 100m/256Mi/512Mi, limits 500m/1Gi/1Gi",
               policy="`sandbox-resource-limits` requires cpu and memory limits"),
+    ConfigKey("sandboxNodeSelector", None, "Object of node labels sandbox pods must run on, e.g. `{\"pool\": \"sandboxes\"}` "
+              "(a node pool dedicated to sandboxes). Untyped in Pulumi.yaml: a JSON string and a YAML object are both accepted.",
+              kind="node_selector", schema_type="untyped", default_doc="none (any node with the RuntimeClass)"),
+    ConfigKey("sandboxTolerations", None, "JSON list of tolerations of sandbox pods, e.g. `[{\"key\": \"sandboxes\", "
+              "\"operator\": \"Exists\", \"effect\": \"NoSchedule\"}]` (fields key, operator Equal/Exists, value, effect, "
+              "tolerationSeconds), to let them onto tainted sandbox nodes. Untyped in Pulumi.yaml.",
+              kind="tolerations", schema_type="untyped", default_doc="none"),
     ConfigKey("warmPoolName", "python-sandbox-warmpool", "Name of the SandboxWarmPool.", kind="name"),
     ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only).", kind="integer", bounds=(0, 1000),
               policy=f"`warm-pool-max-replicas` caps it at {WARM_POOL_POLICY_CAP} (policy config `maxReplicas`)"),
@@ -365,6 +378,9 @@ class StackConfig:
     kata_chart_version: str
     kata_chart_repo: str
     kind_workers: int = 0
+    sandbox_node_selector: tuple[tuple[str, str], ...] = ()
+    sandbox_tolerations: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    """Each toleration as its (field, value) pairs, in field order (hashable, like every field)."""
     controller_profile: str = controller_flags.DEFAULT_PROFILE
     controller_flags: tuple[tuple[str, str], ...] = ()
     """Explicit ``controllerFlags`` (name, value), checked; the profile's flags are not in it."""
@@ -655,6 +671,78 @@ class _Validator:
                 return ()
             ports.append(PortRange(protocol, low, high if high != low else None))
         return tuple(ports)
+
+    def _json_value(self, key: str) -> Any:
+        value = self.value(key)
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
+
+    def node_selector(self, declared: ConfigKey) -> tuple[tuple[str, str], ...]:
+        """Node labels sandbox pods must match: label keys ([prefix/]name) and values as Kubernetes checks them."""
+        key, project = declared.name, constants.PROJECT_NAME
+        value = self._json_value(key)
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON object of node "
+                                 f"labels (fix: pulumi config set {project}:{key} '{{\"pool\": \"sandboxes\"}}')")
+            return ()
+        labels: list[tuple[str, str]] = []
+        for name in sorted(value):
+            label = value[name]
+            prefix, _, bare = str(name).rpartition("/")
+            good_name = bool(LABEL_NAME.match(bare)) and (not prefix or bool(DNS_1123_SUBDOMAIN.match(prefix)))
+            if not good_name or not isinstance(label, str) or not LABEL_VALUE.match(label):
+                self.problems.append(f"{project}:{key}.{name} = {_show(label)} is invalid: expected a label key "
+                                     "([prefix/]name, at most 63 characters of letters, digits, '-', '_', '.') and a string "
+                                     f"value of the same characters (fix: pulumi config set --path '{project}:{key}.{name}' <value>)")
+                continue
+            labels.append((str(name), label))
+        return tuple(labels)
+
+    def tolerations(self, declared: ConfigKey) -> tuple[tuple[tuple[str, Any], ...], ...]:
+        """Tolerations of sandbox pods: known fields only, operator and effect from the API's choices."""
+        key, project = declared.name, constants.PROJECT_NAME
+        value = self._json_value(key)
+        if value is None:
+            return ()
+        example = '\'[{"key": "sandboxes", "operator": "Exists", "effect": "NoSchedule"}]\''
+        if not isinstance(value, list):
+            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON list of "
+                                 f"tolerations (fix: pulumi config set {project}:{key} {example})")
+            return ()
+        result = []
+        for index, entry in enumerate(value):
+            path = f"{project}:{key}[{index}]"
+            if not isinstance(entry, dict) or not entry:
+                self.problems.append(f"{path} = {_show(entry)} is invalid: expected an object with "
+                                     f"{', '.join(TOLERATION_FIELDS)} (fix: pulumi config set {project}:{key} {example})")
+                continue
+            problems = [f"{path}.{f} is not a toleration field: allowed are {', '.join(TOLERATION_FIELDS)}"
+                        for f in entry if f not in TOLERATION_FIELDS]
+            operator = entry.get("operator", "Equal")
+            if operator not in TOLERATION_OPERATORS:
+                problems.append(f"{path}.operator = {_show(operator)} is invalid: allowed values are 'Equal', 'Exists'")
+            if "effect" in entry and entry["effect"] not in TAINT_EFFECTS:
+                problems.append(f"{path}.effect = {_show(entry['effect'])} is invalid: allowed values are "
+                                + ", ".join(f"'{e}'" for e in TAINT_EFFECTS))
+            if operator == "Exists" and entry.get("value"):
+                problems.append(f"{path}.value must be empty with operator 'Exists'")
+            if "tolerationSeconds" in entry and (not isinstance(entry["tolerationSeconds"], int)
+                                                 or isinstance(entry["tolerationSeconds"], bool)):
+                problems.append(f"{path}.tolerationSeconds = {_show(entry['tolerationSeconds'])} is invalid: expected an integer")
+            for field_name in ("key", "value"):
+                if field_name in entry and not isinstance(entry[field_name], str):
+                    problems.append(f"{path}.{field_name} = {_show(entry[field_name])} is invalid: expected a string")
+            if problems:
+                self.problems += [f"{p} (fix: pulumi config set {project}:{key} {example})" for p in problems]
+                continue
+            result.append(tuple((f, entry[f]) for f in TOLERATION_FIELDS if f in entry))
+        return tuple(result)
 
     def controller_flags(self, declared: ConfigKey) -> tuple[tuple[str, str], ...]:
         """Tuning flags of the controller: known names only, each value of its flag's kind."""

@@ -7,7 +7,7 @@ values, as the components have them; the ``sandbox_*``/``warm_pool_spec`` forms 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig, minimal_networks
@@ -19,15 +19,22 @@ WORKSPACE_SIZE_LIMIT = "1Gi"
 
 
 def pod_template(image: str, *, port: int, image_pull_policy: str, resources: Mapping[str, Mapping[str, str]],
-                 runtime_class_name: str) -> dict[str, Any]:
+                 runtime_class_name: str, node_selector: Optional[Mapping[str, str]] = None,
+                 tolerations: Optional[Sequence[Mapping[str, Any]]] = None) -> dict[str, Any]:
     """``spec.podTemplate`` of the SandboxTemplate from plain values: non-root, no capabilities,
     no token, read-only root filesystem with a writable workspace (sized by the
     ephemeral-storage limit), readiness on ``GET /``."""
     limits = dict(resources.get("limits") or {})
+    placement: dict[str, Any] = {}
+    if node_selector:
+        placement["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        placement["tolerations"] = [dict(t) for t in tolerations]
     return {
         "metadata": {"labels": dict(SANDBOX_POD_LABELS)},
         "spec": {
             "runtimeClassName": runtime_class_name,
+            **placement,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "hostNetwork": False,
@@ -84,7 +91,9 @@ def pod_template(image: str, *, port: int, image_pull_policy: str, resources: Ma
 def sandbox_pod_template(config: StackConfig, image: str) -> dict[str, Any]:
     """``spec.podTemplate`` for a validated stack config (see ``pod_template``)."""
     return pod_template(image, port=config.sandbox_port, image_pull_policy=config.image_pull_policy,
-                        resources=config.sandbox_resources.as_dict(), runtime_class_name=config.runtime)
+                        resources=config.sandbox_resources.as_dict(), runtime_class_name=config.runtime,
+                        node_selector=dict(config.sandbox_node_selector),
+                        tolerations=[dict(t) for t in config.sandbox_tolerations])
 
 
 # Every TCP/UDP port but DNS: NetworkPolicy cannot say "all ports except 53", so two ranges.

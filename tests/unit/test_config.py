@@ -313,8 +313,9 @@ def test_every_key_has_a_pulumi_yaml_type_that_accepts_its_default() -> None:
     checks = {"string": str, "integer": int, "boolean": bool, "object": dict}
     for key in CONFIG_KEYS:
         if key.pulumi_type is None:
-            # a JSON string or a YAML value: the engine's type check would refuse one of the two
-            assert key.name in ("routerAuthToken", "sandboxEgressAllow", "controllerFlags"), f"{key.name} is untyped without a reason"
+            # a secret, or a JSON string or a YAML value (the engine's type check would refuse one of
+            # the two): the description says so to the user
+            assert key.secret or "Untyped in Pulumi.yaml" in key.description, f"{key.name} is untyped without a reason"
             continue
         assert isinstance(key.project_default, checks[key.pulumi_type]), key.name
 
@@ -370,3 +371,32 @@ def test_a_key_declaration_is_checked() -> None:
         ConfigKey("ratio", 1.0, "A ratio.", kind="float")
     with pytest.raises(ValueError, match="bounds with kind 'integer'"):
         ConfigKey("replicas", 1, "Replicas.", kind="integer")
+
+
+def test_sandbox_placement_keys_reach_the_pod_template() -> None:
+    from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import sandbox_pod_template
+
+    config = parse_stack_config({"sandboxNodeSelector": '{"pool": "sandboxes", "example.com/tier": "a"}',
+                                 "sandboxTolerations": [{"key": "sandboxes", "operator": "Exists", "effect": "NoSchedule"},
+                                                        {"key": "k", "value": "v", "tolerationSeconds": 30}]}, "gvisor")
+    spec = sandbox_pod_template(config, "img:1")["spec"]
+    assert spec["nodeSelector"] == {"pool": "sandboxes", "example.com/tier": "a"}
+    assert spec["tolerations"] == [{"key": "sandboxes", "operator": "Exists", "effect": "NoSchedule"},
+                                   {"key": "k", "value": "v", "tolerationSeconds": 30}]
+    plain = sandbox_pod_template(parse_stack_config({}, "gvisor"), "img:1")["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain
+
+
+@pytest.mark.parametrize("raw,fragment", [
+    ({"sandboxNodeSelector": "[1]"}, "sandboxNodeSelector = '[1]' is invalid: expected a JSON object of node labels"),
+    ({"sandboxNodeSelector": {"a/b/c": "x"}}, "sandboxNodeSelector.a/b/c = 'x' is invalid: expected a label key"),
+    ({"sandboxNodeSelector": {"pool": "has space"}}, "sandboxNodeSelector.pool = 'has space' is invalid"),
+    ({"sandboxTolerations": "{}"}, "sandboxTolerations = '{}' is invalid: expected a JSON list of tolerations"),
+    ({"sandboxTolerations": [{"key": "a", "operator": "Exists", "value": "v"}]}, "value must be empty with operator 'Exists'"),
+    ({"sandboxTolerations": [{"key": "a", "tolerationSeconds": "30"}]}, "tolerationSeconds = '30' is invalid"),
+    ({"sandboxTolerations": [{"key": "a", "effect": "Never"}]}, "effect = 'Never' is invalid"),
+])
+def test_sandbox_placement_keys_refuse_what_kubernetes_would(raw: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(raw, "gvisor")
+    assert fragment in str(error.value)
