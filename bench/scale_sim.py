@@ -13,6 +13,12 @@ numbers are the control plane's, without pod start-up (that is what ``automation
 on the real node). Usage, with the gvisor stack up (``make up STACK=gvisor``)::
 
     python bench/scale_sim.py [--context kind-agent-sandbox] [--pools 10,100,1000] [--rates 5,20,50]
+        [--stack gvisor]
+
+With ``--stack``, the stack itself also declares each pool size on the fake nodes
+(``warmPoolReplicas``, ``sandboxNodeSelector``, ``sandboxTolerations``; the policy pack's
+``maxReplicas`` raised for the run): the time of that ``up`` (Pulumi waits for the pool's ready
+replicas) and of the no-op ``up`` after it are reported, and the stack is put back as it was.
 
 KWOK is built from its Go module on first use (``e2e/toolchain/cluster.sh kwok``). Everything the
 run creates (fake nodes, the bench namespace, the KWOK process it started) is removed at the end,
@@ -461,6 +467,39 @@ class Simulation:
         self.log("scale-sim: cleaned up (namespace, fake nodes, kwok process)")
 
 
+STACK_PLACEMENT = {"sandboxNodeSelector": json.dumps(FAKE_LABEL),
+                   "sandboxTolerations": json.dumps([{**FAKE_TAINT, "operator": "Equal"}])}
+
+
+def stack_up_times(stack: str, pools: Sequence[int], workdir: Path, restore_replicas: str,
+                   log: Log = print) -> list[dict[str, Any]]:
+    """Per pool size: seconds of the ``up`` that declares it on the fake nodes, and of a no-op
+    ``up`` right after; the stack's own pool is restored at the end (also after a failure)."""
+    policy = workdir / "policy-config.json"
+    policy.write_text(json.dumps({"warm-pool-max-replicas": {"maxReplicas": max(pools)}}))
+    results = []
+
+    def up(*config: str) -> float:
+        started = time.monotonic()
+        argv = [sys.executable, "-m", "automation", "up", stack, "--skip-prerequisites", "--policy-config", str(policy)]
+        for pair in config:
+            argv += ["--config", pair]
+        subprocess.run(argv, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        return round(time.monotonic() - started, 1)
+
+    replicas = restore_replicas
+    try:
+        for pool in pools:
+            placement = [f"{k}={v}" for k, v in STACK_PLACEMENT.items()]
+            declared = up(f"warmPoolReplicas={pool}", *placement)
+            noop = up(f"warmPoolReplicas={pool}", *placement)
+            log(f"scale-sim: stack {stack} declaring a pool of {pool} on the fake nodes: up {declared}s, no-op up {noop}s")
+            results.append({"pool": pool, "up_seconds": declared, "noop_up_seconds": noop})
+    finally:
+        up(f"warmPoolReplicas={replicas}", "sandboxNodeSelector=", "sandboxTolerations=")
+    return results
+
+
 def ensure_kwok(log: Log = print) -> Path:
     versions = subprocess.run(["bash", "-c", f". {REPO}/e2e/toolchain/cluster-versions.sh; echo $KWOK_VERSION"],
                               capture_output=True, text=True, check=True).stdout.strip()
@@ -519,6 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--image", default="agent-sandbox/sim-never-pulled:1")
     parser.add_argument("--out", default=str(REPO / "out" / "bench" / "scale_sim.json"))
     parser.add_argument("--png", default=str(REPO / "docs" / "scale-sim.png"))
+    parser.add_argument("--stack", default="", help="also time `up` / no-op `up` of this stack declaring each pool")
     args = parser.parse_args(argv)
     cluster_name = args.context.removeprefix("kind-")
     cluster = Cluster(args.context, args.node_container or f"{cluster_name}-control-plane")
@@ -541,8 +581,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"  pool back {level.refill_seconds if level.refill_seconds is None else round(level.refill_seconds, 1)}s"
                       f"  usage {json.dumps(level.usage)}", flush=True)
                 levels.append(level)
+        stack_runs = []
+        if args.stack:
+            current = cluster.kubectl("get", f"sandboxwarmpools.{GROUP}", "-A", "-o",
+                                      "jsonpath={.items[?(@.metadata.namespace!='" + NAMESPACE + "')].spec.replicas}")
+            stack_runs = stack_up_times(args.stack, pools, sim.workdir, (current.split() or ["2"])[0])
     report = {"schema": "scale-sim/1", "cluster": args.context, "kwok": str(kwok), "seconds": round(time.monotonic() - started),
-              "levels": [lv.as_json() for lv in levels]}
+              "levels": [lv.as_json() for lv in levels], "stack_up": stack_runs}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     plot(levels, Path(args.png))
