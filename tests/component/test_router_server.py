@@ -140,6 +140,46 @@ def test_dead_upstream_is_502(router: RouterProcess, upstream: RecordingUpstream
     assert response.json()["detail"] == "Could not connect to the backend sandbox: sbx-proxy"
 
 
+def test_a_sandbox_that_refuses_at_first_is_connected_again(router: RouterProcess) -> None:
+    """A pod just Ready can refuse the router until the NetworkPolicy agent admits it: the router
+    connects again within its connect timeout instead of answering 502 at once."""
+    import http.server
+    import threading
+
+    port = free_port()
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers: list[http.server.HTTPServer] = []
+
+    def listen_later() -> None:
+        time.sleep(0.6)
+        servers.append(http.server.HTTPServer(("127.0.0.1", port), Ok))
+        servers[0].serve_forever()
+
+    threading.Thread(target=listen_later, daemon=True).start()
+    headers = {"Authorization": f"Bearer {TEST_TOKEN}", "X-Sandbox-ID": "sbx-late", "X-Sandbox-Namespace": "default",
+               "X-Sandbox-Port": str(port), "X-Sandbox-Pod-IP": "127.0.0.1"}
+    started = time.monotonic()
+    try:
+        response = requests.get(f"{router.url}/late", headers=headers, timeout=10)
+    finally:
+        if servers:
+            servers[0].shutdown()
+    assert response.status_code == 200 and response.text == "ok"
+    assert 0.5 < time.monotonic() - started < 2.5
+    metrics = requests.get(f"{router.url}/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}"}, timeout=5).text
+    assert 'sandbox_router_upstream_errors_total{kind="connect_retried"}' in metrics
+
+
 def test_upstream_status_and_body_pass_through(router: RouterProcess, upstream: RecordingUpstream) -> None:
     response = requests.get(f"{router.url}/status?code=404", headers=routing(upstream), timeout=5)
     assert response.status_code == 404 and response.json()["raw_path"] == "/status"

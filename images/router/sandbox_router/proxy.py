@@ -440,7 +440,7 @@ class ClientConnection(asyncio.Protocol):
         app = self.app
         timeout = min(app.settings.connect_timeout_seconds, target.timeout)
         try:
-            upstream = await asyncio.wait_for(app.pool.connect(target), timeout)
+            upstream = await asyncio.wait_for(app.pool.connect_retrying(target, app.loop.time() + timeout), timeout)
         except asyncio.TimeoutError:
             failure = _timed_out(target.sandbox_id, "connect_timeout")
         except ForbiddenTargetError:

@@ -9,6 +9,7 @@ on the hot path.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -274,6 +275,16 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+# A sandbox pod Ready a moment ago can still refuse the router: the kubelet's probe comes from the
+# node, which the pod's NetworkPolicy admits at once, while the router's own egress rule names the
+# sandbox pods by selector, so the NetworkPolicy agent must first add the new pod's address to it
+# (seconds on a loaded node). Those refusals end on their own: connect again, backing off, within
+# the connect timeout. Nothing has been sent upstream yet, so a retry is always safe.
+RETRYABLE_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+CONNECT_RETRY_FIRST_DELAY = 0.025
+CONNECT_RETRY_MAX_DELAY = 0.4
+
+
 class UpstreamPool:
     """Idle keep-alive connections per (host, port), most recently used first."""
 
@@ -332,6 +343,20 @@ class UpstreamPool:
             for conn in list(self.idle.get(key, ())):
                 if now - conn.idle_since > self.idle_seconds:
                     conn.close()
+
+    async def connect_retrying(self, target: RouteTarget, deadline: float) -> UpstreamConnection:
+        """:meth:`connect`, again after a refusal (see RETRYABLE_CONNECT_ERRNOS) until `deadline`
+        (loop time): each retry is counted as upstream error ``connect_retried``."""
+        delay = CONNECT_RETRY_FIRST_DELAY
+        while True:
+            try:
+                return await self.connect(target)
+            except OSError as exc:
+                if exc.errno not in RETRYABLE_CONNECT_ERRNOS or self.loop.time() + delay >= deadline:
+                    raise
+            self.metrics.upstream_error("connect_retried")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONNECT_RETRY_MAX_DELAY)
 
     async def connect(self, target: RouteTarget) -> UpstreamConnection:
         """Open a new connection to `target`; DNS answers go through the same address policy."""
