@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
-def run(command: Sequence[str], env: Optional[dict[str, str]] = None) -> None:
+def run(command: Sequence[str], env: Optional[dict[str, str]] = None, check: bool = True) -> int:
     print("$ " + " ".join(command), flush=True)
-    subprocess.run(list(command), cwd=REPO, env={**os.environ, **(env or {})}, check=True)
+    return subprocess.run(list(command), cwd=REPO, env={**os.environ, **(env or {})}, check=check).returncode
 
 
 def deploy(stack: str, profile: str, flags: str) -> float:
@@ -72,8 +72,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for round_index in range(args.rounds):
             for name, profile, flags in candidates:
                 deploy_seconds[name].append(round(deploy(args.stack, profile, flags), 1))
-                run([PY, "-m", "automation", "bench", args.stack, "-n", str(args.n)],
-                    env={"BENCH_CONCURRENCY": args.concurrency})
+                report_path = REPO / "out" / args.stack / "bench.json"
+                before = report_path.stat().st_mtime if report_path.exists() else 0.0
+                # bench exits 1 when a claim failed; its report is still written, with the failures in it
+                code = run([PY, "-m", "automation", "bench", args.stack, "-n", str(args.n)],
+                           env={"BENCH_CONCURRENCY": args.concurrency}, check=False)
+                if not report_path.exists() or report_path.stat().st_mtime <= before:
+                    raise SystemExit(f"bench wrote no report (exit {code})")
                 copy = out / f"{name}-{round_index}.json"
                 shutil.copy(REPO / "out" / args.stack / "bench.json", copy)
                 results[name].append(json.loads(copy.read_text()))
