@@ -217,8 +217,15 @@ def gvisor_kind_cluster(name: str, containerd_patches: Sequence[str] = ()) -> It
     from automation import preflight
     from automation.cluster import remove_empty_kind_network
 
+    from automation.cluster import LIB_MODULES
+
     subprocess.run([KIND, "delete", "cluster", "--name", name], capture_output=True)
     work = Path(tempfile.mkdtemp(prefix=f"e2e-{name}-"))
+    # kind bind-mounts the host's /lib/modules into the node; a kernel without modules has none
+    # (what `make up` does too): made here when missing, removed again when left empty
+    made_lib_modules = not LIB_MODULES.exists()
+    if made_lib_modules:
+        LIB_MODULES.mkdir(parents=True)
     try:
         started = time.monotonic()
         image = node_image.NodeImageBuilder(node_image.toolchain_inputs(CACHE_DIR), CACHE_DIR, log=print).ensure()
@@ -238,6 +245,8 @@ def gvisor_kind_cluster(name: str, containerd_patches: Sequence[str] = ()) -> It
         subprocess.run([KIND, "delete", "cluster", "--name", name], capture_output=True)
         remove_empty_kind_network(log=print)
         shutil.rmtree(work, ignore_errors=True)
+        if made_lib_modules and LIB_MODULES.is_dir() and not any(LIB_MODULES.iterdir()):
+            LIB_MODULES.rmdir()
 
 
 def readme_use_it_snippet() -> str:
