@@ -56,7 +56,7 @@ FAKE_ANNOTATION = {"kwok.x-k8s.io/node": "fake"}
 FAKE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 # What a fake node offers: room for the largest pool on few nodes (the control plane is measured,
 # not the scheduler's bin packing), and pod slots like a large real node.
-FAKE_NODE_CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "250"}
+FAKE_NODE_CAPACITY = {"cpu": "64", "memory": "256Gi", "ephemeral-storage": "1Ti", "pods": "250"}
 SIM_POD_REQUESTS = {"cpu": "100m", "memory": "256Mi"}
 Log = Callable[[str], None]
 
@@ -71,7 +71,7 @@ def kwok_config() -> str:
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
         "options": {"manageAllNodes": False, "manageNodesWithAnnotationSelector": "kwok.x-k8s.io/node=fake",
                     "cidr": "10.250.0.0/16", "nodeLeaseDurationSeconds": 40,
-                    "podPlayStageParallelism": 8, "nodePlayStageParallelism": 2},
+                    "podPlayStageParallelism": 8, "nodePlayStageParallelism": 2, "nodeLeaseParallelism": 2},
     }
     node_ready = _stage("sim-node-ready", "Node", [
         {"key": '.status.conditions.[] | select( .type == "Ready" ) | .status', "operator": "NotIn", "values": ["True"]},
@@ -231,6 +231,22 @@ class Cluster:
     node_container: str
     log: Log = print
 
+    _api: Any = None
+
+    def custom_objects(self) -> Any:
+        """One API client for the claims (a kubectl process per claim would cost the machine more
+        CPU than the controller it measures); its pool holds as many connections as workers."""
+        if self._api is None:
+            from kubernetes import client, config
+
+            api_client = config.new_client_from_config(context=self.context)
+            api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 64
+            self._api = client.CustomObjectsApi(api_client)
+        return self._api
+
+    def create_claim(self, body: Mapping[str, Any]) -> None:
+        self.custom_objects().create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "sandboxclaims", dict(body))
+
     def kubectl(self, *args: str, input_text: Optional[str] = None, check: bool = True) -> str:
         result = subprocess.run(["kubectl", "--context", self.context, *args], input=input_text,
                                 capture_output=True, text=True)
@@ -244,7 +260,7 @@ class Cluster:
 
     def process_usage(self, pattern: str) -> Optional[dict[str, float]]:
         """CPU seconds and RSS (MiB) of the newest process in the node container matching ``pattern``."""
-        script = (f"p=$(pgrep -n -f '{pattern}') || exit 3; cat /proc/$p/stat; "
+        script = (f"p=$(pgrep -o -x '{pattern}') || exit 3; cat /proc/$p/stat; "
                   "grep VmRSS /proc/$p/status; getconf CLK_TCK")
         result = subprocess.run(["docker", "exec", self.node_container, "sh", "-c", script],
                                 capture_output=True, text=True)
@@ -254,7 +270,9 @@ class Cluster:
         return {"cpu_s": cpu_seconds(stat, int(ticks)), "rss_mib": int(rss.split()[1]) / 1024}
 
 
-PROCESSES = {"controller": "agent-sandbox-controller", "apiserver": "kube-apiserver ", "etcd": "etcd --"}
+# Matched on the process name exactly (pgrep -x: the kernel keeps 15 characters of it), so the
+# shell running pgrep never matches itself.
+PROCESSES = {"controller": "agent-sandbox-c", "apiserver": "kube-apiserver", "etcd": "etcd"}
 
 
 def usage_delta(before: Mapping[str, Optional[dict[str, float]]], after: Mapping[str, Optional[dict[str, float]]],
@@ -369,7 +387,9 @@ class Simulation:
 
     def ensure_nodes(self, count: int) -> None:
         wanted = [f"kwok-sim-{i}" for i in range(count)]
-        self.cluster.apply(fake_node(name) for name in wanted if name not in self.nodes)
+        new = [fake_node(name) for name in wanted if name not in self.nodes]
+        if new:
+            self.cluster.apply(new)
         self.nodes = sorted(set(self.nodes) | set(wanted))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -421,7 +441,7 @@ class Simulation:
             if delay > 0:
                 time.sleep(delay)
             created[names[i]] = time.monotonic()
-            self.cluster.kubectl("create", "-f", "-", input_text=json.dumps(sim_claim(names[i], pool)))
+            self.cluster.create_claim(sim_claim(names[i], pool))
 
         # Open loop: each claim is sent at its time by its own worker, however slow earlier ones are.
         with ThreadPoolExecutor(max_workers=min(64, claims or 1)) as workers:
@@ -510,24 +530,26 @@ def ensure_kwok(log: Log = print) -> Path:
     return binary
 
 
-def plot(levels: Sequence[Level], path: Path) -> None:
+def plot(levels: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Latency vs pool size (one line per rate) and vs rate (one line per pool), p50 and p99, from
+    the report's levels (so a report can be plotted again: ``--plot-only``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (by_pool, by_rate) = plt.subplots(1, 2, figsize=(11, 4.2))
-    rates = sorted({lv.rate for lv in levels})
-    pools = sorted({lv.pool for lv in levels})
+    rates = sorted({lv["rate_per_s"] for lv in levels})
+    pools = sorted({lv["pool"] for lv in levels})
     for rate in rates:
-        row = sorted((lv for lv in levels if lv.rate == rate), key=lambda lv: lv.pool)
+        row = sorted((lv for lv in levels if lv["rate_per_s"] == rate), key=lambda lv: lv["pool"])
         for q, style in (("p50", "-o"), ("p99", "--x")):
-            by_pool.plot([lv.pool for lv in row], [summarize(lv.latencies)[q] for lv in row], style,
+            by_pool.plot([lv["pool"] for lv in row], [lv["claim_to_ready_s"][q] for lv in row], style,
                          label=f"{rate:g}/s {q}")
     for pool in pools:
-        row = sorted((lv for lv in levels if lv.pool == pool), key=lambda lv: lv.rate)
+        row = sorted((lv for lv in levels if lv["pool"] == pool), key=lambda lv: lv["rate_per_s"])
         for q, style in (("p50", "-o"), ("p99", "--x")):
-            by_rate.plot([lv.rate for lv in row], [summarize(lv.latencies)[q] for lv in row], style,
+            by_rate.plot([lv["rate_per_s"] for lv in row], [lv["claim_to_ready_s"][q] for lv in row], style,
                          label=f"pool {pool} {q}")
     by_pool.set(xscale="log", xlabel="warm pool size (sandboxes)", ylabel="claim → Ready (s)",
                 title="latency vs pool size")
@@ -559,20 +581,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=str(REPO / "out" / "bench" / "scale_sim.json"))
     parser.add_argument("--png", default=str(REPO / "docs" / "scale-sim.png"))
     parser.add_argument("--stack", default="", help="also time `up` / no-op `up` of this stack declaring each pool")
+    parser.add_argument("--stack-only", action="store_true",
+                        help="with --stack: only the stack's up times, added to the report at --out")
+    parser.add_argument("--plot-only", action="store_true", help="draw --png again from the report at --out")
     args = parser.parse_args(argv)
+    out_path = Path(args.out)
+    if args.plot_only:
+        plot(json.loads(out_path.read_text())["levels"], Path(args.png))
+        print(f"scale-sim: drew {args.png}")
+        return 0
     cluster_name = args.context.removeprefix("kind-")
     cluster = Cluster(args.context, args.node_container or f"{cluster_name}-control-plane")
     pools, rates = _ints(args.pools), _floats(args.rates)
     kwok = ensure_kwok()
     levels: list[Level] = []
     started = time.monotonic()
+    report = (json.loads(out_path.read_text()) if args.stack_only and out_path.is_file()
+              else {"schema": "scale-sim/1", "cluster": args.context, "kwok": str(kwok), "levels": [], "stack_up": []})
+
+    def write() -> None:
+        # after every part: a later part that fails or is interrupted keeps what came before
+        report["seconds"] = round(time.monotonic() - started)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(report, indent=2))
+
     with Simulation(cluster, kwok, args.image) as sim:
         sim.start_kwok()
         sim.prepare_namespace()
         for pool in pools:
             claims_max = max(min(pool, math.ceil(rate * args.seconds)) for rate in rates)
             sim.ensure_nodes(nodes_for(pool, claims=claims_max))
-            for rate in rates:
+            for rate in ([] if args.stack_only else rates):
                 claims = min(pool, max(1, math.ceil(rate * args.seconds)))
                 level = sim.run_level(pool, rate, claims)
                 s = summarize(level.latencies)
@@ -581,16 +620,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"  pool back {level.refill_seconds if level.refill_seconds is None else round(level.refill_seconds, 1)}s"
                       f"  usage {json.dumps(level.usage)}", flush=True)
                 levels.append(level)
-        stack_runs = []
+                report["levels"].append(level.as_json())
+                write()
         if args.stack:
             current = cluster.kubectl("get", f"sandboxwarmpools.{GROUP}", "-A", "-o",
                                       "jsonpath={.items[?(@.metadata.namespace!='" + NAMESPACE + "')].spec.replicas}")
-            stack_runs = stack_up_times(args.stack, pools, sim.workdir, (current.split() or ["2"])[0])
-    report = {"schema": "scale-sim/1", "cluster": args.context, "kwok": str(kwok), "seconds": round(time.monotonic() - started),
-              "levels": [lv.as_json() for lv in levels], "stack_up": stack_runs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    plot(levels, Path(args.png))
+            report["stack_up"] = stack_up_times(args.stack, pools, sim.workdir, (current.split() or ["2"])[0])
+            write()
+    if report["levels"]:
+        plot(report["levels"], Path(args.png))
     print(f"scale-sim: wrote {args.out} and {args.png}")
     return 0
 
