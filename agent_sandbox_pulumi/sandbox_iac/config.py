@@ -681,15 +681,24 @@ class _Validator:
                 return value
         return value
 
+    def _json_object(self, key: str, what: str, example: str) -> Optional[dict[str, Any]]:
+        """The key's value as an object (a YAML/JSON object or one in a JSON string); None when it
+        is unset, or (problem recorded) when it is something else."""
+        value = self._json_value(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            project = constants.PROJECT_NAME
+            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON object of "
+                                 f"{what} (fix: pulumi config set {project}:{key} {example})")
+            return None
+        return value
+
     def node_selector(self, declared: ConfigKey) -> tuple[tuple[str, str], ...]:
         """Node labels sandbox pods must match: label keys ([prefix/]name) and values as Kubernetes checks them."""
         key, project = declared.name, constants.PROJECT_NAME
-        value = self._json_value(key)
+        value = self._json_object(key, "node labels", "'{\"pool\": \"sandboxes\"}'")
         if value is None:
-            return ()
-        if not isinstance(value, dict):
-            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON object of node "
-                                 f"labels (fix: pulumi config set {project}:{key} '{{\"pool\": \"sandboxes\"}}')")
             return ()
         labels: list[tuple[str, str]] = []
         for name in sorted(value):
@@ -747,18 +756,8 @@ class _Validator:
     def controller_flags(self, declared: ConfigKey) -> tuple[tuple[str, str], ...]:
         """Tuning flags of the controller: known names only, each value of its flag's kind."""
         key, project = declared.name, constants.PROJECT_NAME
-        value = self.value(key)
+        value = self._json_object(key, "flag names and values", "'{\"sandbox-write-behind-window\": \"250ms\"}'")
         if value is None:
-            return ()
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
-        example = "'{\"sandbox-write-behind-window\": \"250ms\"}'"
-        if not isinstance(value, dict):
-            self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON object of "
-                                 f"flag names and values (fix: pulumi config set {project}:{key} {example})")
             return ()
         flags: list[tuple[str, str]] = []
         for name in sorted(value):
