@@ -104,6 +104,10 @@ class Setup:
         self.offline = tools.offline()
         self.result = SetupResult()
         self.docker = "docker"
+        # asked once each, by whichever stream needs them first
+        self._kindest_asked = False
+        self._kindest: Optional[str] = None
+        self._local_controller: Optional[bool] = None
 
     def _timed(self, name: str, step: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -211,8 +215,8 @@ class Setup:
         """``kindest/node`` when it is here or can be pulled (never offline); the answer is kept."""
         if self.offline:
             return None
-        if not hasattr(self, "_kindest"):
-            self._kindest: Optional[str] = None
+        if not self._kindest_asked:
+            self._kindest_asked = True
             if subprocess.run([self.docker, "image", "inspect", KINDEST_NODE_IMAGE], capture_output=True).returncode == 0:
                 self._kindest = KINDEST_NODE_IMAGE
             else:
@@ -277,7 +281,10 @@ class Setup:
     def _needs_local_controller(self) -> bool:
         # Only a cluster we made gets the locally built controller; on other clusters the
         # controllerImage key says where it comes from (a mirror, a registry).
-        return self.config.cluster_flavour == "kind" and (self.offline or not self._controller_image_pullable())
+        if self._local_controller is None:
+            self._local_controller = self.config.cluster_flavour == "kind" and (
+                self.offline or not self._controller_image_pullable())
+        return self._local_controller
 
     def _controller_archive(self) -> Path:
         return self.cache / "images" / versions.AGENT_SANDBOX_VERSION / "bin" / "agent-sandbox-controller.tar"

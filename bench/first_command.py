@@ -17,7 +17,7 @@ with stack_session(default_paths(), "gvisor") as s:
         sb = client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
         try:
             t0 = time.monotonic(); sb.get_pod_ip(); t1 = time.monotonic()
-            r = sb.connector.send_request("GET", "") if hasattr(sb, "connector") else None
+            sb.connector.send_request("GET", "")
             t2 = time.monotonic()
             sb.commands.run(CMD); t3 = time.monotonic()
             sb.commands.run(CMD); t4 = time.monotonic()

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from automation import stats  # noqa: E402 - after the checkout is on the path (run as a script)
 CACHE_DIR = Path(os.environ.get("CACHE_DIR", "/var/cache/agent-sandbox-iac"))
 GROUP = "extensions.agents.x-k8s.io"
 VERSION = "v1beta1"
@@ -184,14 +185,9 @@ def sim_claim(name: str, pool: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- numbers
 
 def quantile(values: Sequence[float], q: float) -> Optional[float]:
-    """The q-quantile (0..1) of ``values``, interpolated between the two nearest ranks (the
-    'inclusive' method: with one value, that value)."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[round(q * 100) - 1] if 0 < q < 1 else (min(values) if q <= 0 else max(values))
+    """The q-quantile (0..1) of ``values`` as the driver's bench computes it
+    (``automation.stats.percentile``); None for no values."""
+    return stats.percentile(values, q) if values else None
 
 
 def summarize(latencies: Sequence[float]) -> dict[str, Any]:

@@ -602,11 +602,7 @@ class _Validator:
             self.problems.append(f"{project}:{key} is only read with sandboxEgress 'allowList' (now {mode!r}), so the "
                                  f"list would be ignored ({_fix('sandboxEgress', 'allowList')})")
             return ()
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass
+        value = self._json_value(key)
         if not isinstance(value, list) or not value:
             self.problems.append(f"{project}:{key} = {_show(self.value(key))} is invalid: expected a JSON list of "
                                  f"{{cidr, ports, protocol}} objects ({whole_fix})")
