@@ -37,6 +37,14 @@ images = SandboxImages("images", {
     "prebuilt_router": config.router_image,
 })
 
+# The sizing inputs of the chosen mode only: the component refuses the other mode's.
+pool_size = {"warm_pool_replicas": config.warm_pool_replicas} if config.autoscaling is None else {
+    "warm_pool_min_replicas": config.warm_pool_min_replicas,
+    "warm_pool_max_replicas": config.warm_pool_max_replicas,
+    "warm_pool_in_use_per_warm": config.warm_pool_in_use_per_warm,
+    "warm_pool_scale_down_seconds": config.warm_pool_scale_down_seconds,
+}
+
 sandbox = AgentSandbox("agent-sandbox", {
     # The image refs carry the loads onto the nodes: pods that use them wait for them.
     "runtime_image": images.runtime_image,
@@ -59,7 +67,11 @@ sandbox = AgentSandbox("agent-sandbox", {
     "sandbox_node_selector": dict(config.sandbox_node_selector),
     "sandbox_tolerations": [dict(t) for t in config.sandbox_tolerations],
     "warm_pool_name": config.warm_pool_name,
-    "warm_pool_replicas": config.warm_pool_replicas,
+    "warm_pool_autoscaling": config.warm_pool_autoscaling,
+    **pool_size,
+    "install_keda": config.install_keda,
+    "keda_operator_image": config.keda_operator_image,
+    "keda_metrics_image": config.keda_metrics_image,
     "router_replicas": config.router_replicas,
     "router_resources": config.router_resources.as_dict(),
     "router_auth_token": read_router_token(),  # a secret Output, or None: generated once and kept
@@ -81,6 +93,7 @@ pulumi.export("namespace", sandbox.namespace)
 pulumi.export("template", sandbox.template_name)
 pulumi.export("warmPool", sandbox.warm_pool_name)
 pulumi.export("warmPoolReplicas", sandbox.warm_pool_replicas)
+pulumi.export("warmPoolAutoscaling", sandbox.warm_pool_autoscaling)
 pulumi.export("sandboxPort", sandbox.sandbox_port)
 pulumi.export("routerService", sandbox.router_service_name)
 pulumi.export("routerNamespace", sandbox.router_namespace)

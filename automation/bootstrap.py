@@ -43,6 +43,10 @@ NODE_IMAGE_PARTS = ("kubernetes", "etcd", "coredns", "pause", "kube-router", "co
 # it already for kubectl (cluster.sh holds a lock per part: the second builder waits, then finds it).
 PARALLEL_PARTS = (*(p for p in NODE_IMAGE_PARTS if p != "kubernetes"), "kubernetes")
 CONTROLLER_IMAGE_PARTS = ("pause", "agent-sandbox", "images")
+# KEDA's two images (installKeda on a cluster we made, when the release's cannot be pulled): the
+# config key each fills, the local tag (cluster-versions.sh) and the archive `cluster.sh keda` writes.
+KEDA_LOCAL_IMAGES = {"kedaOperatorImage": ("localhost/keda:{version}", "keda-operator.tar"),
+                     "kedaMetricsImage": ("localhost/keda-metrics-apiserver:{version}", "keda-metrics-apiserver.tar")}
 PARALLEL_PREFIX = "  | "
 
 
@@ -108,6 +112,7 @@ class Setup:
         self._kindest_asked = False
         self._kindest: Optional[str] = None
         self._local_controller: Optional[bool] = None
+        self._local_keda: Optional[bool] = None
 
     def _timed(self, name: str, step: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -272,11 +277,39 @@ class Setup:
         if self._needs_local_controller() and not self._controller_archive().is_file():
             log(f"setup: building the controller {versions.AGENT_SANDBOX_VERSION} image from its Go module")
             self._build_parts(CONTROLLER_IMAGE_PARTS, log)
+        if self._needs_local_keda() and not all(path.is_file() for path in self._keda_archives().values()):
+            log(f"setup: installKeda: building KEDA {versions.KEDA_VERSION}'s images from its Go module "
+                "(cold: ~20-30 min on 2 cores)")
+            self._build_parts(("keda",), log)
 
     def ensure_images(self) -> None:
         self.prepare_images(self.log)
         if self._needs_local_controller():
             self._load_local_controller_image()
+        if self._needs_local_keda():
+            self._load_local_keda_images()
+
+    def _needs_local_keda(self) -> bool:
+        # Like the controller: only a cluster we made, and only when the release's images are absent.
+        c = self.config
+        if self._local_keda is None:
+            self._local_keda = c.install_keda and c.cluster_flavour == "kind" and (
+                self.offline or not self._image_present(c.keda_operator_image)
+                or not self._image_present(c.keda_metrics_image))
+        return self._local_keda
+
+    def _keda_archives(self) -> dict[str, Path]:
+        folder = self.cache / "keda" / versions.KEDA_VERSION / "bin"
+        return {key: folder / archive for key, (_, archive) in KEDA_LOCAL_IMAGES.items()}
+
+    def _load_local_keda_images(self) -> None:
+        for key, archive in self._keda_archives().items():
+            if not archive.is_file():
+                raise SetupError(f"building KEDA's images left no {archive} (logs in {self.cache / 'logs'})")
+            clusters.kind_load_archive(self.config.cluster_name, archive, log=self.log)
+            self.result.overrides[key] = KEDA_LOCAL_IMAGES[key][0].format(version=versions.KEDA_VERSION)
+        self.result.notices.append(f"installKeda: KEDA {versions.KEDA_VERSION}'s images built here from its Go module "
+                                   "(the release images cannot be pulled)")
 
     def _needs_local_controller(self) -> bool:
         # Only a cluster we made gets the locally built controller; on other clusters the
@@ -316,8 +349,10 @@ class Setup:
         self._cli_images_built = True
 
     def _controller_image_pullable(self) -> bool:
-        return subprocess.run([self.docker, "image", "inspect", self.config.controller_image],
-                              capture_output=True).returncode == 0
+        return self._image_present(self.config.controller_image)
+
+    def _image_present(self, image: str) -> bool:
+        return subprocess.run([self.docker, "image", "inspect", image], capture_output=True).returncode == 0
 
     def _load_local_controller_image(self) -> None:
         version = versions.AGENT_SANDBOX_VERSION

@@ -152,6 +152,9 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     # The manifest source (vendored copy, or a download checked against its digest) is checked
     # here, so a bad one is one line before the engine starts rather than a trace inside it.
     check_manifest_source(config.controller_manifest, paths.root)
+    if config.autoscaling is not None and not config.install_keda:
+        from automation.kube import Cluster, api_client, require_autoscaler
+        require_autoscaler(config, Cluster(api_client(config)).has_crd)
     stack = open_stack(paths, config.stack, overrides)
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]

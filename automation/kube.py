@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from automation.errors import CapacityError
+from automation.errors import CapacityError, MissingPrerequisite
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 
@@ -54,6 +54,20 @@ def kube_args(config: StackConfig) -> list[str]:
             *(["--context", config.kube_context] if config.kube_context else [])]
 
 
+KEDA_CRD = "scaledobjects.keda.sh"
+
+
+def require_autoscaler(config: StackConfig, has_crd: Any) -> None:
+    """``warmPoolAutoscaling: keda`` without ``installKeda`` needs KEDA in the cluster already:
+    say so before the engine starts, rather than as a failed ScaledObject deep in ``up``."""
+    if config.autoscaling is None or config.install_keda or has_crd(KEDA_CRD):
+        return
+    raise MissingPrerequisite(
+        f"warmPoolAutoscaling 'keda' needs KEDA in the cluster, and CRD {KEDA_CRD} is not there "
+        f"(fix: pulumi config set {constants.PROJECT_NAME}:installKeda true -- the stack installs KEDA "
+        f"{versions.KEDA_VERSION} -- or install KEDA yourself, or set warmPoolAutoscaling off)")
+
+
 @dataclass
 class Cluster:
     """Typed access to the few objects the driver reads or patches."""
@@ -69,6 +83,17 @@ class Cluster:
     def custom(self) -> Any:
         from kubernetes import client
         return client.CustomObjectsApi(self.client)
+
+    def has_crd(self, name: str) -> bool:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+        try:
+            client.ApiextensionsV1Api(self.client).read_custom_resource_definition(name)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     # --- warm pool -------------------------------------------------------------------------
     def warm_pool(self, namespace: str, name: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ POLICY_PACK_NAME = "agent-sandbox-guardrails"
 SANDBOX_TEMPLATE_TYPE = re.compile(r"^kubernetes:extensions\.agents\.x-k8s\.io/[^:]+:SandboxTemplate$")
 SANDBOX_TYPE = re.compile(r"^kubernetes:agents\.x-k8s\.io/[^:]+:Sandbox$")
 WARM_POOL_TYPE = re.compile(r"^kubernetes:extensions\.agents\.x-k8s\.io/[^:]+:SandboxWarmPool$")
+SCALED_OBJECT_TYPE = re.compile(r"^kubernetes:keda\.sh/[^:]+:ScaledObject$")
 DEPLOYMENT_TYPE = "kubernetes:apps/v1:Deployment"
 SERVICE_TYPE = "kubernetes:core/v1:Service"
 NETWORK_POLICY_TYPE = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -675,10 +676,20 @@ def check_image_pinning(resource_type: str, props: Mapping[str, Any], config: Ma
 
 
 def check_warm_pool_replicas(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    """A SandboxWarmPool stays within the configured replica budget."""
+    """A SandboxWarmPool stays within the configured replica budget, and so does the most an
+    autoscaler (a KEDA ScaledObject on a warm pool) may ask for."""
+    maximum = int(config.get("maxReplicas", DEFAULT_MAX_WARM_POOL_REPLICAS))
+    if SCALED_OBJECT_TYPE.match(resource_type):
+        if _dig(props, "spec", "scaleTargetRef", "kind") != "SandboxWarmPool":
+            return []
+        most = _dig(props, "spec", "maxReplicaCount")
+        if most is not None and int(float(most)) > maximum:
+            return [f"ScaledObject {_name_of(props)}: maxReplicaCount {int(float(most))} exceeds the maximum {maximum}: "
+                    "the autoscaler could hold that many warm sandboxes' requests at once. "
+                    f"Fix: set agent-sandbox:warmPoolMaxReplicas <= {maximum}, or raise the policy config maxReplicas."]
+        return []
     if not WARM_POOL_TYPE.match(resource_type):
         return []
-    maximum = int(config.get("maxReplicas", DEFAULT_MAX_WARM_POOL_REPLICAS))
     replicas = _dig(props, "spec", "replicas")
     if replicas is None:
         return []

@@ -19,6 +19,7 @@ import pulumi
 
 from agent_sandbox_pulumi.components.args import EgressDestination, ContainerResources
 from agent_sandbox_pulumi.components.controller import AgentSandboxController
+from agent_sandbox_pulumi.components.keda import Keda
 from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.components.router import SandboxRouter
 from agent_sandbox_pulumi.components.sandbox_pool import SandboxPool
@@ -31,7 +32,8 @@ TYPE_TOKEN = "agent-sandbox:index:AgentSandbox"
 # The parts keep the names they had as top-level components of this project's stacks, so the
 # aliases below find them; the controller and the router Service are cluster-wide singletons,
 # so one AgentSandbox per cluster is all there can be anyway.
-PART_NAMES = {"runtime": "secure-runtime", "controller": "controller", "pool": "sandboxes", "router": "router"}
+PART_NAMES = {"runtime": "secure-runtime", "controller": "controller", "pool": "sandboxes", "router": "router",
+              "keda": "keda"}
 
 
 class AgentSandboxArgs(TypedDict):
@@ -84,6 +86,24 @@ class AgentSandboxArgs(TypedDict):
     """Name of the SandboxWarmPool clients claim from; default ``python-sandbox-warmpool``."""
     warm_pool_replicas: NotRequired[int]
     """Pre-started sandboxes (0 = cold starts only); default 2. The policy pack caps it at 20."""
+    warm_pool_autoscaling: NotRequired[str]
+    """``off`` (default: the pool keeps ``warmPoolReplicas``) | ``keda``: a KEDA ScaledObject keeps
+    one warm sandbox per ``warmPoolInUsePerWarm`` sandboxes in use, within the min/max below
+    (``warmPoolReplicas`` must then be unset). KEDA must be in the cluster, or ``installKeda``."""
+    warm_pool_min_replicas: NotRequired[int]
+    """With autoscaling: fewest warm sandboxes (0 = scale to zero when nothing is in use); default 1."""
+    warm_pool_max_replicas: NotRequired[int]
+    """With autoscaling: most warm sandboxes; default 10. The policy pack caps it at 20."""
+    warm_pool_in_use_per_warm: NotRequired[int]
+    """With autoscaling: one warm sandbox per this many in use; default 1."""
+    warm_pool_scale_down_seconds: NotRequired[int]
+    """With autoscaling: how long demand must stay lower before the pool shrinks; default 300."""
+    install_keda: NotRequired[bool]
+    """Install KEDA v2.21.0 (operator + metrics API server, namespace ``keda``); default false."""
+    keda_operator_image: NotRequired[str]
+    """With ``installKeda``: KEDA operator image; default the release's."""
+    keda_metrics_image: NotRequired[str]
+    """With ``installKeda``: KEDA metrics API server image; default the release's."""
     router_replicas: NotRequired[int]
     """Router Deployment replicas; default 2."""
     router_resources: NotRequired[ContainerResources]
@@ -121,6 +141,10 @@ VALIDATED_INPUTS: dict[str, str] = {
     "sandbox_namespace": "sandboxNamespace", "template_name": "templateName", "sandbox_port": "sandboxPort",
     "sandbox_resources": "sandboxResources", "sandbox_node_selector": "sandboxNodeSelector",
     "sandbox_tolerations": "sandboxTolerations", "warm_pool_name": "warmPoolName", "warm_pool_replicas": "warmPoolReplicas",
+    "warm_pool_autoscaling": "warmPoolAutoscaling", "warm_pool_min_replicas": "warmPoolMinReplicas",
+    "warm_pool_max_replicas": "warmPoolMaxReplicas", "warm_pool_in_use_per_warm": "warmPoolInUsePerWarm",
+    "warm_pool_scale_down_seconds": "warmPoolScaleDownSeconds", "install_keda": "installKeda",
+    "keda_operator_image": "kedaOperatorImage", "keda_metrics_image": "kedaMetricsImage",
     "router_replicas": "routerReplicas", "router_allowed_pod_cidrs": "routerAllowedPodCidrs",
     "router_sandbox_namespaces": "routerSandboxNamespaces", "api_server_endpoints": "apiServerEndpoints",
     "sandbox_egress": "sandboxEgress", "sandbox_egress_allow": "sandboxEgressAllow",
@@ -131,7 +155,8 @@ VALIDATED_INPUTS: dict[str, str] = {
 
 # Integer inputs: numbers from other languages arrive as floats (the SDK's provider passes them on
 # unconverted), and a warm pool of "3.0" replicas would reach the cluster as such.
-INTEGER_INPUTS = ("sandbox_port", "warm_pool_replicas", "router_replicas")
+INTEGER_INPUTS = ("sandbox_port", "warm_pool_replicas", "router_replicas", "warm_pool_min_replicas",
+                  "warm_pool_max_replicas", "warm_pool_in_use_per_warm", "warm_pool_scale_down_seconds")
 
 
 def with_whole_numbers(args: AgentSandboxArgs) -> AgentSandboxArgs:
@@ -174,7 +199,9 @@ class AgentSandbox(pulumi.ComponentResource):
     warm_pool_name: pulumi.Output[str]
     """Name of the SandboxWarmPool SDK clients claim from."""
     warm_pool_replicas: pulumi.Output[int]
-    """Pre-started sandboxes the pool keeps."""
+    """Pre-started sandboxes the pool keeps (with autoscaling: at least, ``warmPoolMinReplicas``)."""
+    warm_pool_autoscaling: pulumi.Output[str]
+    """``off`` (fixed size) or ``keda`` (the pool follows demand)."""
     runtime_class_name: pulumi.Output[str]
     """RuntimeClass of the sandbox pods."""
     sandbox_port: pulumi.Output[int]
@@ -213,6 +240,13 @@ class AgentSandbox(pulumi.ComponentResource):
             "controller_image": settings.controller_image,
             "flags": controller_flags.effective_flags(settings.controller_profile, dict(settings.controller_flags)),
         }, opts=child_options(self, opts, aliases=was_top_level))
+        keda = None
+        if settings.install_keda:
+            keda = Keda(PART_NAMES["keda"], {
+                "operator_image": settings.keda_operator_image,
+                "metrics_image": settings.keda_metrics_image,
+                "image_pull_policy": pull_policy,
+            }, opts=child_options(self, opts))
         pool = SandboxPool(PART_NAMES["pool"], {
             "namespace": settings.sandbox_namespace,
             "template_name": settings.template_name,
@@ -227,6 +261,8 @@ class AgentSandbox(pulumi.ComponentResource):
             "node_selector": dict(settings.sandbox_node_selector),
             "tolerations": [dict(t) for t in settings.sandbox_tolerations],
             "extensions_api_version": controller.extensions_api_version,
+            "autoscaling": settings.autoscaling,
+            "autoscaler": keda,
         }, opts=child_options(self, opts, depends_on=[controller, runtime], aliases=was_top_level))
         router_inputs: dict[str, Any] = {
             "image": args["router_image"],
@@ -254,7 +290,9 @@ class AgentSandbox(pulumi.ComponentResource):
         self.namespace = pool.namespace
         self.template_name = pool.template_name
         self.warm_pool_name = pool.warm_pool_name
-        self.warm_pool_replicas = pulumi.Output.from_input(settings.warm_pool_replicas)
+        self.keda = keda
+        self.warm_pool_replicas = pulumi.Output.from_input(settings.warm_pool_floor)
+        self.warm_pool_autoscaling = pulumi.Output.from_input(settings.warm_pool_autoscaling)
         self.runtime_class_name = runtime.runtime_class_name
         self.sandbox_port = pulumi.Output.from_input(settings.sandbox_port)
         self.controller_namespace = controller.namespace
@@ -267,6 +305,7 @@ class AgentSandbox(pulumi.ComponentResource):
             "templateName": self.template_name,
             "warmPoolName": self.warm_pool_name,
             "warmPoolReplicas": self.warm_pool_replicas,
+            "warmPoolAutoscaling": self.warm_pool_autoscaling,
             "runtimeClassName": self.runtime_class_name,
             "sandboxPort": self.sandbox_port,
             "controllerNamespace": self.controller_namespace,

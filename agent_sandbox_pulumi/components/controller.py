@@ -5,37 +5,17 @@ fits the release: webhook port for v0.5.6, /readyz for webhook-less v1.0.x).
 Owns: ``ControllerArgs`` and ``AgentSandboxController``. The release manifest is named by its
 source (path or URL, default: the vendored pinned copy) and read here, never passed as objects."""
 
-import re
-from typing import Any, Callable, NotRequired, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
-import pulumi_kubernetes as k8s
 
-from agent_sandbox_pulumi.components.options import child_options
+from agent_sandbox_pulumi.components.manifest_objects import declare_object
 from agent_sandbox_pulumi.sandbox_iac import constants, manifests, versions
 
 # A controller with a conversion webhook writes its self-signed CA into the CRDs at start-up;
 # without this the next `up` would fight the controller over the field. CRDs without a webhook
 # have no such field to ignore.
 CA_BUNDLE_PATH = "spec.conversion.webhook.clientConfig.caBundle"
-
-RESOURCE_CLASSES: dict[str, Callable[..., pulumi.CustomResource]] = {
-    "Namespace": k8s.core.v1.Namespace,
-    "CustomResourceDefinition": k8s.apiextensions.v1.CustomResourceDefinition,
-    "ServiceAccount": k8s.core.v1.ServiceAccount,
-    "Role": k8s.rbac.v1.Role,
-    "RoleBinding": k8s.rbac.v1.RoleBinding,
-    "ClusterRole": k8s.rbac.v1.ClusterRole,
-    "ClusterRoleBinding": k8s.rbac.v1.ClusterRoleBinding,
-    "Service": k8s.core.v1.Service,
-    "ConfigMap": k8s.core.v1.ConfigMap,
-    "Deployment": k8s.apps.v1.Deployment,
-}
-
-
-def _snake(key: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-
 
 class ControllerArgs(TypedDict):
     """Inputs of AgentSandboxController (plain values: they decide which objects are declared)."""
@@ -104,13 +84,6 @@ class AgentSandboxController(pulumi.ComponentResource):
 
     def _declare(self, name: str, obj: dict[str, Any], depends_on: list[pulumi.Resource],
                  opts: Optional[pulumi.ResourceOptions]) -> pulumi.CustomResource:
-        kind = obj["kind"]
-        if kind not in RESOURCE_CLASSES:
-            raise manifests.ManifestError(
-                f"controller manifest has a {kind} object ({obj['metadata']['name']}); "
-                f"this project knows how to declare {sorted(RESOURCE_CLASSES)}"
-            )
-        fields = {_snake(k): v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
-        ignore = [CA_BUNDLE_PATH] if kind == manifests.CRD_KIND and obj["metadata"]["name"] in self._webhook_crds else None
-        return RESOURCE_CLASSES[kind](f"{name}-{kind.lower()}-{obj['metadata']['name']}",
-                                      opts=child_options(self, opts, depends_on=depends_on, ignore_changes=ignore), **fields)
+        ignore = ([CA_BUNDLE_PATH] if obj["kind"] == manifests.CRD_KIND
+                  and obj["metadata"]["name"] in self._webhook_crds else None)
+        return declare_object(self, name, obj, opts, "controller manifest", depends_on=depends_on, ignore_changes=ignore)

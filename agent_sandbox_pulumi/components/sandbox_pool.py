@@ -1,8 +1,9 @@
-"""The sandbox namespace, the hardened SandboxTemplate and the SandboxWarmPool that keeps
-pre-started sandboxes ready to be claimed.
+"""The sandbox namespace, the hardened SandboxTemplate, the SandboxWarmPool that keeps
+pre-started sandboxes ready to be claimed and, when the pool follows demand, the KEDA
+ScaledObject that sizes it.
 
 Owns: ``SandboxPoolArgs`` and ``SandboxPool``. The pod and network specs come from
-``sandbox_iac.sandbox_spec``; the egress rules inside ``network_policy`` are built (and their
+``sandbox_iac.sandbox_spec``, the ScaledObject's from ``sandbox_iac.autoscaling``; the egress rules inside ``network_policy`` are built (and their
 safety checked) by ``AgentSandbox`` from its validated inputs."""
 
 from typing import Any, NotRequired, Optional, TypedDict
@@ -13,8 +14,9 @@ import pulumi_kubernetes as k8s
 from agent_sandbox_pulumi.components.args import ContainerResources
 from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac.autoscaling import Autoscaling, scaled_object_spec
 from agent_sandbox_pulumi.sandbox_iac.config import DEFAULT_RESOURCES
-from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import pod_template, pool_spec, template_spec
+from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import SANDBOX_POD_LABELS, pod_template, pool_spec, template_spec
 
 
 class SandboxPoolArgs(TypedDict):
@@ -49,6 +51,11 @@ class SandboxPoolArgs(TypedDict):
     extensions_api_version: NotRequired[str]
     """``group/version`` of SandboxTemplate/SandboxWarmPool the controller serves (its output
     ``extensions_api_version``); default ``extensions.agents.x-k8s.io/v1beta1``."""
+    autoscaling: NotRequired[Optional[Autoscaling]]
+    """Size the pool by demand through a KEDA ScaledObject (KEDA must be in the cluster: pass the
+    ``Keda`` component in ``autoscaler``); ``warm_pool_replicas`` is then not declared. Default none."""
+    autoscaler: NotRequired[Optional[pulumi.Resource]]
+    """What the ScaledObject waits for (the stack's ``Keda`` component); default nothing."""
 
 
 def wait_for_ready_replicas(replicas: int) -> dict[str, str]:
@@ -106,6 +113,13 @@ class SandboxPool(pulumi.ComponentResource):
             spec=spec,
             opts=child_options(self, opts),
         )
+        autoscaling = args.get("autoscaling")
+        warm_pool_spec = pool_spec(args["template_name"], replicas)
+        if autoscaling is not None:
+            # The autoscaler owns the size: the pool is declared without one (the CRD's default
+            # applies until KEDA scales it) and `up` does not wait for a count it cannot know.
+            del warm_pool_spec["replicas"]
+            replicas = 0
         self.warm_pool = k8s.apiextensions.CustomResource(
             f"{name}-warm-pool",
             api_version=api_version,
@@ -118,9 +132,24 @@ class SandboxPool(pulumi.ComponentResource):
                 # manager (the bench, an operator's kubectl) must not block the next `up`.
                 annotations={"pulumi.com/patchForce": "true", **wait_for_ready_replicas(replicas)},
             ),
-            spec=pool_spec(args["template_name"], replicas),
+            spec=warm_pool_spec,
             opts=child_options(self, opts, depends_on=[self.template]),
         )
+        self.scaled_object: Optional[k8s.apiextensions.CustomResource] = None
+        if autoscaling is not None:
+            autoscaler = args.get("autoscaler")
+            self.scaled_object = k8s.apiextensions.CustomResource(
+                f"{name}-warm-pool-autoscaler",
+                api_version=versions.KEDA_API_VERSION,
+                kind="ScaledObject",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=args["warm_pool_name"], namespace=namespace.metadata.name,
+                    labels=dict(constants.MANAGED_BY_LABEL),
+                ),
+                spec=scaled_object_spec(autoscaling, pool_api_version=api_version, pool_name=args["warm_pool_name"],
+                                        pod_labels=SANDBOX_POD_LABELS),
+                opts=child_options(self, opts, depends_on=[self.warm_pool, *([autoscaler] if autoscaler else [])]),
+            )
         # The router's Role in this namespace waits for it (without waiting for the pool).
         self.namespace_resource = namespace
         self.namespace = namespace.metadata.name

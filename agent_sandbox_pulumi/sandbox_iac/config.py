@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 import yaml
 
 from agent_sandbox_pulumi.sandbox_iac import constants, controller_flags, versions
+from agent_sandbox_pulumi.sandbox_iac.autoscaling import AUTOSCALERS, Autoscaling
 from agent_sandbox_pulumi.sandbox_iac.kind_config import kind_cluster_config
 
 CLUSTER_FLAVOURS = ("kind", "minikube", "existing")
@@ -194,6 +195,27 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("warmPoolName", "python-sandbox-warmpool", "Name of the SandboxWarmPool.", kind="name"),
     ConfigKey("warmPoolReplicas", 2, "Pre-warmed sandboxes (`0` = cold starts only).", kind="integer", bounds=(0, 1000),
               policy=f"`warm-pool-max-replicas` caps it at {WARM_POOL_POLICY_CAP} (policy config `maxReplicas`)"),
+    ConfigKey("warmPoolAutoscaling", "off", "`keda`: the pool follows demand -- a KEDA ScaledObject on the SandboxWarmPool's "
+              "`/scale` keeps one warm sandbox per `warmPoolInUsePerWarm` sandboxes in use (claimed pods of the template), "
+              "between `warmPoolMinReplicas` and `warmPoolMaxReplicas` (then `warmPoolReplicas` must be unset). Needs KEDA in "
+              "the cluster, or `installKeda: true`.", kind="choice", choices=AUTOSCALERS),
+    ConfigKey("warmPoolMinReplicas", 1, "With `warmPoolAutoscaling: keda`: fewest warm sandboxes (`0` = scale to zero "
+              "`warmPoolScaleDownSeconds` after the last sandbox in use is gone; the next claim starts cold).",
+              kind="integer", bounds=(0, 1000)),
+    ConfigKey("warmPoolMaxReplicas", 10, "With `warmPoolAutoscaling: keda`: most warm sandboxes the autoscaler asks for "
+              "(keep it within what the nodes can run).", kind="integer", bounds=(1, 1000),
+              policy=f"`warm-pool-max-replicas` caps it at {WARM_POOL_POLICY_CAP} (policy config `maxReplicas`)"),
+    ConfigKey("warmPoolInUsePerWarm", 1, "With `warmPoolAutoscaling: keda`: one warm sandbox is kept for every this many "
+              "sandboxes in use (`1` = as many warm as in use, `4` = a quarter).", kind="integer", bounds=(1, 100)),
+    ConfigKey("warmPoolScaleDownSeconds", 300, "With `warmPoolAutoscaling: keda`: how long demand must stay lower before "
+              "the pool shrinks (HPA scale-down stabilization and KEDA's cooldown).", kind="integer", bounds=(0, 3600)),
+    ConfigKey("installKeda", False, f"Install KEDA {versions.KEDA_VERSION} (operator and external-metrics API server, no "
+              "admission webhooks; namespace `keda`) from the manifest vendored in the package; `false` when the cluster "
+              "has KEDA already. Offline on KIND, `make up` builds its images from KEDA's Go module.", kind="boolean"),
+    ConfigKey("kedaOperatorImage", versions.KEDA_OPERATOR_IMAGE, "KEDA operator image (with `installKeda`).", kind="image",
+              policy="`images-pinned` rejects a missing or mutable tag without a digest"),
+    ConfigKey("kedaMetricsImage", versions.KEDA_METRICS_IMAGE, "KEDA metrics API server image (with `installKeda`).",
+              kind="image", policy="`images-pinned` rejects a missing or mutable tag without a digest"),
     ConfigKey("routerReplicas", 2, "Router Deployment replicas.", kind="integer", bounds=(1, 100)),
     ConfigKey("routerAuthToken", None, "Router bearer token, at least 16 characters; generated once and kept if unset. Read with `get_secret`, "
               "never printed.", secret=True, schema_type="untyped", default_doc="generated"),
@@ -385,6 +407,28 @@ class StackConfig:
     controller_flags: tuple[tuple[str, str], ...] = ()
     """Explicit ``controllerFlags`` (name, value), checked; the profile's flags are not in it."""
     router_resources: Resources = field(default_factory=lambda: Resources(**ROUTER_RESOURCES))
+    warm_pool_autoscaling: str = "off"
+    warm_pool_min_replicas: int = 1
+    warm_pool_max_replicas: int = 10
+    warm_pool_in_use_per_warm: int = 1
+    warm_pool_scale_down_seconds: int = 300
+    install_keda: bool = False
+    keda_operator_image: str = versions.KEDA_OPERATOR_IMAGE
+    keda_metrics_image: str = versions.KEDA_METRICS_IMAGE
+
+    @property
+    def autoscaling(self) -> Optional[Autoscaling]:
+        """How the warm pool follows demand; None: it keeps ``warm_pool_replicas``."""
+        if self.warm_pool_autoscaling == "off":
+            return None
+        return Autoscaling(min_replicas=self.warm_pool_min_replicas, max_replicas=self.warm_pool_max_replicas,
+                           in_use_per_warm=self.warm_pool_in_use_per_warm,
+                           scale_down_seconds=self.warm_pool_scale_down_seconds)
+
+    @property
+    def warm_pool_floor(self) -> int:
+        """Warm sandboxes the pool always has: the fixed size, or the autoscaler's minimum."""
+        return self.warm_pool_replicas if self.autoscaling is None else self.warm_pool_min_replicas
 
     @property
     def runtime_handler(self) -> str:
@@ -900,9 +944,36 @@ def _network_rules(check: _Validator) -> None:
     check.derive("routerSandboxNamespaces", (check.get("sandboxNamespace"),))
 
 
+AUTOSCALING_KEYS = ("warmPoolMinReplicas", "warmPoolMaxReplicas", "warmPoolInUsePerWarm", "warmPoolScaleDownSeconds")
+
+
+def _autoscaling_rules(check: _Validator) -> None:
+    """A fixed pool size or an autoscaled one, never both; the bounds in order."""
+    # "Given" is "not the default": the engine hands a program every default Pulumi.yaml declares.
+    given = [key for key in ("warmPoolReplicas", *AUTOSCALING_KEYS)
+             if check.raw.get(key) not in (None, "") and str(check.raw[key]) != str(KNOWN_KEYS[key].default)]
+    prefix = constants.PROJECT_NAME
+    if check.get("warmPoolAutoscaling") == "off":
+        for key in (k for k in given if k in AUTOSCALING_KEYS):
+            check.problems.append(
+                f"{prefix}:{key} is set but only applies with {prefix}:warmPoolAutoscaling 'keda' (the pool keeps "
+                f"warmPoolReplicas otherwise) (fix: pulumi config set {prefix}:warmPoolAutoscaling keda, or "
+                f"pulumi config rm {prefix}:{key})")
+        return
+    if "warmPoolReplicas" in given:
+        check.problems.append(
+            f"{prefix}:warmPoolReplicas is a fixed pool size, but with warmPoolAutoscaling 'keda' the autoscaler sizes "
+            f"the pool between warmPoolMinReplicas and warmPoolMaxReplicas (fix: pulumi config rm {prefix}:warmPoolReplicas)")
+    low, high = check.get("warmPoolMinReplicas"), check.get("warmPoolMaxReplicas")
+    if low > high:
+        check.fail("warmPoolMinReplicas", check.value("warmPoolMinReplicas"),
+                   f"it must not exceed warmPoolMaxReplicas ({high})", str(high))
+
+
 # The rules between keys, in the order their problems are listed (after unknown keys; every other
 # key follows, in the order of the StackConfig fields).
-CROSS_KEY_RULES: tuple[Callable[[_Validator], None], ...] = (_cluster_defaults, _runtime_rules, _image_rules, _network_rules)
+CROSS_KEY_RULES: tuple[Callable[[_Validator], None], ...] = (_cluster_defaults, _runtime_rules, _image_rules, _network_rules,
+                                                            _autoscaling_rules)
 _FIELD_KEYS = {key.field_name: key.name for key in CONFIG_KEYS if key.field_name}
 
 

@@ -42,6 +42,16 @@ SANDBOX_API_GROUP = "agents.x-k8s.io"
 EXTENSIONS_API_GROUP = "extensions.agents.x-k8s.io"
 EXTENSIONS_API_VERSION = f"{EXTENSIONS_API_GROUP}/v1beta1"
 
+# KEDA, the autoscaler behind `warmPoolAutoscaling: keda` (a ScaledObject on the SandboxWarmPool's
+# /scale subresource). With `installKeda` the stack installs this release from the vendored
+# manifest (operator + external-metrics API server, no admission webhooks); offline, `make up`
+# builds both images from the Go module github.com/kedacore/keda/v2 (e2e/toolchain/cluster.sh keda).
+KEDA_VERSION = "v2.21.0"
+KEDA_MANIFEST_VENDORED = f"vendor/keda/{KEDA_VERSION}/keda-minimal.yaml"
+KEDA_OPERATOR_IMAGE = f"ghcr.io/kedacore/keda:{KEDA_VERSION.lstrip('v')}"
+KEDA_METRICS_IMAGE = f"ghcr.io/kedacore/keda-metrics-apiserver:{KEDA_VERSION.lstrip('v')}"
+KEDA_API_VERSION = "keda.sh/v1alpha1"
+
 # Kata Containers' kata-deploy Helm chart (installs the kata-* RuntimeClasses).
 KATA_DEPLOY_CHART = "kata-deploy"
 KATA_DEPLOY_CHART_VERSION = "3.22.0"

@@ -31,3 +31,9 @@ CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.7.1}
 # KWOK (fake nodes and pods) for the simulated-scale bench only (bench/scale_sim.py); not in the
 # node image and not built by default.
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+# KEDA (operator + external metrics API server) for `warmPoolAutoscaling: keda`: built on request
+# (`cluster.sh keda`), made into images and installed by the stack only when that option is on.
+KEDA_VERSION=${KEDA_VERSION:-v2.21.0}
+# The local images `cluster.sh keda` makes (loaded onto KIND nodes when the release's cannot be pulled).
+KEDA_OPERATOR_IMAGE=${KEDA_OPERATOR_IMAGE:-localhost/keda:${KEDA_VERSION}}
+KEDA_METRICS_IMAGE=${KEDA_METRICS_IMAGE:-localhost/keda-metrics-apiserver:${KEDA_VERSION}}

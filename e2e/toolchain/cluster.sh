@@ -5,6 +5,7 @@
 #   components: kubernetes etcd agent-sandbox gvisor coredns kube-router pause images
 #               kind containerd runc crictl cni-plugins (default: all)
 #               kwok (on request only: the simulated-scale bench's fake nodes)
+#               keda (on request only: operator + metrics API server for `warmPoolAutoscaling: keda`)
 #
 # Each artefact lands in $CACHE_DIR/<tool>/<version>/bin and is marked complete only after a
 # successful build, so a rerun skips finished parts and resumes an interrupted one (Go's module
@@ -265,6 +266,41 @@ build_kwok() {
     "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" kwok=sigs.k8s.io/kwok/cmd/kwok
 }
 
+# KEDA's operator and external-metrics API server. Its go.mod replaces one dependency with a
+# pseudo-version; replaces only bind inside their own module, so the wrapper repeats each of them.
+build_keda() {
+  local dest=$1 log=$2 src=$1/src m=github.com/kedacore/keda/v2
+  mkdir -p "$src"
+  printf 'module local.test/wrap\n\ngo 1.26\n' >"$src/go.mod"
+  write_tools_go "$src" "$m/cmd/operator" "$m/cmd/adapter"
+  (cd "$src" && "$GO" mod edit -require="$m@$KEDA_VERSION")
+  local gomod replace
+  gomod=$(cd "$src" && "$GO" mod download -json "$m@$KEDA_VERSION" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("GoMod") or sys.exit(d.get("Error")))')
+  for replace in $(awk '$1=="replace" && $4=="=>" {print $2"@"$3"="$5"@"$6}' "$gomod"); do
+    (cd "$src" && "$GO" mod edit -replace="$replace")
+  done
+  run_logged "go mod tidy keda" "$log" bash -c "cd '$src' && '$GO' mod tidy"
+  local ldflags="-s -w -X $m/version.Version=$KEDA_VERSION -X $m/version.GitCommit=go-module"
+  say "  keda: compiling operator and adapter (every scaler is linked in: cold ~20-30 min on 2 cores)"
+  run_logged "compile keda-operator" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod \
+    -ldflags '$ldflags' -o '$dest/bin.tmp/keda-operator' $m/cmd/operator"
+  run_logged "compile keda-adapter" "$log" bash -c "cd '$src' && ${NICE[*]} '$GO' build -v -mod=mod \
+    -ldflags '$ldflags' -o '$dest/bin.tmp/keda-adapter' $m/cmd/adapter"
+  keda_images "$dest/bin.tmp" "$log"
+}
+
+# The two images KEDA's manifests run (/keda and /keda-adapter, non-root 65532 as upstream's
+# distroless base), as daemon-less docker-archive tarballs for `kind load image-archive`.
+keda_images() {
+  local out=$1 log=$2 builder=(python3 "$HERE/cluster/image_archive.py")
+  "${builder[@]}" --tag "$KEDA_OPERATOR_IMAGE" --out "$out/keda-operator.tar" --file "$out/keda-operator:/keda" \
+    --dir /tmp:1777 --entrypoint '["/keda"]' --user 65532:65532 >>"$log"
+  "${builder[@]}" --tag "$KEDA_METRICS_IMAGE" --out "$out/keda-metrics-apiserver.tar" \
+    --file "$out/keda-adapter:/keda-adapter" --dir /tmp:1777 --entrypoint '["/keda-adapter"]' --user 65532:65532 >>"$log"
+  chmod 0644 "$out"/*.tar
+}
+
 # containerd without the optional snapshotters (as kind's base image builds it); static, no cgo.
 build_containerd() {
   local dest=$1 log=$2 src=$1/src tags="no_aufs no_zfs no_btrfs no_devmapper"
@@ -350,12 +386,13 @@ main() {
       images) component images "$AGENT_SANDBOX_VERSION" build_images ;;
       kind) component kind "$KIND_VERSION" build_kind ;;
       kwok) component kwok "$KWOK_VERSION" build_kwok ;;
+      keda) component keda "$KEDA_VERSION" build_keda ;;
       containerd) component containerd "$CONTAINERD_VERSION" build_containerd ;;
       runc) component runc "$RUNC_VERSION" build_runc ;;
       crictl) component crictl "$CRICTL_VERSION" build_crictl ;;
       # the CNI plugins are not tools for PATH: they live in their own bin and go into the node image
       cni-plugins) component cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins ;;
-      *) die "unknown component '$c'; choose from: ${ALL_COMPONENTS[*]} kwok" ;;
+      *) die "unknown component '$c'; choose from: ${ALL_COMPONENTS[*]} kwok keda" ;;
     esac
   done
   print_versions

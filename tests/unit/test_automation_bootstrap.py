@@ -196,3 +196,47 @@ def test_images_built_beside_the_tools_are_not_built_again(setup: Setup, monkeyp
     assert len(calls) == 2, "ensure_images rebuilt what the parallel stream had built"
     assert loaded == [setup._controller_archive()]
     assert setup.result.overrides["controllerImage"] == "localhost/agent-sandbox-controller:v0.5.6"
+
+
+def _keda_setup(tmp_path: Path) -> Setup:
+    config = parse_stack_config({"clusterName": "demo", "warmPoolAutoscaling": "keda", "installKeda": "true"}, "gvisor")
+    return Setup(config, ProjectPaths(root=tmp_path, out_dir=tmp_path / "out"), log=lambda _: None)
+
+
+def test_offline_install_keda_builds_and_loads_its_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path / "cache"))
+    setup = _keda_setup(tmp_path)
+    setup.offline = True
+    monkeypatch.setattr(setup, "_needs_local_controller", lambda: False)
+    monkeypatch.setattr(setup, "_docker_provider_available", lambda: True)
+    built, loaded = [], []
+
+    def build(command, log, env=None):
+        built.append(command[2:])
+        for archive in setup._keda_archives().values():
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            archive.write_text("tar")
+        return 0, []
+
+    monkeypatch.setattr(bootstrap, "_stream", build)
+    monkeypatch.setattr(bootstrap.clusters, "kind_load_archive", lambda name, archive, log=None: loaded.append(archive.name))
+    setup.ensure_images()
+    assert built == [["keda"]]
+    assert loaded == ["keda-operator.tar", "keda-metrics-apiserver.tar"]
+    assert setup.result.overrides == {"kedaOperatorImage": "localhost/keda:v2.21.0",
+                                      "kedaMetricsImage": "localhost/keda-metrics-apiserver:v2.21.0"}
+    # built once: a second run finds the archives
+    setup.ensure_images()
+    assert built == [["keda"]]
+
+
+def test_keda_images_that_are_here_are_used_as_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_DIR", str(tmp_path / "cache"))
+    setup = _keda_setup(tmp_path)
+    setup.offline = False
+    monkeypatch.setattr(setup, "_image_present", lambda image: True)
+    assert not setup._needs_local_keda()
+    # and without installKeda nothing about KEDA is asked at all
+    plain = Setup(parse_stack_config({}, "gvisor"), ProjectPaths(root=tmp_path, out_dir=tmp_path / "out"), log=lambda _: None)
+    monkeypatch.setattr(plain, "_image_present", lambda image: pytest.fail("asked for a KEDA image"))
+    assert not plain._needs_local_keda()

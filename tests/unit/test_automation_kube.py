@@ -94,3 +94,20 @@ def test_a_pool_that_cannot_fit_fails_fast_with_the_scheduler_reason(monkeypatch
 ])
 def test_kube_args_follow_the_stack_config(raw, expected):
     assert kube.kube_args(parse_stack_config(raw, "s")) == expected
+
+
+def test_autoscaling_with_keda_elsewhere_needs_its_crd_in_the_cluster() -> None:
+    from automation.errors import MissingPrerequisite
+    from automation.kube import KEDA_CRD, require_autoscaler
+    from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
+
+    asked: list[str] = []
+    keda = parse_stack_config({"warmPoolAutoscaling": "keda"}, "s")
+    require_autoscaler(keda, lambda name: asked.append(name) or True)
+    assert asked == [KEDA_CRD]
+    with pytest.raises(MissingPrerequisite, match=r"CRD scaledobjects.keda.sh is not there \(fix: pulumi config set "
+                                                  r"agent-sandbox:installKeda true"):
+        require_autoscaler(keda, lambda name: False)
+    # installed by the stack, or no autoscaling: nothing to ask
+    for raw in ({"warmPoolAutoscaling": "keda", "installKeda": "true"}, {}):
+        require_autoscaler(parse_stack_config(raw, "s"), lambda name: pytest.fail("asked the cluster"))

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from agent_sandbox_pulumi.sandbox_iac.config import (
+    AUTOSCALING_KEYS,
     CONFIG_KEYS,
     ApiServerEndpoint,
     ConfigError,
@@ -357,9 +358,12 @@ def test_choices_and_bounds_come_from_the_table() -> None:
                 + ", ".join(f"'{c}'" for c in key.choices) + f" ({FIX}{key.name} {key.choices[0]})")
         if key.bounds:
             low, high = key.bounds
-            assert getattr(parse_stack_config({key.name: str(high)}, "s"), str(key.field_name)) == high
+            # the autoscaler's knobs only apply with it on (and the minimum up to the maximum)
+            mode = ({"warmPoolAutoscaling": "keda", "warmPoolMaxReplicas": "1000"}
+                    if key.name in AUTOSCALING_KEYS else {})
+            assert getattr(parse_stack_config({**mode, key.name: str(high)}, "s"), str(key.field_name)) == high
             for outside in (low - 1, high + 1):
-                assert problems_of({key.name: str(outside)}) == [
+                assert problems_of({**mode, key.name: str(outside)}) == [
                     f"agent-sandbox:{key.name} = '{outside}' is invalid: allowed values are integers from {low} to "
                     f"{high} ({FIX}{key.name} {key.default})"]
 
@@ -400,3 +404,32 @@ def test_sandbox_placement_keys_refuse_what_kubernetes_would(raw: dict, fragment
     with pytest.raises(ConfigError) as error:
         parse_stack_config(raw, "gvisor")
     assert fragment in str(error.value)
+
+
+def test_the_pool_is_fixed_by_default_and_autoscaled_with_keda() -> None:
+    fixed = parse_stack_config({}, "s")
+    assert fixed.autoscaling is None and fixed.warm_pool_floor == 2 and not fixed.install_keda
+    scaled = parse_stack_config({"warmPoolAutoscaling": "keda", "warmPoolMinReplicas": "0", "warmPoolMaxReplicas": "6",
+                                 "warmPoolInUsePerWarm": "2", "warmPoolScaleDownSeconds": "60", "installKeda": "true"}, "s")
+    assert scaled.autoscaling is not None
+    assert (scaled.autoscaling.min_replicas, scaled.autoscaling.max_replicas) == (0, 6)
+    assert (scaled.autoscaling.in_use_per_warm, scaled.autoscaling.scale_down_seconds) == (2, 60)
+    assert scaled.warm_pool_floor == 0 and scaled.install_keda
+    # Pulumi.yaml's defaults reach the program as values: a default warmPoolReplicas is not "given"
+    assert parse_stack_config({"warmPoolAutoscaling": "keda", "warmPoolReplicas": "2"}, "s").autoscaling is not None
+
+
+def test_a_fixed_size_and_an_autoscaled_one_are_never_mixed() -> None:
+    assert problems_of({"warmPoolAutoscaling": "keda", "warmPoolReplicas": "4"}) == [
+        "agent-sandbox:warmPoolReplicas is a fixed pool size, but with warmPoolAutoscaling 'keda' the autoscaler sizes "
+        "the pool between warmPoolMinReplicas and warmPoolMaxReplicas (fix: pulumi config rm agent-sandbox:warmPoolReplicas)"]
+    problems = problems_of({"warmPoolMaxReplicas": "6", "warmPoolScaleDownSeconds": "30"})
+    assert [p.split(" ")[0] for p in problems] == ["agent-sandbox:warmPoolMaxReplicas", "agent-sandbox:warmPoolScaleDownSeconds"]
+    assert all("only applies with agent-sandbox:warmPoolAutoscaling 'keda'" in p for p in problems)
+    assert problems_of({"warmPoolAutoscaling": "keda", "warmPoolMinReplicas": "5", "warmPoolMaxReplicas": "3"}) == [
+        "agent-sandbox:warmPoolMinReplicas = '5' is invalid: it must not exceed warmPoolMaxReplicas (3) "
+        f"({FIX}warmPoolMinReplicas 3)"]
+    assert problems_of({"warmPoolAutoscaling": "hpa"})[0].startswith(
+        "agent-sandbox:warmPoolAutoscaling = 'hpa' is invalid: allowed values are 'off', 'keda'")
+    assert problems_of({"kedaOperatorImage": "ghcr.io/kedacore/keda:latest"})[0].startswith(
+        "agent-sandbox:kedaOperatorImage = 'ghcr.io/kedacore/keda:latest' is invalid")

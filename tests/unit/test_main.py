@@ -8,7 +8,7 @@ from tests.pulumi_harness import ProgramRun, run_program
 from tests.unit.conftest import PREBUILT
 
 EXPECTED_OUTPUTS = {
-    "namespace", "template", "warmPool", "warmPoolReplicas", "sandboxPort", "routerService", "routerNamespace", "routerPort",
+    "namespace", "template", "warmPool", "warmPoolReplicas", "warmPoolAutoscaling", "sandboxPort", "routerService", "routerNamespace", "routerPort",
     "routerAuthToken", "runtimeImage", "routerImage", "runtimeClass", "kindClusterConfig", "kubeContext",
     "clusterFlavour", "imageBuild",
 }

@@ -51,8 +51,8 @@ def test_inputs_are_the_args_in_camel_case_and_only_the_images_are_required() ->
 
 def test_outputs_are_camel_case_and_documented() -> None:
     assert set(RESOURCE["properties"]) == {
-        "namespace", "templateName", "warmPoolName", "warmPoolReplicas", "runtimeClassName", "sandboxPort",
-        "controllerNamespace",
+        "namespace", "templateName", "warmPoolName", "warmPoolReplicas", "warmPoolAutoscaling", "runtimeClassName",
+        "sandboxPort", "controllerNamespace",
         "routerServiceName", "routerNamespace", "routerPort", "routerAuthToken",
     }
     assert all(re.fullmatch(r"[a-z][A-Za-z]*", name) for name in RESOURCE["properties"])
@@ -96,7 +96,9 @@ def test_agent_sandbox_from_plain_inputs_declares_the_whole_stack() -> None:
                    "warm_pool_replicas": 3.0, "sandbox_namespace": "team-a", "sandbox_egress": "allowList",
                    "sandbox_egress_allow": [{"cidr": "151.101.0.0/16", "ports": ["443", "8000-8100"]}]})
     parts = {r.name for r in run.resources if r.parent == run.one(TYPE_TOKEN).urn}
-    assert parts == set(PART_NAMES.values())
+    # KEDA only with installKeda
+    assert parts == set(PART_NAMES.values()) - {PART_NAMES["keda"]}
+    assert not run.of_type("ScaledObject")
     pool = run.one("SandboxWarmPool")
     assert pool.k8s_namespace == "team-a" and pool.inputs["spec"]["replicas"] == 3
     assert pool.inputs["metadata"]["annotations"]["pulumi.com/waitFor"] == "jsonpath={.status.readyReplicas}=3"

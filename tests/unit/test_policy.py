@@ -478,3 +478,25 @@ def test_policy_names_are_unique_and_described():
     names = [p.name for p in policies.ALL_POLICIES]
     assert len(names) == len(set(names))
     assert all(p.description for p in policies.ALL_POLICIES)
+
+
+def test_an_autoscaler_on_a_warm_pool_stays_within_the_replica_maximum():
+    from agent_sandbox_pulumi.sandbox_iac.autoscaling import Autoscaling, scaled_object_spec
+
+    scaled_type = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+
+    def scaled(most: int, kind: str = "SandboxWarmPool") -> dict[str, Any]:
+        spec = scaled_object_spec(Autoscaling(1, most, 1, 60), pool_api_version="extensions.agents.x-k8s.io/v1beta1",
+                                  pool_name="pool", pod_labels={"app": "agent-sandbox-runtime"})
+        spec["scaleTargetRef"]["kind"] = kind
+        return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": "pool", "namespace": "demo"}, "spec": spec}
+
+    assert violations(scaled_type, scaled(20)) == {}
+    assert violations(scaled_type, scaled(21))["warm-pool-max-replicas"] == [
+        "ScaledObject pool: maxReplicaCount 21 exceeds the maximum 20: the autoscaler could hold that many warm "
+        "sandboxes' requests at once. Fix: set agent-sandbox:warmPoolMaxReplicas <= 20, or raise the policy config "
+        "maxReplicas."]
+    assert violations(scaled_type, scaled(21), {"warm-pool-max-replicas": {"maxReplicas": 30}}) == {}
+    # a ScaledObject on anything else is not this policy's business
+    assert violations(scaled_type, scaled(500, kind="Deployment")) == {}
