@@ -83,7 +83,13 @@ def stack_work_dir(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[
     settings = {key: value for key, value in previous.items() if key != "config"}
     settings.update({key: value for key, value in tracked.items() if key != "config"})
     config = dict(tracked.get("config") or {})
-    config.update({f"{project['name']}:{key}": value for key, value in (overrides or {}).items()})
+    for key, value in (overrides or {}).items():
+        # `--config key=` unsets the key for this run: the engine type-checks "" (an integer key
+        # would refuse it), so the key is left out and Pulumi.yaml's default applies.
+        if value == "":
+            config.pop(f"{project['name']}:{key}", None)
+        else:
+            config[f"{project['name']}:{key}"] = value
     settings["config"] = config
     mirror.write_text(
         f"# Written by the driver from {paths.stack_file(stack)} and --config overrides; edit those.\n"

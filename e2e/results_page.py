@@ -39,6 +39,11 @@ def _s(value: Any) -> str:
     return "—" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
+def _plain(value: Any) -> str:
+    """Seconds as the bench rounded them (one decimal), or a dash."""
+    return "—" if value is None else str(value)
+
+
 def measured_targets(bench: Optional[dict], e2e: Optional[dict], router: Optional[dict],
                      cold: Optional[dict]) -> dict[str, Optional[float]]:
     """The measured value of each target from whichever report has it (None: not measured)."""
@@ -63,7 +68,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
            extra: Optional[dict[str, Optional[dict]]] = None) -> str:
     """The Markdown page. ``extra``: the bench reports beside the e2e ones (``router``:
     out/bench/router_vs_go.json, ``profiles``: controller_profiles.json, ``scale``: scale_sim.json,
-    ``cold``: out/e2e/cold-up.json), each optional."""
+    ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json), each optional."""
     extra = extra or {}
     lines = [
         "# Measured results",
@@ -94,7 +99,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
         lines += ["", "![claim latency](results-bench.png)"]
         lines += breakdown(bench)
     lines += profiles_section(extra.get("profiles")) + router_section(extra.get("router"))
-    lines += scale_section(extra.get("scale")) + cold_section(extra.get("cold"))
+    lines += demand_section(extra.get("demand")) + scale_section(extra.get("scale")) + cold_section(extra.get("cold"))
     if smoke:
         lines += ["", "## Smoke checks (official SDK through our router)", "", "| check | status | seconds | detail |",
                   "|---|---|---|---|"]
@@ -156,6 +161,29 @@ def router_section(report: Optional[dict]) -> list[str]:
     return lines + ["", "![router vs Go](router_vs_go.png)"]
 
 
+def demand_section(report: Optional[dict]) -> list[str]:
+    """bench/demand_pool.py: the same two bursts against a fixed and a KEDA-sized pool."""
+    if not report:
+        return []
+    c = report["config"]
+    lines = ["", "## A pool that follows demand (bench/demand_pool.py)", "",
+             f"Bursts of {c['wave']} claims at t=0 and t={c['gap']} s, each held {c['hold']} s; fixed pool "
+             f"{c['baseline']} vs `warmPoolAutoscaling: keda` (min {c['baseline']}, max {c['max']}, scale-down "
+             f"{c['scale_down']} s). Load average at the start {report.get('load_average')}.", "",
+             "| pool | burst | warm / claims | claim→Ready p50 / p95 / max (s) | pool back after (s) |",
+             "|---|---|---|---|---|"]
+    for mode, data in (report.get("modes") or {}).items():
+        for w in data["waves"]:
+            lines.append(f"| {mode} | {w['wave']} | {w['warm']} / {w['n']} | {_s(w['p50'])} / {_s(w['p95'])} / "
+                         f"{_s(w['max'])} | {_plain(w.get('pool_back_s'))} |")
+    for mode, data in (report.get("modes") or {}).items():
+        back = data.get("back_to_baseline_s")
+        lines.append(f"\n{mode}: largest pool {data['pool_peak']} (reached {_plain(data['peak_reached_s'])} s after the "
+                     f"first burst)" + (f"; back to {c['baseline']} {_plain(back)} s after the last release" if back is not None
+                                        else "") + f"; `up` {_plain(data.get('up_seconds'))} s.")
+    return lines + ["", "![demand-driven pool](demand-pool.png)"]
+
+
 def scale_section(report: Optional[dict]) -> list[str]:
     if not report:
         return []
@@ -194,7 +222,8 @@ def main() -> int:
     smoke, bench = _load(out / args.stack / "smoke.json"), _load(out / args.stack / "bench.json")
     docs.mkdir(parents=True, exist_ok=True)
     extra = {"router": _load(out / "bench" / "router_vs_go.json"), "profiles": _load(out / "bench" / "controller_profiles.json"),
-             "scale": _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json")}
+             "scale": _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
+             "demand": _load(docs / "demand-pool.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
     if (out / "bench" / "router_vs_go.png").is_file():
         shutil.copyfile(out / "bench" / "router_vs_go.png", docs / "router_vs_go.png")

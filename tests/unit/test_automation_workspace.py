@@ -88,3 +88,11 @@ def test_a_salt_in_the_tracked_stack_file_wins(tmp_path):
     mirror = yaml.safe_load((work / "Pulumi.s.yaml").read_text())
     assert mirror["encryptionsalt"] == "v1:tracked"
     assert mirror["config"]["agent-sandbox:routerAuthToken"] == {"secure": "v1:abc"}
+
+
+def test_an_empty_override_unsets_the_key_for_that_run(tmp_path):
+    # the engine type-checks "" against the key's type: an integer key would refuse it
+    paths = write_project(tmp_path, "config:\n  agent-sandbox:warmPoolReplicas: '3'\n  agent-sandbox:runtime: gvisor\n")
+    work = workspace.stack_work_dir(paths, "s", {"warmPoolReplicas": "", "warmPoolMinReplicas": "", "installKeda": "true"})
+    assert yaml.safe_load((work / "Pulumi.s.yaml").read_text())["config"] == {
+        "agent-sandbox:runtime": "gvisor", "agent-sandbox:installKeda": "true"}

@@ -69,3 +69,16 @@ def test_cli_writes_the_page_and_copies_the_plot(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     assert "Claim latency (bench, n=5)" in (tmp_path / "docs" / "results.md").read_text()
     assert (tmp_path / "docs" / "results-bench.png").read_bytes() == b"png"
+
+
+def test_demand_section_from_its_report() -> None:
+    wave = {"wave": 2, "n": 4, "warm": 4, "p50": 0.4, "p95": 0.6, "max": 0.7, "pool_back_s": 12.0}
+    demand = {"config": {"baseline": 2, "wave": 4, "max": 6, "hold": 25, "gap": 60, "scale_down": 60},
+              "load_average": [1.0, 1.0, 1.0],
+              "modes": {"keda": {"waves": [wave], "pool_peak": 6, "peak_reached_s": 20.0,
+                                 "back_to_baseline_s": 75.0, "up_seconds": 50.0}}}
+    page = results_page.render(None, None, None, "gvisor", {"demand": demand})
+    assert "## A pool that follows demand" in page
+    assert "| keda | 2 | 4 / 4 | 0.400 / 0.600 / 0.700 | 12.0 |" in page
+    assert "largest pool 6 (reached 20.0 s after the first burst); back to 2 75.0 s after the last release" in page
+    assert "demand-pool.png" in page
