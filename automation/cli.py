@@ -155,6 +155,7 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     if config.autoscaling is not None and not config.install_keda:
         from automation.kube import Cluster, api_client, require_autoscaler
         require_autoscaler(config, Cluster(api_client(config)).has_crd)
+    check_pool_capacity(config)
     stack = open_stack(paths, config.stack, overrides)
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
@@ -170,6 +171,22 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     print(f"next: make smoke STACK={config.stack}   make bench STACK={config.stack}   "
           f"make down STACK={config.stack}   (make down-cluster STACK={config.stack} also deletes the cluster)")
     return EXIT_OK
+
+
+def check_pool_capacity(config: StackConfig) -> None:
+    """One line on whether the warm pool fits the nodes; a pool that cannot fit on a cluster this
+    driver made stops here (CapacityError), elsewhere it is a warning (a node autoscaler may add room)."""
+    from automation.kube import Cluster, api_client
+    from automation.pool_capacity import check_pool_fit, pool_fit, runtime_overhead
+
+    try:
+        cluster = Cluster(api_client(config))
+        fit = pool_fit(cluster, config, runtime_overhead(cluster, config.runtime))
+    except Exception as error:  # noqa: BLE001 - the check helps; it never blocks an unreachable read
+        print(f"capacity: not checked ({type(error).__name__}: {str(error)[:160]})")
+        return
+    warning = check_pool_fit(config, fit, strict=config.cluster_flavour == "kind")
+    print(warning or f"capacity: the nodes fit {fit.fits} sandbox(es) now; the pool keeps {config.warm_pool_floor}")
 
 
 def cmd_tools(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -> int:

@@ -227,7 +227,7 @@ def run_mode(pool: Pool, mode: str, args: argparse.Namespace, log: Log = print) 
     for index, at in enumerate((0.0, float(args.gap))):
         while time.monotonic() - start < at:
             time.sleep(0.1)
-        before = samples[-1]["ready"] if samples else 0
+        before = pool.size()["ready"]  # read now: the sampler's last sample may be a second old
         wave_start = time.monotonic() - start
         names = [f"demand-{mode}-{os.getpid()}-{index}-{i}" for i in range(args.wave)]
         for name in names:
