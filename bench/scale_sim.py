@@ -558,6 +558,14 @@ def plot(levels: Sequence[Mapping[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merged(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """``old`` with ``new``'s entries added, an old entry with the same ``keys`` values replaced,
+    sorted by those keys (reruns of one level or pool size update the report in place)."""
+    key = lambda entry: tuple(entry[k] for k in keys)  # noqa: E731
+    fresh = {key(entry) for entry in new}
+    return sorted([dict(e) for e in old if key(e) not in fresh] + [dict(e) for e in new], key=key)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -580,6 +588,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--stack-only", action="store_true",
                         help="with --stack: only the stack's up times, added to the report at --out")
     parser.add_argument("--plot-only", action="store_true", help="draw --png again from the report at --out")
+    parser.add_argument("--append", action="store_true",
+                        help="add this run's levels to the report at --out (a level of the same pool and rate is replaced)")
     args = parser.parse_args(argv)
     out_path = Path(args.out)
     if args.plot_only:
@@ -592,7 +602,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kwok = ensure_kwok()
     levels: list[Level] = []
     started = time.monotonic()
-    report = (json.loads(out_path.read_text()) if args.stack_only and out_path.is_file()
+    report = (json.loads(out_path.read_text()) if (args.stack_only or args.append) and out_path.is_file()
               else {"schema": "scale-sim/1", "cluster": args.context, "kwok": str(kwok), "levels": [], "stack_up": []})
 
     def write() -> None:
@@ -616,12 +626,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"  pool back {level.refill_seconds if level.refill_seconds is None else round(level.refill_seconds, 1)}s"
                       f"  usage {json.dumps(level.usage)}", flush=True)
                 levels.append(level)
-                report["levels"].append(level.as_json())
+                report["levels"] = merged(report["levels"], [level.as_json()], ("pool", "rate_per_s"))
                 write()
         if args.stack:
             current = cluster.kubectl("get", f"sandboxwarmpools.{GROUP}", "-A", "-o",
                                       "jsonpath={.items[?(@.metadata.namespace!='" + NAMESPACE + "')].spec.replicas}")
-            report["stack_up"] = stack_up_times(args.stack, pools, sim.workdir, (current.split() or ["2"])[0])
+            report["stack_up"] = merged(report.get("stack_up") or [],
+                                        stack_up_times(args.stack, pools, sim.workdir, (current.split() or ["2"])[0]),
+                                        ("pool",))
             write()
     if report["levels"]:
         plot(report["levels"], Path(args.png))

@@ -99,3 +99,13 @@ def test_claim_watch_keeps_the_first_ready_time() -> None:
     watch._event(ready, 2.0)
     watch._event(ready, 3.0)
     assert watch.ready(["c", "d"]) == {"c": 2.0}
+
+
+def test_reruns_replace_their_own_levels_and_keep_the_others() -> None:
+    old = [{"pool": 10, "rate_per_s": 5.0, "x": 1}, {"pool": 1000, "rate_per_s": 25.0, "x": 2}]
+    new = [{"pool": 1000, "rate_per_s": 45.0, "x": 3}, {"pool": 10, "rate_per_s": 5.0, "x": 4}]
+    assert scale_sim.merged(old, new, ("pool", "rate_per_s")) == [
+        {"pool": 10, "rate_per_s": 5.0, "x": 4}, {"pool": 1000, "rate_per_s": 25.0, "x": 2},
+        {"pool": 1000, "rate_per_s": 45.0, "x": 3}]
+    assert scale_sim.merged([{"pool": 100, "up": 1}], [{"pool": 1000, "up": 2}], ("pool",)) == [
+        {"pool": 100, "up": 1}, {"pool": 1000, "up": 2}]
