@@ -6,7 +6,7 @@ our own that make fake nodes Ready and their pods Running/Ready at once; fake no
 namespace with a SandboxTemplate pinned to the fake nodes and a SandboxWarmPool), the open-loop
 claim schedule (one claim every 1/rate s, whatever the earlier ones do), the per-level numbers
 (claim→Ready p50/p99, claims/s sustained, time until the pool is back, controller and API-server
-CPU/memory) and the report (``out/bench/scale_sim.json`` + ``docs/scale-sim.png``).
+CPU/memory) and the report (``docs/scale-sim.json`` + ``docs/scale-sim.png``; ``--append`` adds a rerun).
 
 The real controller, API server and etcd do all the work; only the kubelet is simulated, so the
 numbers are the control plane's, without pod start-up (that is what ``automation bench`` measures
@@ -287,8 +287,9 @@ def usage_delta(before: Mapping[str, Optional[dict[str, float]]], after: Mapping
 class ClaimWatch:
     """Watches the bench namespace's SandboxClaims; records when each was first seen Ready."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, stderr_path: Optional[Path] = None):
         self.cluster = cluster
+        self.stderr_path = stderr_path
         self.ready_at: dict[str, float] = {}
         self._process: Optional[subprocess.Popen] = None
         self._thread: Optional[threading.Thread] = None
@@ -298,8 +299,8 @@ class ClaimWatch:
         # kubectl's watch prints one JSON object per event; the receipt time is our clock
         self._process = subprocess.Popen(
             ["kubectl", "--context", self.cluster.context, "get", f"sandboxclaims.{GROUP}", "-n", NAMESPACE,
-             "--watch", "--output-watch-events", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
+             "--watch", "--output-watch-events", "-o", "json"], stdout=subprocess.PIPE,
+            stderr=self.stderr_path.open("w") if self.stderr_path else subprocess.DEVNULL, text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         return self
@@ -329,6 +330,13 @@ class ClaimWatch:
         with self._lock:
             return {n: self.ready_at[n] for n in names if n in self.ready_at}
 
+    def lost(self) -> Optional[str]:
+        """Why the watch ended before ``stop`` (its exit code and last stderr line), or None."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        tail = self.stderr_path.read_text().strip().splitlines()[-1:] if self.stderr_path and self.stderr_path.is_file() else []
+        return f"kubectl watch exited {self._process.returncode}" + (f": {tail[0][:200]}" if tail else "")
+
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
             self._process.terminate()
@@ -348,9 +356,12 @@ class Level:
     refill_seconds: Optional[float] = None
     usage: dict[str, Any] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)
+    watch_lost: Optional[str] = None
+    """Why the claim watch ended early (its claims then count as failed: not measured), or None."""
 
     def as_json(self) -> dict[str, Any]:
         return {"pool": self.pool, "rate_per_s": self.rate, "claims": self.claims, "failed": self.failed,
+                "watch_lost": self.watch_lost,
                 "claim_to_ready_s": summarize(self.latencies), "sustained_claims_per_s": self.sustained,
                 "pool_back_after_s": self.refill_seconds, "usage": self.usage, "load_before_after": self.load}
 
@@ -424,7 +435,7 @@ class Simulation:
         if filled is None:
             raise RuntimeError(f"pool {pool} did not reach {pool_size} ready sandboxes")
         self.log(f"scale-sim: pool {pool_size} ready ({filled:.1f}s); {claims} claims at {rate}/s")
-        watch = ClaimWatch(self.cluster).start()
+        watch = ClaimWatch(self.cluster, self.workdir / f"watch-{pool_size}-{rate:g}.err").start()
         time.sleep(1)
         level.load = [os.getloadavg()[0]]
         before, started = self.usage(), time.monotonic()
@@ -447,6 +458,10 @@ class Simulation:
             time.sleep(0.2)
         ended = time.monotonic()
         ready = watch.ready(names)
+        level.watch_lost = watch.lost()
+        if level.watch_lost:
+            self.log(f"scale-sim: WARNING: the claim watch ended early ({level.watch_lost}); this level's "
+                     "unseen claims count as failed, not as slow")
         watch.stop()
         level.latencies = [ready[n] - created[n] for n in names if n in ready and n in created]
         level.failed = claims - len(level.latencies)
@@ -582,7 +597,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rates", default="5,20,50")
     parser.add_argument("--seconds", type=float, default=10.0, help="claims per level: rate × seconds, at most the pool")
     parser.add_argument("--image", default="agent-sandbox/sim-never-pulled:1")
-    parser.add_argument("--out", default=str(REPO / "out" / "bench" / "scale_sim.json"))
+    parser.add_argument("--out", default=str(REPO / "docs" / "scale-sim.json"))
     parser.add_argument("--png", default=str(REPO / "docs" / "scale-sim.png"))
     parser.add_argument("--stack", default="", help="also time `up` / no-op `up` of this stack declaring each pool")
     parser.add_argument("--stack-only", action="store_true",

@@ -67,7 +67,7 @@ def measured_targets(bench: Optional[dict], e2e: Optional[dict], router: Optiona
 def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], stack: str,
            extra: Optional[dict[str, Optional[dict]]] = None) -> str:
     """The Markdown page. ``extra``: the bench reports beside the e2e ones (``router``:
-    out/bench/router_vs_go.json, ``profiles``: controller_profiles.json, ``scale``: scale_sim.json,
+    out/bench/router_vs_go.json, ``profiles``: controller_profiles.json, ``scale``: docs/scale-sim.json,
     ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json), each optional."""
     extra = extra or {}
     lines = [
@@ -200,6 +200,11 @@ def scale_section(report: Optional[dict]) -> list[str]:
         lines.append(f"| {level['pool']} | {level['rate_per_s']} | {level['claims']} | {_s(ready['p50'])} / "
                      f"{_s(ready['p99'])} / {_s(ready['max'])} | {_s(level['sustained_claims_per_s'])} | "
                      f"{_s(level['pool_back_after_s'])} | {use('controller')} | {use('apiserver')} |")
+    stack_up = report.get("stack_up") or []
+    if stack_up:
+        lines += ["", "The stack's own `up` declaring that pool on the fake nodes (through the driver, policy pack on):", "",
+                  "| pool | `up` (s) | no-op `up` (s) |", "|---|---|---|"]
+        lines += [f"| {entry['pool']} | {entry['up_seconds']} | {entry['noop_up_seconds']} |" for entry in stack_up]
     return lines + ["", "![simulated scale](scale-sim.png)"]
 
 
@@ -222,7 +227,7 @@ def main() -> int:
     smoke, bench = _load(out / args.stack / "smoke.json"), _load(out / args.stack / "bench.json")
     docs.mkdir(parents=True, exist_ok=True)
     extra = {"router": _load(out / "bench" / "router_vs_go.json"), "profiles": _load(out / "bench" / "controller_profiles.json"),
-             "scale": _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
+             "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
              "demand": _load(docs / "demand-pool.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
     if (out / "bench" / "router_vs_go.png").is_file():
