@@ -4,7 +4,8 @@ Through the project's driver (what ``make up/smoke/bench/down STACK=gvisor`` run
 from nothing (node image, cluster, images, deploy), preview with the policy pack (and an insecure
 config blocked), smoke, README's "Use it" snippet as written, the official SDK on a warm sandbox
 and 20 concurrent claims, a sandbox pod killed mid-request, bench (JSON + PNG), a second ``up``
-with no changes, a warm-pool resize, an interrupted ``up`` finished by the next, a router pod
+with no changes, a warm-pool resize, the pool following demand with KEDA (installed, then removed),
+an interrupted ``up`` finished by the next, a router pod
 deleted, ``down`` leaving nothing of ours and ``down --cluster`` leaving no kind container, volume
 or host iptables rule. Timings go to out/e2e/e2e.json and docs/results.md.
 """
@@ -231,6 +232,53 @@ def test_warm_pool_resize_converges(deployed: Kube) -> None:
     assert pool["items"][0]["status"].get("readyReplicas") == 3
     back = driver("up", STACK, "--config", "warmPoolReplicas=2", timeout=900)
     REPORT.check("warm-pool resize 2->3->2", result.elapsed + back.elapsed)
+
+
+KEDA_ON = {"warmPoolAutoscaling": "keda", "warmPoolReplicas": "", "installKeda": "true", "warmPoolMinReplicas": "1",
+           "warmPoolMaxReplicas": "3", "warmPoolScaleDownSeconds": "30"}
+# back to the fixed pool: "key=" unsets a key for the run (and for the remembered overrides)
+KEDA_OFF = {"warmPoolAutoscaling": "off", "installKeda": "false", "warmPoolReplicas": "2", "warmPoolMinReplicas": "",
+            "warmPoolMaxReplicas": "", "warmPoolScaleDownSeconds": ""}
+
+
+def _pool(deployed: Kube) -> dict[str, Any]:
+    return deployed.get_json("sandboxwarmpools.extensions.agents.x-k8s.io", "python-sandbox-warmpool",
+                             "-n", "agent-sandbox-demo")
+
+
+def test_the_pool_follows_demand_with_keda_and_leaves_nothing_behind(deployed: Kube) -> None:
+    """``warmPoolAutoscaling: keda`` + ``installKeda``: KEDA's images are built offline (once, cached)
+    and loaded, its ScaledObject sizes the pool by the sandboxes in use; back to a fixed pool,
+    no KEDA object is left."""
+    started = time.monotonic()
+    result = driver("up", STACK, *config_args(KEDA_ON), timeout=2700)
+    assert '"warmPoolAutoscaling": "keda"' in result.stdout
+    scaled = deployed.get_json("scaledobjects.keda.sh", "python-sandbox-warmpool", "-n", "agent-sandbox-demo")
+    assert scaled["spec"]["scaleTargetRef"]["kind"] == "SandboxWarmPool"
+    claims = [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+               "metadata": {"name": f"demand-{i}", "namespace": "agent-sandbox-demo"},
+               "spec": {"warmPoolRef": {"name": "python-sandbox-warmpool"}}} for i in range(2)]
+    deployed.apply(*claims)
+    # two in use, one warm per one in use: the autoscaler asks for 2 (the HPA's period is 15 s)
+    deadline, grown = time.monotonic() + 180, None
+    while time.monotonic() < deadline:
+        if int(_pool(deployed)["spec"].get("replicas") or 0) >= 2:
+            grown = time.monotonic() - started
+            break
+        time.sleep(2)
+    hpa = deployed.kubectl("get", "hpa", "-n", "agent-sandbox-demo", check=False).stdout
+    assert grown is not None, f"the pool did not grow while 2 sandboxes were in use: {_pool(deployed)['spec']}\n{hpa}"
+    for claim in claims:
+        deployed.kubectl("delete", "sandboxclaims.extensions.agents.x-k8s.io", "-n", "agent-sandbox-demo", claim["metadata"]["name"], "--wait=false")
+    back = driver("up", STACK, *config_args(KEDA_OFF), timeout=900)
+    pool = _pool(deployed)
+    assert pool["spec"]["replicas"] == 2 and pool["status"].get("readyReplicas") == 2
+    for args in (("namespace", "keda"), ("crd", "scaledobjects.keda.sh"), ("apiservice", "v1beta1.external.metrics.k8s.io"),
+                 ("hpa", "-n", "agent-sandbox-demo", "keda-hpa-python-sandbox-warmpool")):
+        assert deployed.kubectl("get", *args, check=False).returncode != 0, f"{' '.join(args)} left after KEDA's removal"
+    TIMINGS["keda_up_seconds"], TIMINGS["keda_removed_up_seconds"] = round(result.elapsed, 1), round(back.elapsed, 1)
+    REPORT.check("pool follows demand (keda on, burst, off)", time.monotonic() - started,
+                 grown_after_s=round(grown, 1))
 
 
 def test_an_interrupted_up_is_finished_by_the_next_up(deployed: Kube) -> None:
