@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from automation import cluster as clusters
 from automation.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREREQUISITES, EXIT_USAGE, DriverError
@@ -161,6 +161,14 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config and policy else None
     with engine_operation():
+        stale = stale_autoscalers(stack) if config.autoscaling is None else []
+        if stale:
+            # Pulumi deletes what left the program after its updates: KEDA's HPA could resize the
+            # pool between our update and the ScaledObject's deletion, and nothing would set it back.
+            print("up: warmPoolAutoscaling is off: removing the pool's ScaledObject first (a targeted up), "
+                  "then setting warmPoolReplicas")
+            stack.up(target=stale, on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
+                     policy_pack_configs=policy_config)
         result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
                           policy_pack_configs=policy_config)
     print(f"up: {result.summary.result}; changes {result.summary.resource_changes}")
@@ -171,6 +179,12 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     print(f"next: make smoke STACK={config.stack}   make bench STACK={config.stack}   "
           f"make down STACK={config.stack}   (make down-cluster STACK={config.stack} also deletes the cluster)")
     return EXIT_OK
+
+
+def stale_autoscalers(stack: Any) -> list[str]:
+    """URNs of the ScaledObjects in the stack's state (the program may no longer declare them)."""
+    resources = (stack.export_stack().deployment or {}).get("resources") or []
+    return [r["urn"] for r in resources if str(r.get("type", "")).endswith(":ScaledObject")]
 
 
 def check_pool_capacity(config: StackConfig) -> None:

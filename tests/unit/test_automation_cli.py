@@ -217,3 +217,17 @@ def test_the_package_usage_errors_exit_2():
     assert cli.exit_code(ConfigError(["x"])) == cli.exit_code(ManifestError("x")) == cli.EXIT_USAGE
     assert cli.exit_code(errors.MissingPrerequisite("missing or not")) == cli.EXIT_PREREQUISITES
     assert cli.exit_code(errors.SetupError("missing kind")) == cli.EXIT_FAILED  # the type decides, not the words
+
+
+def test_stale_autoscalers_are_the_scaled_objects_in_the_stack_state() -> None:
+    from types import SimpleNamespace
+
+    from automation.cli import stale_autoscalers
+
+    state = {"resources": [
+        {"urn": "urn:pulumi:gvisor::agent-sandbox::kubernetes:keda.sh/v1alpha1:ScaledObject::pool", "type":
+         "kubernetes:keda.sh/v1alpha1:ScaledObject"},
+        {"urn": "urn:pulumi:gvisor::agent-sandbox::kubernetes:apps/v1:Deployment::router", "type": "kubernetes:apps/v1:Deployment"}]}
+    stack = SimpleNamespace(export_stack=lambda: SimpleNamespace(deployment=state))
+    assert stale_autoscalers(stack) == ["urn:pulumi:gvisor::agent-sandbox::kubernetes:keda.sh/v1alpha1:ScaledObject::pool"]
+    assert stale_autoscalers(SimpleNamespace(export_stack=lambda: SimpleNamespace(deployment=None))) == []
