@@ -3,8 +3,9 @@ pre-started sandboxes ready to be claimed and, when the pool follows demand, the
 ScaledObject that sizes it.
 
 Owns: ``SandboxPoolArgs`` and ``SandboxPool``. The pod and network specs come from
-``sandbox_iac.sandbox_spec``, the ScaledObject's from ``sandbox_iac.autoscaling``; the egress rules inside ``network_policy`` are built (and their
-safety checked) by ``AgentSandbox`` from its validated inputs."""
+``sandbox_iac.sandbox_spec``, the ScaledObject's from ``sandbox_iac.autoscaling``; the egress
+rules inside ``network_policy`` are built (and their safety checked) by ``AgentSandbox`` from its
+validated inputs."""
 
 from typing import Any, NotRequired, Optional, TypedDict
 
@@ -119,7 +120,7 @@ class SandboxPool(pulumi.ComponentResource):
             # The autoscaler owns the size: the pool is declared without one (the CRD's default
             # applies until KEDA scales it) and `up` does not wait for a count it cannot know.
             del warm_pool_spec["replicas"]
-            replicas = 0
+            replicas = 0  # no readyReplicas to wait for
         self.warm_pool = k8s.apiextensions.CustomResource(
             f"{name}-warm-pool",
             api_version=api_version,
