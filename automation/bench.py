@@ -849,11 +849,46 @@ class RouterScraper:
             return None
 
 
+def runtime_class_terms(cluster: Cluster, runtime_class: Optional[str]) -> tuple[dict[str, Any], dict[str, str], list[Any]]:
+    """(overhead, node selector, tolerations) the scheduler adds to every pod of ``runtime_class``
+    (Kata: its VM's overhead and a node label); all empty for none or one that does not exist yet."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    if not runtime_class:
+        return {}, {}, []
+    try:
+        rc = client.NodeV1Api(cluster.client).read_runtime_class(runtime_class)
+    except ApiException as error:
+        if error.status == 404:
+            return {}, {}, []
+        raise
+    overhead = dict((rc.overhead.pod_fixed if rc.overhead else None) or {})
+    if not rc.scheduling:
+        return overhead, {}, []
+    return (overhead, dict(rc.scheduling.node_selector or {}),
+            [cluster.client.sanitize_for_serialization(t) for t in rc.scheduling.tolerations or []])
+
+
+def scheduling_view(cluster: Cluster, own_namespace: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(nodes, other pods) as ``capacity`` takes them: every node, and the requests of every
+    scheduled, non-terminal pod outside ``own_namespace`` (whose pods are the ones being sized)."""
+    nodes = [{"name": node.metadata.name, "allocatable": dict(node.status.allocatable or {}),
+              "labels": dict(node.metadata.labels or {}), "unschedulable": bool(node.spec.unschedulable),
+              "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]}
+             for node in cluster.core.list_node().items]
+    others = []
+    for pod in cluster.core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed").items:
+        if pod.metadata.namespace == own_namespace or not pod.spec.node_name:
+            continue  # unscheduled pods take nothing yet
+        spec = cluster.client.sanitize_for_serialization(pod.spec)
+        others.append({"node": pod.spec.node_name, "requests": pod_requests(spec, spec.get("overhead"))})
+    return nodes, others
+
+
 def measure_capacity(cluster: Cluster, target: StackTarget) -> dict[str, Any]:
     """``capacity`` of the cluster for the pool's template (its pod spec, requests, node
     selector and tolerations, and its RuntimeClass's overhead and node selector)."""
-    from kubernetes import client
-
     try:
         pool = cluster.warm_pool(target.namespace, target.warm_pool)
         template_name = ((pool.get("spec") or {}).get("sandboxTemplateRef") or {}).get("name")
@@ -861,28 +896,12 @@ def measure_capacity(cluster: Cluster, target: StackTarget) -> dict[str, Any]:
         template = cluster.custom.get_namespaced_custom_object(group, version, target.namespace,
                                                                "sandboxtemplates", template_name)
         pod_spec = ((template.get("spec") or {}).get("podTemplate") or {}).get("spec") or {}
-        overhead, selector = {}, dict(pod_spec.get("nodeSelector") or {})
-        tolerations = list(pod_spec.get("tolerations") or [])
         runtime_class = pod_spec.get("runtimeClassName")
-        if runtime_class:
-            # The scheduler adds the RuntimeClass's overhead to every pod and its scheduling
-            # rules to the pod's own (Kata: a node label).
-            rc = client.NodeV1Api(cluster.client).read_runtime_class(runtime_class)
-            overhead = dict((rc.overhead.pod_fixed if rc.overhead else None) or {})
-            if rc.scheduling:
-                selector.update(rc.scheduling.node_selector or {})
-                tolerations += [cluster.client.sanitize_for_serialization(t) for t in rc.scheduling.tolerations or []]
-        nodes = [{"name": node.metadata.name, "allocatable": dict(node.status.allocatable or {}),
-                  "labels": dict(node.metadata.labels or {}), "unschedulable": bool(node.spec.unschedulable),
-                  "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]}
-                 for node in cluster.core.list_node().items]
-        others = []
-        for pod in cluster.core.list_pod_for_all_namespaces(
-                field_selector="status.phase!=Succeeded,status.phase!=Failed").items:
-            if pod.metadata.namespace == target.namespace or not pod.spec.node_name:
-                continue  # the sandbox namespace is the bench's own; unscheduled pods take nothing yet
-            spec = cluster.client.sanitize_for_serialization(pod.spec)
-            others.append({"node": pod.spec.node_name, "requests": pod_requests(spec, spec.get("overhead"))})
+        overhead, rc_selector, rc_tolerations = runtime_class_terms(cluster, runtime_class)
+        selector = {**(pod_spec.get("nodeSelector") or {}), **rc_selector}
+        tolerations = [*(pod_spec.get("tolerations") or []), *rc_tolerations]
+        # the sandbox namespace is the bench's own
+        nodes, others = scheduling_view(cluster, target.namespace)
         per_sandbox = pod_requests(pod_spec, overhead)
         result = capacity(nodes, others, per_sandbox, selector, tolerations)
         result.update(template=template_name, runtime_class=runtime_class, overhead=overhead, error=None)

@@ -160,6 +160,10 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
     print(f"stack: {config.stack} (backend {paths.state_dir})")
     policy = None if args.no_policy else [str(paths.policy_pack_dir)]
     policy_config = [str(args.policy_config)] if args.policy_config and policy else None
+    def engine_up(**only: Any) -> Any:
+        return stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
+                        policy_pack_configs=policy_config, **only)
+
     with engine_operation():
         stale = stale_autoscalers(stack) if config.autoscaling is None else []
         if stale:
@@ -167,10 +171,8 @@ def cmd_up(args: argparse.Namespace, paths: ProjectPaths, config: StackConfig) -
             # pool between our update and the ScaledObject's deletion, and nothing would set it back.
             print("up: warmPoolAutoscaling is off: removing the pool's ScaledObject first (a targeted up), "
                   "then setting warmPoolReplicas")
-            stack.up(target=stale, on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
-                     policy_pack_configs=policy_config)
-        result = stack.up(on_output=_streamer(), color=_color(), show_secrets=False, policy_packs=policy,
-                          policy_pack_configs=policy_config)
+            engine_up(target=stale)
+        result = engine_up()
     print(f"up: {result.summary.result}; changes {result.summary.resource_changes}")
     outputs = printable_outputs(stack, show_secrets=args.show_secrets)
     print(json.dumps(outputs, indent=2))
@@ -190,12 +192,15 @@ def stale_autoscalers(stack: Any) -> list[str]:
 def check_pool_capacity(config: StackConfig) -> None:
     """One line on whether the warm pool fits the nodes; a pool that cannot fit on a cluster this
     driver made stops here (CapacityError), elsewhere it is a warning (a node autoscaler may add room)."""
+    from automation.bench import runtime_class_terms
     from automation.kube import Cluster, api_client
-    from automation.pool_capacity import check_pool_fit, pool_fit, runtime_overhead
+    from automation.pool_capacity import check_pool_fit, pool_fit
 
     try:
         cluster = Cluster(api_client(config))
-        fit = pool_fit(cluster, config, runtime_overhead(cluster, config.runtime))
+        # only the overhead: the RuntimeClass's node label (Kata) may be applied by this very `up`
+        overhead, _, _ = runtime_class_terms(cluster, config.runtime)
+        fit = pool_fit(cluster, config, overhead)
     except Exception as error:  # noqa: BLE001 - the check helps; it never blocks an unreachable read
         print(f"capacity: not checked ({type(error).__name__}: {str(error)[:160]})")
         return

@@ -7,14 +7,15 @@ Pending. Here it is one line with the numbers: the sandboxes asked for, what one
 pods' requests are taken off their allocatable (``automation.bench.capacity``). The sandbox
 namespace's own pods are not counted as used: they are the pool being resized.
 
-Owns: ``PoolFit``, ``pool_fit`` (reads the cluster) and ``check_pool_fit`` (decides)."""
+Owns: ``PoolFit``, ``pool_fit`` (reads the cluster, as the bench's ``measure_capacity`` does) and
+``check_pool_fit`` (decides)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from automation.bench import capacity, pod_requests
+from automation.bench import capacity, pod_requests, scheduling_view
 from automation.errors import CapacityError
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
@@ -31,34 +32,11 @@ class PoolFit:
     nodes: list[dict[str, Any]]
 
 
-def runtime_overhead(cluster: Any, runtime_class: str) -> dict[str, Any]:
-    """The RuntimeClass's per-pod overhead (Kata's VM), {} when it has none or does not exist yet."""
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    try:
-        rc = client.NodeV1Api(cluster.client).read_runtime_class(runtime_class)
-    except ApiException as error:
-        if error.status == 404:
-            return {}
-        raise
-    return dict((rc.overhead.pod_fixed if rc.overhead else None) or {})
-
-
 def pool_fit(cluster: Any, config: StackConfig, overhead: Optional[Mapping[str, Any]] = None) -> PoolFit:
     """``cluster``: ``automation.kube.Cluster``. Free = allocatable − requests of every scheduled,
     non-terminal pod outside the sandbox namespace; ``overhead``: the RuntimeClass's."""
     pod_spec = sandbox_pod_template(config, "unused:0")["spec"]
-    nodes = [{"name": node.metadata.name, "allocatable": dict(node.status.allocatable or {}),
-              "labels": dict(node.metadata.labels or {}), "unschedulable": bool(node.spec.unschedulable),
-              "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]}
-             for node in cluster.core.list_node().items]
-    others = []
-    for pod in cluster.core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed").items:
-        if pod.metadata.namespace == config.sandbox_namespace or not pod.spec.node_name:
-            continue
-        spec = cluster.client.sanitize_for_serialization(pod.spec)
-        others.append({"node": pod.spec.node_name, "requests": pod_requests(spec, spec.get("overhead"))})
+    nodes, others = scheduling_view(cluster, config.sandbox_namespace)
     per_sandbox = pod_requests(pod_spec, overhead)
     result = capacity(nodes, others, per_sandbox, dict(config.sandbox_node_selector),
                       [dict(t) for t in config.sandbox_tolerations])

@@ -292,15 +292,17 @@ class ClaimWatch:
         self.stderr_path = stderr_path
         self.ready_at: dict[str, float] = {}
         self._process: Optional[subprocess.Popen] = None
+        self._stderr: Optional[Any] = None
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
 
     def start(self) -> "ClaimWatch":
         # kubectl's watch prints one JSON object per event; the receipt time is our clock
+        self._stderr = self.stderr_path.open("w") if self.stderr_path else None
         self._process = subprocess.Popen(
             ["kubectl", "--context", self.cluster.context, "get", f"sandboxclaims.{GROUP}", "-n", NAMESPACE,
              "--watch", "--output-watch-events", "-o", "json"], stdout=subprocess.PIPE,
-            stderr=self.stderr_path.open("w") if self.stderr_path else subprocess.DEVNULL, text=True)
+            stderr=self._stderr or subprocess.DEVNULL, text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         return self
@@ -341,6 +343,8 @@ class ClaimWatch:
         if self._process and self._process.poll() is None:
             self._process.terminate()
             self._process.wait(10)
+        if self._stderr:
+            self._stderr.close()
 
 
 # --------------------------------------------------------------------------------- the run
