@@ -49,6 +49,9 @@ PHASE_TITLES = {"create": "create (API + watch)", "bind": "bind (controller)", "
 MILESTONES = ("requested", "claim_seen", "bound_seen", "ready_seen", "sdk_returned", "first_result")
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
 CONCURRENCY_ENV = "BENCH_CONCURRENCY"
+SETTLE_ENV = "BENCH_SETTLE"
+"""``BENCH_SETTLE=0``: sequential claims back to back (each one meets the previous claim's pool
+refill or teardown still running); by default each waits for a settled namespace first."""
 CLAIM_PLURAL, SANDBOX_PLURAL = "sandboxclaims", "sandboxes"
 SANDBOX_VERSION = "v1beta1"
 ANNOTATIONS = {  # the controller's (and the SDK's) observability annotations, v0.5.6
@@ -342,6 +345,14 @@ def concurrency_from_env(env: Mapping[str, str]) -> tuple[int, ...]:
     return levels
 
 
+def settle_from_env(env: Mapping[str, str]) -> bool:
+    """``BENCH_SETTLE``: unset or ``1`` settles before each sequential claim, ``0`` does not."""
+    raw = env.get(SETTLE_ENV, "1").strip() or "1"
+    if raw not in ("0", "1"):
+        raise ValueError(f"{SETTLE_ENV}={raw!r}: expected 1 (settle before each sequential claim) or 0 (back to back)")
+    return raw == "1"
+
+
 def bursts_for(concurrency: int, n: int) -> int:
     """Bursts per level: enough for about ``n`` samples, at least one."""
     return max(1, math.ceil(n / concurrency))
@@ -584,10 +595,12 @@ def _finish(samples: list[dict[str, Any]], observer: Any) -> None:
 
 def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: Callable[[str], None] = print,
                   observer: Any = None, scraper: Any = None, levels: Sequence[int] = (1,),
-                  capacity_info: Optional[dict[str, Any]] = None, router_scraper: Any = None) -> dict[str, Any]:
-    """Warm then cold claims through ``sdk`` (sequential: concurrency 1), then for each level
-    above 1 bursts in both modes; the pool's original replica count is restored in any case
-    (errors, Ctrl-C). Returns the report without timestamps of the overall run."""
+                  capacity_info: Optional[dict[str, Any]] = None, router_scraper: Any = None,
+                  settle: bool = True) -> dict[str, Any]:
+    """Warm then cold claims through ``sdk`` (sequential: concurrency 1, each after a settled
+    namespace unless ``settle`` is false), then for each level above 1 bursts in both modes;
+    the pool's original replica count is restored in any case (errors, Ctrl-C). Returns the
+    report without timestamps of the overall run."""
     observer = observer or _NoObserver()
     scraper = scraper or _NoScraper()
     router_scraper = router_scraper or _NoScraper()
@@ -605,17 +618,21 @@ def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: 
             cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
             prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
             load_before, metrics_before, router_before = load_average(), scraper.scrape(), router_scraper.scrape()
-            samples = []
+            samples, settle_seconds = [], []
             for index in range(n):
+                if settle:
+                    settle_seconds.append(round(cluster.wait_settled(target.namespace, target.warm_pool, replicas), 3))
                 sample = claim_sample(sdk, target)
                 samples.append(sample)
                 log(f"bench: {mode} {index + 1}/{n}: ready {sample['claim_ready_seconds']}s, first exec "
                     f"{sample['first_exec_seconds']}s, warm={sample['warm']}"
+                    + (f", settled after {settle_seconds[-1]}s" if settle else "")
                     + (f", error: {sample['error']}" if sample["error"] else ""))
             _finish(samples, observer)
             report[mode] = {**section(samples, replicas, prepared), "concurrency": 1, "load_before": load_before,
                             "load_after": load_average(), "controller": _controller_delta(scraper, metrics_before),
-                            "router": _controller_delta(router_scraper, router_before)}
+                            "router": _controller_delta(router_scraper, router_before),
+                            "sequence": "settled" if settle else "back-to-back", "settle_seconds": settle_seconds}
             report["concurrency"][mode].append(level_entry(report[mode], 1, "sequential", [], replicas))
         for mode in ("warm", "cold"):
             for level in (c for c in plan["levels"] if c > 1):
@@ -916,6 +933,7 @@ def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n
     """Connect the official SDK to the router (tunnel, bearer token), watch the namespace, and
     measure both modes and the concurrency levels (``BENCH_CONCURRENCY`` by default)."""
     levels = tuple(concurrency) if concurrency else concurrency_from_env(os.environ)
+    settle_from_env(os.environ)  # a bad value stops here, before any claim
     started = time.time()
     capacity_info = measure_capacity(cluster, target)
     log(f"bench: capacity {capacity_info.get('max_sandboxes')} sandbox(es) at once "
@@ -926,7 +944,8 @@ def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n
             ObjectWatch(cluster.client, target.namespace) as observer:
         report = measure_modes(target, cluster, session.client, n, log, observer=observer, scraper=scraper,
                                levels=levels, capacity_info=capacity_info,
-                               router_scraper=RouterScraper(session.tunnel.url, target.router_token))
+                               router_scraper=RouterScraper(session.tunnel.url, target.router_token),
+                               settle=settle_from_env(os.environ))
         report["watch_errors"] = observer.errors[:20]
     report["started_at"], report["finished_at"] = started, time.time()
     return report

@@ -18,6 +18,8 @@ POOL_GROUP, POOL_VERSION = versions.EXTENSIONS_API_VERSION.split("/")
 
 
 UNSCHEDULABLE_GRACE_SECONDS = 20
+SETTLE_PAD_SECONDS = 1.0
+"""After a settled namespace, this long more: the just-Ready sandbox's status writes finish."""
 
 
 def unschedulable(pods: dict[str, Any]) -> list[str]:
@@ -128,6 +130,27 @@ class Cluster:
             time.sleep(1)
         raise TimeoutError(f"SandboxWarmPool {namespace}/{name} did not reach {replicas} ready replicas within "
                            f"{timeout:.0f}s (last status {status})")
+
+    def wait_settled(self, namespace: str, name: str, replicas: int, timeout: float = 300,
+                     pad: float = SETTLE_PAD_SECONDS) -> float:
+        """Wait until the namespace is quiet: the pool reports ``replicas`` ready, and its pods are
+        exactly the pool's ``replicas`` Ready members (no sandbox still starting, none still
+        terminating); then ``pad`` seconds more for the last status writes. Returns the seconds
+        waited. A claim measured after this meets a node that is not booting or tearing down a
+        sandbox (on a small node that work, not the claim's own path, is what a claim waits for)."""
+        started = time.monotonic()
+        pods: dict[str, Any] = {}
+        while time.monotonic() - started < timeout:
+            pods = self.pods(namespace)
+            ready = int((self.warm_pool(namespace, name).get("status") or {}).get("readyReplicas") or 0)
+            quiet = (len(pods) == replicas and ready >= replicas
+                     and all(pod_is_ready(pod) and pod.metadata.deletion_timestamp is None for pod in pods.values()))
+            if quiet:
+                time.sleep(pad)
+                return time.monotonic() - started
+            time.sleep(0.25)
+        raise TimeoutError(f"namespace {namespace} did not settle to {replicas} ready pool sandbox(es) within "
+                           f"{timeout:.0f}s (pods: {sorted(pods)})")
 
     def wait_pool_refilled(self, namespace: str, name: str, replicas: int, claimed_pod: str,
                            timeout: float = 180) -> float:

@@ -233,6 +233,11 @@ class Section(Statistics):
     pool_replicas: int
     prepare_seconds: float
     samples: list[Sample]
+    sequence: Literal["settled", "back-to-back"] = "back-to-back"
+    """settled: each claim waited for a quiet namespace (pool refilled, nothing starting or
+    terminating) first; back-to-back: each met the previous claim's refill or teardown."""
+    settle_seconds: list[float] = []
+    """How long each settled claim waited for the quiet namespace (not part of its latency)."""
 
 
 class Point(Statistics):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 # DriverError: the base of what this module raises, importable from here as it always was.
-from automation.errors import DriverError, MissingPrerequisite, ProjectNotFound, StackNotFound  # noqa: F401
+from automation.errors import DriverError, MissingPrerequisite, OverrideError, ProjectNotFound, StackNotFound  # noqa: F401
 from automation.prereqs import PULUMI
 from automation.engine_env import pulumi_env
 from automation.paths import ProjectPaths, find_tool
@@ -66,6 +66,27 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
+def override_value(project: Mapping[str, Any], key: str, value: str) -> Any:
+    """``--config KEY=VALUE`` as the stack file must hold it: an object or array key (by its
+    type in Pulumi.yaml) parsed from JSON, since the engine refuses a string for those; any
+    other key as the string given."""
+    declared = ((project.get("config") or {}).get(f"{project.get('name')}:{key}") or {})
+    kind = declared.get("type") if isinstance(declared, dict) else None
+    if kind not in ("object", "array"):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError as error:
+        parsed, problem = None, f"not JSON ({error})"
+    else:
+        problem = None if isinstance(parsed, dict if kind == "object" else list) else f"JSON but not an {kind}"
+    if problem:
+        example = '{"limits": {"cpu": "2"}}' if kind == "object" else '["a", "b"]'
+        raise OverrideError(f"--config {key}={value!r}: {key} is an {kind} and this value is {problem}; "
+                            f"give it as JSON, e.g. --config '{key}={example}'")
+    return parsed
+
+
 def stack_work_dir(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[str, str]] = None) -> Path:
     """(Re)write the engine's work dir for ``stack``; returns it."""
     work = paths.driver_state_dir / "workspaces" / stack
@@ -89,7 +110,7 @@ def stack_work_dir(paths: ProjectPaths, stack: str, overrides: Optional[Mapping[
         if value == "":
             config.pop(f"{project['name']}:{key}", None)
         else:
-            config[f"{project['name']}:{key}"] = value
+            config[f"{project['name']}:{key}"] = override_value(project, key, value)
     settings["config"] = config
     mirror.write_text(
         f"# Written by the driver from {paths.stack_file(stack)} and --config overrides; edit those.\n"

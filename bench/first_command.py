@@ -1,30 +1,108 @@
-"""Where a warm claim's first command goes: per claim from the stack's pool, the SDK's Sandbox
-lookup (its first request resolves the pod IP), a GET / through the router (a new upstream
-connection, no process), then the bench's first command twice (first and second process start in
-the sandbox). Needs a deployed stack; GAP=<s> spaces the claims (default 0, back to back).
+"""Why a warm claim's first command is slower than a cold one's: the same warm claim, its first
+command run either at once (as users do) or only after the pool's refill is Ready, alternating
+in one run so drift hits both alike.
 
-    PYTHONPATH=. python bench/first_command.py
+When a claim adopts a warm sandbox the pool controller at once creates a replacement, and that
+gVisor sandbox boots (runsc create, the runtime server's imports) on the same node while the
+claim's first command runs. A cold claim (pool 0) starts no refill. This bench separates that:
+per claim it records the SDK's claim→Ready, then the first and second command's seconds, with
+``mode`` ``at-once`` or ``after-refill`` (the refill waited for, and the namespace settled, first).
+
+    PYTHONPATH=. python bench/first_command.py [STACK] [-n 6]
+
+Output: ``out/bench/first_command.json`` and a summary (median per mode). Needs a deployed stack;
+the pool's replica count is left as it was.
 """
-import time, statistics, requests
-from automation.paths import default_paths
-from automation.session import stack_session
 
-from automation.bench import FIRST_EXEC_COMMAND as CMD
-rows = []
-with stack_session(default_paths(), "gvisor") as s:
-    client, target = s.client, s.target
-    for i in range(6):
-        sb = client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
-        try:
-            t0 = time.monotonic(); sb.get_pod_ip(); t1 = time.monotonic()
-            sb.connector.send_request("GET", "")
-            t2 = time.monotonic()
-            sb.commands.run(CMD); t3 = time.monotonic()
-            sb.commands.run(CMD); t4 = time.monotonic()
-            rows.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
-            print(f"claim {i}: sandbox GET {t1-t0:.3f}s  health via router {t2-t1:.3f}s  first exec {t3-t2:.3f}s  second exec {t4-t3:.3f}s", flush=True)
-        finally:
-            client.delete_sandbox(sb.claim_name, namespace=target.namespace)
-        time.sleep(float(__import__("os").environ.get("GAP", "0")))
-for name, col in zip(("sandbox GET", "health via router", "first exec", "second exec"), zip(*rows)):
-    print(f"median {name}: {statistics.median(col):.3f}s")
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from automation.bench import FIRST_EXEC_COMMAND  # noqa: E402
+from automation.kube import kube_args  # noqa: E402
+from automation.overrides import command_overrides, load_overrides  # noqa: E402
+from automation.paths import default_paths  # noqa: E402
+from automation.session import deployed_stack, sdk_session  # noqa: E402
+from automation.stack_files import stack_config  # noqa: E402
+
+MODES = ("at-once", "after-refill")
+
+
+def one_claim(client: Any, cluster: Any, target: Any, mode: str) -> dict[str, Any]:
+    """Claim from the pool, run the first command (at once, or after the refill is Ready),
+    then a second one; the claim is deleted."""
+    cluster.wait_settled(target.namespace, target.warm_pool, target.warm_pool_replicas)
+    started = time.monotonic()
+    sandbox = client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
+    ready = time.monotonic() - started
+    try:
+        waited = 0.0
+        if mode == "after-refill":
+            waited = cluster.wait_pool_refilled(target.namespace, target.warm_pool, target.warm_pool_replicas,
+                                                claimed_pod=sandbox.sandbox_id)
+            time.sleep(1.0)  # the replacement's last status writes
+        first_started = time.monotonic()
+        sandbox.commands.run(FIRST_EXEC_COMMAND)
+        first = time.monotonic() - first_started
+        second_started = time.monotonic()
+        sandbox.commands.run(FIRST_EXEC_COMMAND)
+        second = time.monotonic() - second_started
+        return {"mode": mode, "warm": sandbox.sandbox_id != sandbox.claim_name, "claim_ready_seconds": round(ready, 4),
+                "refill_wait_seconds": round(waited, 3), "first_exec_seconds": round(first, 4),
+                "second_exec_seconds": round(second, 4)}
+    finally:
+        client.delete_sandbox(sandbox.claim_name, namespace=target.namespace)
+
+
+def summarize(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for mode in MODES:
+        mine = [s for s in samples if s["mode"] == mode and s["warm"]]
+        out[mode] = {key: round(statistics.median(s[key] for s in mine), 4) if mine else None
+                     for key in ("claim_ready_seconds", "first_exec_seconds", "second_exec_seconds")}
+        out[mode]["count"] = len(mine)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", nargs="?", default="gvisor")
+    parser.add_argument("-n", type=int, default=6, help="claims per mode")
+    parser.add_argument("--out", default=str(REPO / "out" / "bench" / "first_command.json"))
+    args = parser.parse_args(argv)
+    paths = default_paths()
+    overrides = command_overrides(paths, args.stack, load_overrides(paths, args.stack))
+    config = stack_config(paths, args.stack, overrides)
+    target, cluster = deployed_stack(paths, config, overrides)
+    samples = []
+    with sdk_session(target, cluster, kube_args(config)) as session:
+        for index in range(args.n):
+            for mode in (MODES if index % 2 == 0 else MODES[::-1]):
+                sample = one_claim(session.client, cluster, target, mode)
+                samples.append(sample)
+                print(f"claim {len(samples)} ({mode}): ready {sample['claim_ready_seconds']}s, first command "
+                      f"{sample['first_exec_seconds']}s, second {sample['second_exec_seconds']}s"
+                      + (f" (refill waited {sample['refill_wait_seconds']}s)" if mode == "after-refill" else ""),
+                      flush=True)
+    report = {"schema": "first-command/1", "stack": args.stack, "n": args.n, "samples": samples,
+              "summary": summarize(samples)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    for mode, row in report["summary"].items():
+        print(f"{mode:13} (n={row['count']}): claim->Ready {row['claim_ready_seconds']}s, first command "
+              f"{row['first_exec_seconds']}s, second {row['second_exec_seconds']}s")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -68,7 +68,8 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
            extra: Optional[dict[str, Optional[dict]]] = None) -> str:
     """The Markdown page. ``extra``: the bench reports beside the e2e ones (``router``:
     out/bench/router_vs_go.json, ``profiles``: controller_profiles.json, ``scale``: docs/scale-sim.json,
-    ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json), each optional."""
+    ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json, ``cpu_limit``:
+    docs/sandbox-cpu-limit.json), each optional."""
     extra = extra or {}
     lines = [
         "# Measured results",
@@ -87,18 +88,23 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
               for name, (target, direction) in TARGETS.items()]
     if bench:
         lines += ["", f"## Claim latency (bench, n={bench.get('n')})", "",
-                  "| mode | pool | ok | claim→Ready p50 / p95 / max (s) | first exec p50 / p95 / max (s) |",
-                  "|---|---|---|---|---|"]
+                  "Sequential claims are `settled` when each waited for a quiet namespace first (the pool "
+                  "refilled, no sandbox starting or terminating), `back-to-back` when each met the previous "
+                  "claim's refill or teardown; the bursts of the concurrency curve are always back to back.", "",
+                  "| mode | sequence | pool | ok | claim→Ready p50 / p95 / max (s) | first exec p50 / p95 / max (s) |",
+                  "|---|---|---|---|---|---|"]
         for mode in ("warm", "cold"):
             data = bench.get(mode)
             if data:
                 ready, first = data["claim_ready"], data["first_exec"]
-                lines.append(f"| {mode} | {data['pool_replicas']} | {data['ok']}/{data['ok'] + data['failed']} | "
+                lines.append(f"| {mode} | {data.get('sequence', 'back-to-back')} | {data['pool_replicas']} | "
+                             f"{data['ok']}/{data['ok'] + data['failed']} | "
                              f"{ready['p50']} / {ready['p95']} / {ready['max']} | "
                              f"{first['p50']} / {first['p95']} / {first['max']} |")
         lines += ["", "![claim latency](results-bench.png)"]
         lines += breakdown(bench)
-    lines += profiles_section(extra.get("profiles")) + router_section(extra.get("router"))
+    lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
+    lines += compare_section("Controller profiles", extra.get("profiles")) + router_section(extra.get("router"))
     lines += demand_section(extra.get("demand")) + scale_section(extra.get("scale")) + cold_section(extra.get("cold"))
     if smoke:
         lines += ["", "## Smoke checks (official SDK through our router)", "", "| check | status | seconds | detail |",
@@ -132,20 +138,35 @@ def breakdown(bench: dict) -> list[str]:
     return lines
 
 
-def profiles_section(report: Optional[dict]) -> list[str]:
+def compare_section(title: str, report: Optional[dict]) -> list[str]:
+    """A bench/config_compare.py report: each candidate's config and its pooled p50s (p95)."""
     if not report:
         return []
-    lines = ["", f"## Controller profiles ({report.get('rounds')} alternating rounds, n={report.get('n')}, "
-             f"concurrency {report.get('concurrency')})", "",
-             "| candidate | flags | warm claim→Ready p50 / p95 | warm first exec p50 | warm total p50 | cold claim→Ready p50 |",
-             "|---|---|---|---|---|---|"]
+    lines = ["", f"## {title} ({report.get('rounds')} alternating rounds, n={report.get('n')}, "
+             f"concurrency {report.get('concurrency')}, sequential claims {_sequence(report)})", "",
+             "| candidate | config | warm claim→Ready p50 / p95 | warm first exec p50 / p95 | warm total p50 "
+             "| cold claim→Ready p50 / p95 | cold first exec p50 |",
+             "|---|---|---|---|---|---|---|"]
     for name, row in (report.get("comparison") or {}).items():
-        flags = (report.get("candidates") or {}).get(name) or {}
+        candidate = (report.get("candidates") or {}).get(name) or {}
+        # reports before config_compare.py named a profile and its flags
+        config = candidate.get("config") or {"controllerProfile": candidate.get("profile"),
+                                             "controllerFlags": candidate.get("flags")}
+        shown = ", ".join(f"`{k}={v}`" for k, v in config.items() if v) or "—"
         warm, cold = row.get("warm") or {}, row.get("cold") or {}
-        lines.append(f"| {name} | {flags.get('profile')} {flags.get('flags') or ''} | "
-                     f"{_s(warm['claim_ready']['p50'])} / {_s(warm['claim_ready']['p95'])} | {_s(warm['first_exec']['p50'])} | "
-                     f"{_s(warm['total']['p50'])} | {_s(cold['claim_ready']['p50'])} |")
+
+        def pair(data: dict, key: str) -> str:
+            got = data.get(key) or {}
+            return f"{_s(got.get('p50'))} / {_s(got.get('p95'))}"
+        lines.append(f"| {name} | {shown} | {pair(warm, 'claim_ready')} | {pair(warm, 'first_exec')} | "
+                     f"{_s((warm.get('total') or {}).get('p50'))} | {pair(cold, 'claim_ready')} | "
+                     f"{_s((cold.get('first_exec') or {}).get('p50'))} |")
     return lines
+
+
+def _sequence(report: dict) -> str:
+    kinds = sorted({k for row in (report.get("comparison") or {}).values() for k in (row.get("sequence") or [])})
+    return "/".join(kinds) if kinds else "back-to-back"
 
 
 def router_section(report: Optional[dict]) -> list[str]:
@@ -228,7 +249,7 @@ def main() -> int:
     docs.mkdir(parents=True, exist_ok=True)
     extra = {"router": _load(out / "bench" / "router_vs_go.json"), "profiles": _load(out / "bench" / "controller_profiles.json"),
              "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
-             "demand": _load(docs / "demand-pool.json")}
+             "demand": _load(docs / "demand-pool.json"), "cpu_limit": _load(docs / "sandbox-cpu-limit.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
     if (out / "bench" / "router_vs_go.png").is_file():
         shutil.copyfile(out / "bench" / "router_vs_go.png", docs / "router_vs_go.png")

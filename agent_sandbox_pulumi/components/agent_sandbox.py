@@ -76,8 +76,8 @@ class AgentSandboxArgs(TypedDict):
     sandbox_port: NotRequired[int]
     """Port the runtime listens on; default 8888."""
     sandbox_resources: NotRequired[ContainerResources]
-    """Requests/limits of sandbox pods, merged with the defaults (requests 250m/512Mi/512Mi,
-    limits 500m/1Gi/1Gi)."""
+    """Requests/limits of sandbox pods, merged with the defaults (requests 100m/256Mi/512Mi,
+    limits 2/1Gi/1Gi)."""
     sandbox_node_selector: NotRequired[dict[str, str]]
     """Node labels sandbox pods must run on (a node pool dedicated to sandboxes); default none."""
     sandbox_tolerations: NotRequired[list[dict[str, Any]]]
@@ -107,7 +107,7 @@ class AgentSandboxArgs(TypedDict):
     router_replicas: NotRequired[int]
     """Router Deployment replicas; default 2."""
     router_resources: NotRequired[ContainerResources]
-    """Requests/limits of the router container; default requests 250m/512Mi, limits 1/1Gi."""
+    """Requests/limits of the router container; default requests 100m/128Mi, limits 1/1Gi."""
     router_auth_token: NotRequired[pulumi.Input[str]]
     """Bearer token clients send (at least 16 characters when plain; kept secret). Unset: one is
     generated once and kept."""

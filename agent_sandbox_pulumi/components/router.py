@@ -46,7 +46,7 @@ class RouterArgs(TypedDict):
     replicas: NotRequired[int]
     """Deployment replicas; default 2 (keeps the Service answering while a pod restarts)."""
     resources: NotRequired[ContainerResources]
-    """Requests and limits of the router container; default requests 250m/512Mi, limits 1/1Gi."""
+    """Requests and limits of the router container; default requests 100m/128Mi, limits 1/1Gi."""
     sandbox_port: NotRequired[int]
     """The template's port: the only port the router proxies to; default 8888."""
     auth_token: NotRequired[pulumi.Input[str]]

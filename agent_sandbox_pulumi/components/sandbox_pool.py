@@ -43,7 +43,7 @@ class SandboxPoolArgs(TypedDict):
     image_pull_policy: NotRequired[str]
     """Pull policy of the runtime container; default ``IfNotPresent`` (``Never`` for node-loaded images)."""
     resources: NotRequired[ContainerResources]
-    """Requests/limits of sandbox pods; default requests 250m/512Mi/512Mi, limits 500m/1Gi/1Gi."""
+    """Requests/limits of sandbox pods, merged with the defaults: requests 100m/256Mi/512Mi, limits 2/1Gi/1Gi."""
     node_selector: NotRequired[dict[str, str]]
     """Node labels sandbox pods must run on (a node pool dedicated to sandboxes); default none."""
     tolerations: NotRequired[list[dict[str, Any]]]

@@ -11,7 +11,7 @@ COREDNS_BUILD=${COREDNS_VERSION}-kubeadm
 # 2a56b9b52bc3 and 031492ed34ed are refused by the module proxy (403).
 GVISOR_VERSION=${GVISOR_VERSION:-v0.0.0-20260508212337-96dad6a2da94}
 # cache key of our gVisor build: the version plus the patch level of cluster/patch_gvisor.py
-GVISOR_BUILD=${GVISOR_VERSION}-p3
+GVISOR_BUILD=${GVISOR_VERSION}-p4
 AGENT_SANDBOX_VERSION=${AGENT_SANDBOX_VERSION:-v0.5.6}
 # NetworkPolicy agent: kube-router's firewall controller (iptables + ipset). kube-network-policies
 # needs the nftables "queue" expression (CONFIG_NFT_QUEUE), which this kernel lacks.

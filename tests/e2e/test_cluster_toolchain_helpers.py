@@ -93,7 +93,8 @@ def write_unpatched(root: Path) -> None:
     for relative, old, _new in patch_gvisor.PATCHES:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"// before\n{old}// after\n")
+        if old:  # an empty "old" is a file the patch adds
+            path.write_text(f"// before\n{old}// after\n")
 
 
 def test_patch_applies_once_and_is_idempotent(tmp_path: Path) -> None:
@@ -109,6 +110,7 @@ def test_patch_applies_once_and_is_idempotent(tmp_path: Path) -> None:
 def test_patch_fails_loudly_when_upstream_code_changed(tmp_path: Path) -> None:
     write_unpatched(tmp_path)
     first = tmp_path / patch_gvisor.PATCHES[0][0]
+    assert patch_gvisor.PATCHES[0][1], "the first patch edits upstream code"
     first.write_text("// code that moved on\n")
     with pytest.raises(SystemExit, match="update e2e/toolchain/cluster/patch_gvisor.py"):
         patch_gvisor.apply(tmp_path)

@@ -44,6 +44,10 @@ class FakePool:
     def wait_pool_ready(self, namespace, name, replicas, timeout=600):
         return 1.5
 
+    def wait_settled(self, namespace, name, replicas, timeout=300):
+        self.settled = getattr(self, "settled", 0) + 1
+        return 0.25
+
 
 class FakeSdk:
     """Warm while the pool has members (sandbox named after the pool), cold otherwise. Records
@@ -140,6 +144,20 @@ def test_warm_then_cold_with_the_pool_restored():
     assert [p["concurrency"] for p in data["concurrency"]["warm"]] == [1]
     data.update(started_at=0.0, finished_at=1.0)
     assert report.validate_bench_report(data) == []
+
+
+def test_each_sequential_claim_waits_for_a_settled_namespace_unless_told_not_to():
+    pool = FakePool(replicas=2)
+    data = bench.measure_modes(TARGET, pool, FakeSdk(pool), 3, log=lambda line: None)
+    assert pool.settled == 6
+    assert data["warm"]["sequence"] == "settled" and data["warm"]["settle_seconds"] == [0.25] * 3
+    pool = FakePool(replicas=2)
+    data = bench.measure_modes(TARGET, pool, FakeSdk(pool), 3, log=lambda line: None, settle=False)
+    assert not hasattr(pool, "settled")
+    assert data["cold"]["sequence"] == "back-to-back" and data["cold"]["settle_seconds"] == []
+    assert bench.settle_from_env({}) is True and bench.settle_from_env({"BENCH_SETTLE": "0"}) is False
+    with pytest.raises(ValueError, match="BENCH_SETTLE='yes': expected 1"):
+        bench.settle_from_env({"BENCH_SETTLE": "yes"})
 
 
 def test_a_failed_claim_is_recorded_and_left_out_of_the_statistics():

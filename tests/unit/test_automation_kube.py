@@ -11,9 +11,10 @@ from automation import kube
 from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 
-def pod(ready: bool):
+def pod(ready: bool, terminating: bool = False):
     condition = SimpleNamespace(type="Ready", status="True" if ready else "False")
-    return SimpleNamespace(status=SimpleNamespace(conditions=[condition]))
+    return SimpleNamespace(status=SimpleNamespace(conditions=[condition]),
+                           metadata=SimpleNamespace(deletion_timestamp="t" if terminating else None))
 
 
 class ScriptedCluster(kube.Cluster):
@@ -28,6 +29,9 @@ class ScriptedCluster(kube.Cluster):
         return state
 
     def pool_pods(self, namespace):
+        return self._state()[0]
+
+    def pods(self, namespace, selector=None):
         return self._state()[0]
 
     def warm_pool(self, namespace, name):
@@ -68,6 +72,28 @@ def test_pool_of_zero_is_ready_when_no_warm_pod_is_left():
     cluster = ScriptedCluster([({"x": pod(True)}, 1), ({}, 0)])
     cluster.wait_pool_ready("ns", "pool", 0, timeout=60)
     assert cluster.polls == 2
+
+
+def test_settled_means_exactly_the_pools_ready_members_and_nothing_terminating():
+    cluster = ScriptedCluster([
+        ({"a": pod(True), "claimed": pod(True, terminating=True)}, 1),   # the last claim's teardown
+        ({"a": pod(True), "b": pod(False)}, 1),                           # the refill still booting
+        ({"a": pod(True), "b": pod(True)}, 1),                            # status not updated yet
+        ({"a": pod(True), "b": pod(True)}, 2),
+    ])
+    cluster.wait_settled("ns", "pool", 2, timeout=60, pad=0)
+    assert cluster.polls == 4
+    cold = ScriptedCluster([({"gone-soon": pod(True, terminating=True)}, 0), ({}, 0)])
+    cold.wait_settled("ns", "pool", 0, timeout=60, pad=0)
+    assert cold.polls == 2
+
+
+def test_settling_times_out_with_the_pods_it_saw(monkeypatch):
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(kube.time, "monotonic", lambda: next(clock))
+    cluster = ScriptedCluster([({"stuck": pod(False)}, 0)])
+    with pytest.raises(TimeoutError, match=r"did not settle to 1 ready pool sandbox.*\['stuck'\]"):
+        cluster.wait_settled("ns", "pool", 1, timeout=30, pad=0)
 
 
 def unschedulable_pod():

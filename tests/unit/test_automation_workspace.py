@@ -96,3 +96,22 @@ def test_an_empty_override_unsets_the_key_for_that_run(tmp_path):
     work = workspace.stack_work_dir(paths, "s", {"warmPoolReplicas": "", "warmPoolMinReplicas": "", "installKeda": "true"})
     assert yaml.safe_load((work / "Pulumi.s.yaml").read_text())["config"] == {
         "agent-sandbox:runtime": "gvisor", "agent-sandbox:installKeda": "true"}
+
+
+def test_an_object_override_is_written_as_the_object_the_engine_type_checks(tmp_path):
+    # the engine refuses a string for an object key ("must be of type 'object'"): found by
+    # bench/config_compare.py giving sandboxResources on the command line
+    paths = write_project(tmp_path, "config: {}\n")
+    project = tmp_path / "Pulumi.yaml"
+    project.write_text(project.read_text() + "config:\n  agent-sandbox:sandboxResources:\n    type: object\n"
+                       "  agent-sandbox:sandboxTolerations:\n    type: array\n")
+    work = workspace.stack_work_dir(paths, "s", {"sandboxResources": '{"limits": {"cpu": "2"}}',
+                                                 "sandboxTolerations": "[]", "warmPoolReplicas": "3"})
+    assert yaml.safe_load((work / "Pulumi.s.yaml").read_text())["config"] == {
+        "agent-sandbox:sandboxResources": {"limits": {"cpu": "2"}}, "agent-sandbox:sandboxTolerations": [],
+        "agent-sandbox:warmPoolReplicas": "3"}
+    with pytest.raises(errors.OverrideError, match=r"sandboxResources is an object and this value is not JSON.*"
+                                                   r"--config 'sandboxResources=\{\"limits\""):
+        workspace.stack_work_dir(paths, "s", {"sandboxResources": "cpu=2"})
+    with pytest.raises(errors.OverrideError, match="sandboxTolerations is an array and this value is JSON but not an array"):
+        workspace.stack_work_dir(paths, "s", {"sandboxTolerations": '{"a": 1}'})

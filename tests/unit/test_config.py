@@ -32,7 +32,7 @@ def test_minimal_config_gives_the_documented_defaults() -> None:
     assert config.sandbox_port == 8888
     assert config.warm_pool_replicas == 2 and config.router_replicas == 2
     assert config.sandbox_resources.requests == {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "512Mi"}
-    assert config.sandbox_resources.limits == {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"}
+    assert config.sandbox_resources.limits == {"cpu": "2", "memory": "1Gi", "ephemeral-storage": "1Gi"}
     assert config.image_load_strategy == "kind" and config.image_pull_policy == "Never"
     assert config.router_auth_token is None
 

@@ -82,3 +82,19 @@ def test_demand_section_from_its_report() -> None:
     assert "| keda | 2 | 4 / 4 | 0.400 / 0.600 / 0.700 | 12.0 |" in page
     assert "largest pool 6 (reached 20.0 s after the first burst); back to 2 75.0 s after the last release" in page
     assert "demand-pool.png" in page
+
+
+def test_a_config_comparison_shows_each_candidates_config_and_pooled_figures() -> None:
+    pooled = {"claim_ready": {"p50": 0.2, "p95": 0.4}, "first_exec": {"p50": 0.1, "p95": 0.2}, "total": {"p50": 0.3}}
+    report = {"rounds": 2, "n": 6, "concurrency": "1",
+              "candidates": {"cpu-500m": {"config": {"sandboxResources": '{"limits": {"cpu": "500m"}}'}}},
+              "comparison": {"cpu-500m": {"warm": pooled, "cold": pooled, "sequence": ["settled"]}}}
+    page = results_page.render(None, None, None, "gvisor", {"cpu_limit": report})
+    assert "## Sandbox CPU limit (2 alternating rounds, n=6, concurrency 1, sequential claims settled)" in page
+    assert ('| cpu-500m | `sandboxResources={"limits": {"cpu": "500m"}}` | 0.200 / 0.400 | 0.100 / 0.200 | 0.300 '
+            '| 0.200 / 0.400 | 0.100 |') in page
+    # a controller-profiles report from before config_compare.py (profile + flags)
+    old = {**report, "candidates": {"latency": {"profile": "latency", "flags": ""}},
+           "comparison": {"latency": {"warm": pooled, "cold": pooled}}}
+    page = results_page.render(None, None, None, "gvisor", {"profiles": old})
+    assert "| latency | `controllerProfile=latency` |" in page and "sequential claims back-to-back" in page

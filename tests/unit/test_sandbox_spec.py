@@ -25,7 +25,7 @@ def test_pod_is_hardened() -> None:
     assert security["allowPrivilegeEscalation"] is False and security["privileged"] is False
     assert security["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"] == {"path": "/", "port": 8888}
-    assert container["resources"]["limits"] == {"cpu": "500m", "memory": "1Gi", "ephemeral-storage": "1Gi"}
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi", "ephemeral-storage": "1Gi"}
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/app", "/tmp"}
     assert "hostPort" not in container["ports"][0]
 

@@ -1,0 +1,247 @@
+"""What the platform under the stack costs on this machine: the floors a claim cannot go below
+whatever our code does. Needs a deployed stack (a KIND cluster for the CRI part).
+
+What it owns, each measured here and now, side by side in one run:
+- API server: GET and PATCH of a Sandbox (what the controller's writes cost), with the API
+  server's and etcd's CPU per request when their processes are visible on this host;
+- the controller's serial writes on a warm claim's path (v0.5.6's adoption: a counted constant,
+  see ``WARM_PATH_WRITES``) times the PATCH p50: the warm claim→Ready floor;
+- the container runtime: pod sandbox + container create + start through the CRI (crictl in the
+  KIND node) for gVisor (runsc) and for runc, with the runtime image: the cold-start floor;
+- inside a warm sandbox (gVisor): a process start (``/bin/true``), ``python3 -c pass``, and the
+  runtime server's imports, timed inside the sandbox; and the idle CPU of each gVisor sandbox.
+
+    PYTHONPATH=. python bench/platform_floor.py gvisor [-n 40]
+
+Output: ``docs/platform-floor.json`` (``--out``) and a summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from automation.kube import Cluster, kube_args  # noqa: E402
+from automation.overrides import command_overrides, load_overrides  # noqa: E402
+from automation.paths import default_paths  # noqa: E402
+from automation.session import deployed_stack, sdk_session  # noqa: E402
+from automation.stack_files import stack_config  # noqa: E402
+
+SANDBOX_API = ("agents.x-k8s.io", "v1beta1", "sandboxes")
+WARM_PATH_WRITES = 5
+"""API writes one after the other on v0.5.6's warm claim path (extensions/controllers/
+sandboxclaim_controller.go): the observed-time annotation on the claim, the claim's assigned-sandbox
+annotation, the adopted Sandbox's ownership patch, the claim's status, its first-ready annotation."""
+IN_SANDBOX = r"""
+import json, subprocess, sys, time
+def t(argv):
+    best = []
+    for _ in range(3):
+        s = time.perf_counter(); subprocess.run(argv, check=True); best.append(time.perf_counter() - s)
+    return sorted(best)[1]
+print(json.dumps({"true": t(["/bin/true"]), "python": t([sys.executable, "-c", "pass"]),
+                  "runtime_imports": t([sys.executable, "-c", "import sandbox_runtime.app, uvicorn, uvloop, httptools"])}))
+"""
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def host_cpu_seconds(name: str) -> Optional[float]:
+    """CPU seconds used so far by the processes named ``name`` on this host (None: none visible)."""
+    total, seen = 0.0, False
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1: stat.rindex(")")] == name[:15]:
+            fields = stat[stat.rindex(")") + 2:].split()
+            total, seen = total + (int(fields[11]) + int(fields[12])) / HZ, True
+    return total if seen else None
+
+
+def timed_requests(call: Callable[[int], Any], n: int) -> dict[str, Any]:
+    """``n`` calls one after the other: wall p50/p90 in ms, and the API server's and etcd's CPU
+    ms per call when visible here."""
+    before = {name: host_cpu_seconds(name) for name in ("kube-apiserver", "etcd")}
+    walls = []
+    for index in range(n):
+        started = time.perf_counter()
+        call(index)
+        walls.append((time.perf_counter() - started) * 1000)
+    after = {name: host_cpu_seconds(name) for name in before}
+    cpu = {f"{name}_cpu_ms": round((after[name] - before[name]) / n * 1000, 2)
+           for name in before if before[name] is not None and after[name] is not None}
+    return {"n": n, "p50_ms": round(statistics.median(walls), 2), "p90_ms": round(percentile(walls, 0.9), 2), **cpu}
+
+
+def api_floor(cluster: Cluster, namespace: str, n: int) -> dict[str, Any]:
+    custom = cluster.custom
+    sandboxes = custom.list_namespaced_custom_object(*SANDBOX_API[:2], namespace, SANDBOX_API[2])["items"]
+    if not sandboxes:
+        return {"error": f"no Sandbox in {namespace} to read and patch (is the warm pool empty?)"}
+    name = sandboxes[0]["metadata"]["name"]
+    key = "bench.agent-sandbox.dev/platform-floor"
+
+    def patch(value: Optional[str]) -> Any:
+        return custom.patch_namespaced_custom_object(*SANDBOX_API[:2], namespace, SANDBOX_API[2], name,
+                                                     {"metadata": {"annotations": {key: value}}})
+    try:
+        result = {"get_sandbox": timed_requests(
+                      lambda i: custom.get_namespaced_custom_object(*SANDBOX_API[:2], namespace, SANDBOX_API[2], name), n),
+                  "patch_sandbox": timed_requests(lambda i: patch(str(i)), n)}
+    finally:
+        patch(None)
+    result["warm_path_writes"] = WARM_PATH_WRITES
+    result["warm_path_floor_ms"] = round(WARM_PATH_WRITES * result["patch_sandbox"]["p50_ms"], 1)
+    return result
+
+
+def _docker(node: str, script: str) -> str:
+    return subprocess.run(["docker", "exec", node, "bash", "-c", script], check=True, capture_output=True,
+                          text=True, timeout=300).stdout
+
+
+CRI_SCRIPT = r"""
+set -e
+cat > /tmp/floor-pod.json <<EOF
+{"metadata":{"name":"floor","namespace":"default","uid":"floor-$RANDOM"},"log_directory":"/tmp/floor","linux":{}}
+EOF
+cat > /tmp/floor-ctr.json <<EOF
+{"metadata":{"name":"c"},"image":{"image":"IMAGE"},"command":["sleep","600"],"log_path":"c.log","linux":{}}
+EOF
+mkdir -p /tmp/floor
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+for handler in RUNTIMES; do
+  for i in 1 2 3; do
+    t=$(date +%s%N); P=$(crictl runp --runtime "$handler" /tmp/floor-pod.json 2>/dev/null); a=$(ms $t)
+    t=$(date +%s%N); C=$(crictl create "$P" /tmp/floor-ctr.json /tmp/floor-pod.json 2>/dev/null); b=$(ms $t)
+    t=$(date +%s%N); crictl start "$C" >/dev/null 2>&1; c=$(ms $t)
+    echo "$handler $a $b $c"
+    crictl stopp "$P" >/dev/null 2>&1; crictl rmp "$P" >/dev/null 2>&1
+  done
+done
+"""
+
+
+def cri_floor(node: str, image: str, handler: str) -> dict[str, Any]:
+    """runp / create / start in ms (median of 3) per runtime handler, in the KIND node."""
+    output = _docker(node, CRI_SCRIPT.replace("IMAGE", image).replace("RUNTIMES", f"{handler} runc"))
+    rows: dict[str, list[list[int]]] = {}
+    for line in output.splitlines():
+        name, *numbers = line.split()
+        rows.setdefault(name, []).append([int(x) for x in numbers])
+    return {name: {step: statistics.median(r[i] for r in got) for i, step in enumerate(("runp_ms", "create_ms", "start_ms"))}
+            | {"total_ms": statistics.median(sum(r) for r in got)} for name, got in rows.items()}
+
+
+def sentry_idle(seconds: float = 10.0) -> dict[str, Any]:
+    """CPU ms per second of each gVisor sandbox (runsc-sandbox process) while nothing runs."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"runsc-sandbox":
+                pids.append(pid)
+        except OSError:
+            continue
+
+    def cpu(pid: str) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / HZ
+        except OSError:
+            return 0.0
+    if not pids:
+        return {"error": "no runsc-sandbox process visible on this host"}
+    before = {pid: cpu(pid) for pid in pids}
+    time.sleep(seconds)
+    per = sorted((cpu(pid) - before[pid]) / seconds * 1000 for pid in pids)
+    return {"sandboxes": len(pids), "median_ms_per_s": round(statistics.median(per), 1),
+            "max_ms_per_s": round(per[-1], 1)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", nargs="?", default="gvisor")
+    parser.add_argument("-n", type=int, default=40)
+    parser.add_argument("--out", default=str(REPO / "docs" / "platform-floor.json"))
+    args = parser.parse_args(argv)
+    paths = default_paths()
+    overrides = command_overrides(paths, args.stack, load_overrides(paths, args.stack))
+    config = stack_config(paths, args.stack, overrides)
+    target, cluster = deployed_stack(paths, config, overrides)
+    report: dict[str, Any] = {"schema": "platform-floor/1", "stack": args.stack, "cpus": os.cpu_count(),
+                              "load_before": list(os.getloadavg()), "started_at": time.time()}
+    print(f"platform floor on {args.stack}: API requests (n={args.n})", flush=True)
+    report["api"] = api_floor(cluster, target.namespace, args.n)
+    pods = cluster.pods(target.namespace)
+    sample = next(iter(pods.values()), None)
+    node = sample.spec.node_name if sample else None
+    image = sample.spec.containers[0].image if sample else None
+    if config.cluster_flavour == "kind" and node and image:
+        print(f"platform floor: CRI create+start in node {node} ({target.runtime_class} vs runc)", flush=True)
+        from kubernetes import client
+
+        handler = client.NodeV1Api(cluster.client).read_runtime_class(target.runtime_class).handler
+        report["cri"] = cri_floor(node, image, handler)
+    else:
+        report["cri"] = {"error": "skipped: the CRI floor needs a KIND node this host can docker exec into"}
+    print("platform floor: inside a warm sandbox, and gVisor's idle CPU", flush=True)
+    with sdk_session(target, cluster, kube_args(config)) as session:
+        sandbox = session.client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
+        try:
+            result = sandbox.commands.run(f"python3 -c {json.dumps(IN_SANDBOX)}")
+            match = re.search(r"\{.*\}", result.stdout or "")
+            inside = json.loads(match.group(0)) if match else {"error": (result.stderr or "")[:300]}
+            report["in_sandbox_ms"] = {k: round(v * 1000, 1) for k, v in inside.items()} if match else inside
+        finally:
+            session.client.delete_sandbox(sandbox.claim_name, namespace=target.namespace)
+    cluster.wait_settled(target.namespace, target.warm_pool, target.warm_pool_replicas)
+    report["sentry_idle"] = sentry_idle()
+    report["load_after"] = list(os.getloadavg())
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    for line in summary(report):
+        print(line)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    api, cri, inside, idle = (report.get(k) or {} for k in ("api", "cri", "in_sandbox_ms", "sentry_idle"))
+    lines = [f"platform floor ({report.get('cpus')} cores, load {report.get('load_before')}):"]
+    for name in ("get_sandbox", "patch_sandbox"):
+        if name in api:
+            row = api[name]
+            cpu = ", ".join(f"{k.replace('_cpu_ms', '')} {v} ms CPU" for k, v in row.items() if k.endswith("_cpu_ms"))
+            lines.append(f"  API {name}: p50 {row['p50_ms']} ms, p90 {row['p90_ms']} ms" + (f" ({cpu})" if cpu else ""))
+    if "warm_path_floor_ms" in api:
+        lines.append(f"  warm claim floor: {api['warm_path_writes']} serial writes x PATCH p50 = {api['warm_path_floor_ms']} ms")
+    for handler, row in cri.items():
+        if isinstance(row, dict):
+            lines.append(f"  CRI {handler}: runp {row['runp_ms']} + create {row['create_ms']} + start {row['start_ms']}"
+                         f" = {row['total_ms']} ms")
+    if inside and "error" not in inside:
+        lines.append(f"  in a gVisor sandbox: /bin/true {inside.get('true')} ms, python3 -c pass {inside.get('python')} ms, "
+                     f"runtime imports {inside.get('runtime_imports')} ms")
+    if idle and "error" not in idle:
+        lines.append(f"  idle gVisor sandbox: {idle['median_ms_per_s']} ms CPU per second (median of {idle['sandboxes']})")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
