@@ -19,6 +19,7 @@ Output: ``docs/platform-floor.json`` (``--out``) and a summary on stdout.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -51,7 +52,9 @@ def t(argv):
         s = time.perf_counter(); subprocess.run(argv, check=True); best.append(time.perf_counter() - s)
     return sorted(best)[1]
 print(json.dumps({"true": t(["/bin/true"]), "python": t([sys.executable, "-c", "pass"]),
-                  "runtime_imports": t([sys.executable, "-c", "import sandbox_runtime.app, uvicorn, uvloop, httptools"])}))
+                  # the runtime server's own interpreter and imports (commands get a plain environment)
+                  "runtime_imports": t(["/opt/venv/bin/python", "-c", "import sys; sys.path.insert(0, '/opt/sandbox'); "
+                                        "import sandbox_runtime.app, uvicorn, uvloop, httptools"])}))
 """
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -118,22 +121,24 @@ def _docker(node: str, script: str) -> str:
 
 
 CRI_SCRIPT = r"""
-set -e
-cat > /tmp/floor-pod.json <<EOF
-{"metadata":{"name":"floor","namespace":"default","uid":"floor-$RANDOM"},"log_directory":"/tmp/floor","linux":{}}
-EOF
-cat > /tmp/floor-ctr.json <<EOF
-{"metadata":{"name":"c"},"image":{"image":"IMAGE"},"command":["sleep","600"],"log_path":"c.log","linux":{}}
-EOF
 mkdir -p /tmp/floor
+printf '{"metadata":{"name":"c"},"image":{"image":"IMAGE"},"command":["sleep","600"],"log_path":"c.log","linux":{}}' \
+  > /tmp/floor/ctr.json
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+cri() { crictl --timeout 60s "$@" 2>/tmp/floor/err; }
 for handler in RUNTIMES; do
   for i in 1 2 3; do
-    t=$(date +%s%N); P=$(crictl runp --runtime "$handler" /tmp/floor-pod.json 2>/dev/null); a=$(ms $t)
-    t=$(date +%s%N); C=$(crictl create "$P" /tmp/floor-ctr.json /tmp/floor-pod.json 2>/dev/null); b=$(ms $t)
-    t=$(date +%s%N); crictl start "$C" >/dev/null 2>&1; c=$(ms $t)
+    # a pod of its own each time: a name and uid no earlier attempt left behind
+    id="$handler-$i-$RANDOM"
+    printf '{"metadata":{"name":"floor-%s","namespace":"default","uid":"floor-%s"},"log_directory":"/tmp/floor","linux":{}}' \
+      "$id" "$id" > /tmp/floor/pod.json
+    t=$(date +%s%N); P=$(cri runp --runtime "$handler" /tmp/floor/pod.json) \
+      || { echo "error $handler runp: $(tail -c 300 /tmp/floor/err | tr '\n' ' ')"; continue; }; a=$(ms $t)
+    t=$(date +%s%N); C=$(cri create "$P" /tmp/floor/ctr.json /tmp/floor/pod.json) \
+      || { echo "error $handler create: $(tail -c 300 /tmp/floor/err | tr '\n' ' ')"; cri stopp "$P"; cri rmp "$P"; continue; }; b=$(ms $t)
+    t=$(date +%s%N); cri start "$C" >/dev/null || echo "error $handler start: $(tail -c 300 /tmp/floor/err | tr '\n' ' ')"; c=$(ms $t)
     echo "$handler $a $b $c"
-    crictl stopp "$P" >/dev/null 2>&1; crictl rmp "$P" >/dev/null 2>&1
+    cri stopp "$P" >/dev/null; cri rmp "$P" >/dev/null
   done
 done
 """
@@ -143,11 +148,17 @@ def cri_floor(node: str, image: str, handler: str) -> dict[str, Any]:
     """runp / create / start in ms (median of 3) per runtime handler, in the KIND node."""
     output = _docker(node, CRI_SCRIPT.replace("IMAGE", image).replace("RUNTIMES", f"{handler} runc"))
     rows: dict[str, list[list[int]]] = {}
+    errors = [line for line in output.splitlines() if line.startswith("error ")]
     for line in output.splitlines():
-        name, *numbers = line.split()
-        rows.setdefault(name, []).append([int(x) for x in numbers])
-    return {name: {step: statistics.median(r[i] for r in got) for i, step in enumerate(("runp_ms", "create_ms", "start_ms"))}
-            | {"total_ms": statistics.median(sum(r) for r in got)} for name, got in rows.items()}
+        if re.fullmatch(r"\S+ \d+ \d+ \d+", line):
+            name, *numbers = line.split()
+            rows.setdefault(name, []).append([int(x) for x in numbers])
+    result: dict[str, Any] = {
+        name: {step: statistics.median(r[i] for r in got) for i, step in enumerate(("runp_ms", "create_ms", "start_ms"))}
+        | {"total_ms": statistics.median(sum(r) for r in got)} for name, got in rows.items()}
+    if errors:
+        result["errors"] = errors[:6]
+    return result
 
 
 def sentry_idle(seconds: float = 10.0) -> dict[str, Any]:
@@ -205,7 +216,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with sdk_session(target, cluster, kube_args(config)) as session:
         sandbox = session.client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
         try:
-            result = sandbox.commands.run(f"python3 -c {json.dumps(IN_SANDBOX)}")
+            # base64: the script's quotes and newlines reach python3 intact through the SDK's command line
+            encoded = base64.b64encode(IN_SANDBOX.encode()).decode()
+            result = sandbox.commands.run(f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\"")
             match = re.search(r"\{.*\}", result.stdout or "")
             inside = json.loads(match.group(0)) if match else {"error": (result.stderr or "")[:300]}
             report["in_sandbox_ms"] = {k: round(v * 1000, 1) for k, v in inside.items()} if match else inside
@@ -232,7 +245,7 @@ def summary(report: dict[str, Any]) -> list[str]:
     if "warm_path_floor_ms" in api:
         lines.append(f"  warm claim floor: {api['warm_path_writes']} serial writes x PATCH p50 = {api['warm_path_floor_ms']} ms")
     for handler, row in cri.items():
-        if isinstance(row, dict):
+        if isinstance(row, dict) and "total_ms" in row:
             lines.append(f"  CRI {handler}: runp {row['runp_ms']} + create {row['create_ms']} + start {row['start_ms']}"
                          f" = {row['total_ms']} ms")
     if inside and "error" not in inside:
