@@ -64,12 +64,31 @@ def measured_targets(bench: Optional[dict], e2e: Optional[dict], router: Optiona
     return got
 
 
+def platform_floors(floor: Optional[dict]) -> dict[str, str]:
+    """The floor bench/platform_floor.py measured under a target (below our code), as a cell."""
+    if not floor:
+        return {}
+    api, cri, inside = floor.get("api") or {}, floor.get("cri") or {}, floor.get("in_sandbox_ms") or {}
+    out: dict[str, str] = {}
+    warm = api.get("warm_path_floor_ms")
+    if warm is not None:
+        out["warm claim->Ready p50 (s)"] = f"{warm / 1000:.3f} ({api.get('warm_path_writes')} serial API writes x PATCH p50)"
+        if isinstance(inside.get("python"), (int, float)):
+            out["warm claim start->first result p50 (s)"] = (
+                f"{(warm + inside['python']) / 1000:.3f} (+ python3 start in gVisor)")
+    runsc = (cri.get("runsc") or {}).get("total_ms")
+    if runsc is not None:
+        out["cold claim->Ready p50 (s)"] = f"{runsc / 1000:.3f} (runsc pod + container via CRI, no Kubernetes)"
+    return out
+
+
 def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], stack: str,
            extra: Optional[dict[str, Optional[dict]]] = None) -> str:
     """The Markdown page. ``extra``: the bench reports beside the e2e ones (``router``:
     out/bench/router_vs_go.json, ``profiles``: controller_profiles.json, ``scale``: docs/scale-sim.json,
     ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json, ``cpu_limit``:
-    docs/sandbox-cpu-limit.json), each optional."""
+    docs/sandbox-cpu-limit.json, ``floor``: docs/platform-floor.json, ``first_command``:
+    docs/first-command.json, ``gvisor_idle``: docs/gvisor-idle.json), each optional."""
     extra = extra or {}
     lines = [
         "# Measured results",
@@ -83,14 +102,19 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
     ]
     e2e = e2e or {}
     measured = measured_targets(bench, e2e, extra.get("router"), extra.get("cold"))
-    lines += ["## Targets", "", "| measure | target | measured | verdict |", "|---|---|---|---|"]
-    lines += [f"| {name} | {direction} {target} | {_s(measured[name])} | {_verdict(measured[name], target, direction)} |"
-              for name, (target, direction) in TARGETS.items()]
+    floors = platform_floors(extra.get("floor"))
+    lines += ["## Targets", "",
+              "`floor here` is what the platform under our code takes on this machine for the same step "
+              "(bench/platform_floor.py, section below): a target under its floor cannot be met here.", "",
+              "| measure | target | measured | verdict | floor here |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {direction} {target} | {_s(measured[name])} | {_verdict(measured[name], target, direction)} | "
+              f"{floors.get(name, '—')} |" for name, (target, direction) in TARGETS.items()]
     if bench:
         lines += ["", f"## Claim latency (bench, n={bench.get('n')})", "",
                   "Sequential claims are `settled` when each waited for a quiet namespace first (the pool "
                   "refilled, no sandbox starting or terminating), `back-to-back` when each met the previous "
-                  "claim's refill or teardown; the bursts of the concurrency curve are always back to back.", "",
+                  "claim's refill or teardown. Each burst of the concurrency curve after the first meets a settled "
+                  "namespace too; the claims of one burst contend with each other and with their refills.", "",
                   "| mode | sequence | pool | ok | claim→Ready p50 / p95 / max (s) | first exec p50 / p95 / max (s) |",
                   "|---|---|---|---|---|---|"]
         for mode in ("warm", "cold"):
@@ -103,6 +127,8 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
                              f"{first['p50']} / {first['p95']} / {first['max']} |")
         lines += ["", "![claim latency](results-bench.png)"]
         lines += breakdown(bench)
+    lines += floor_section(extra.get("floor")) + first_command_section(extra.get("first_command"))
+    lines += idle_section(extra.get("gvisor_idle"))
     lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
     lines += compare_section("Controller profiles", extra.get("profiles")) + router_section(extra.get("router"))
     lines += demand_section(extra.get("demand")) + scale_section(extra.get("scale")) + cold_section(extra.get("cold"))
@@ -174,12 +200,30 @@ def router_section(report: Optional[dict]) -> list[str]:
         return []
     lines = ["", f"## Router vs direct vs upstream's Go router (loopback, wrk, {report.get('rounds')} rounds; load "
              f"{report.get('load_average_before')} → {report.get('load_average_after')})", "",
-             "| connections | direct rps | ours rps | Go rps | ours/direct | ours/Go | ours added p50 (ms) |",
-             "|---|---|---|---|---|---|---|"]
+             "| connections | direct rps | ours rps | Go rps | ours/direct | ours/Go | ours added p50 (ms) "
+             "| router CPU µs/request ours / Go |",
+             "|---|---|---|---|---|---|---|---|"]
     for level in report.get("levels") or []:
+        cpu = " / ".join(_s(level[name].get("router_cpu_us_per_request")) for name in ("ours", "go"))
         lines.append(f"| {level['connections']} | {level['direct']['rps']} | {level['ours']['rps']} | {level['go']['rps']} | "
-                     f"{level['ours_over_direct']} | {level['ours_over_go']} | {level['ours_added_p50_ms']} |")
-    return lines + ["", "![router vs Go](router_vs_go.png)"]
+                     f"{level['ours_over_direct']} | {level['ours_over_go']} | {level['ours_added_p50_ms']} | {cpu} |")
+    return lines + router_budget(report) + ["", "![router vs Go](router_vs_go.png)"]
+
+
+def router_budget(report: dict, connections: int = 50) -> list[str]:
+    """What the ratio targets ask of the router's CPU when load generator, router and runtime
+    share the machine's cores (saturated at ``connections``): the arithmetic, from this run."""
+    level = next((lv for lv in report.get("levels") or [] if lv["connections"] == connections), None)
+    cpus = report.get("cpus")
+    if not level or not cpus or not level["direct"].get("rps") or not level["go"].get("rps"):
+        return []
+    per_request = cpus / level["direct"]["rps"] * 1e6  # µs of all cores per direct request
+    ours = level["ours"].get("router_cpu_us_per_request")
+    return ["", f"At c={connections} the {cpus} cores are saturated: a direct request costs {per_request:.0f} µs of CPU "
+            f"in all (load generator and runtime). Through a router the same cores also run the router, so "
+            f"ours/direct ≥ 0.8 needs a router at ≤ {per_request / 4:.0f} µs per request; ours costs {_s(ours)} µs. "
+            f"A router costing nothing would reach {level['direct']['rps'] / level['go']['rps']:.2f}× the Go router's "
+            f"throughput here (the Go router's own CPU is in its rps)."]
 
 
 def demand_section(report: Optional[dict]) -> list[str]:
@@ -229,6 +273,62 @@ def scale_section(report: Optional[dict]) -> list[str]:
     return lines + ["", "![simulated scale](scale-sim.png)"]
 
 
+def floor_section(report: Optional[dict]) -> list[str]:
+    """bench/platform_floor.py: the platform's own costs here, below anything of ours."""
+    if not report:
+        return []
+    api, cri, inside, idle = (report.get(k) or {} for k in ("api", "cri", "in_sandbox_ms", "sentry_idle"))
+    lines = ["", "## The floor under our code (bench/platform_floor.py)", "",
+             f"Load average at the start {[round(x, 2) for x in report.get('load_before') or []]}.", "",
+             "| step | p50 | p90 / detail |", "|---|---|---|"]
+    for name, title in (("get_sandbox", "API GET of a Sandbox"), ("patch_sandbox", "API PATCH of a Sandbox")):
+        row = api.get(name)
+        if row:
+            cpu = ", ".join(f"{k.replace('_cpu_ms', '')} {v} ms" for k, v in row.items() if k.endswith("_cpu_ms"))
+            lines.append(f"| {title} | {row['p50_ms']} ms | {row['p90_ms']} ms; CPU per request: {cpu or '—'} |")
+    if "warm_path_floor_ms" in api:
+        lines.append(f"| warm claim: the controller's serial writes | {api['warm_path_floor_ms']} ms | "
+                     f"{api['warm_path_writes']} writes x PATCH p50 (v0.5.6's adoption path; a lower bound) |")
+    for handler, row in cri.items():
+        if isinstance(row, dict) and "total_ms" in row:
+            lines.append(f"| CRI pod + container, {handler} | {row['total_ms']} ms | runp {row['runp_ms']} + create "
+                         f"{row['create_ms']} + start {row['start_ms']} ms |")
+    for key, title in (("true", "`/bin/true` in a gVisor sandbox"), ("python", "`python3 -c pass` in a gVisor sandbox"),
+                       ("runtime_imports", "the runtime server's imports in a gVisor sandbox")):
+        if isinstance(inside.get(key), (int, float)):
+            lines.append(f"| {title} | {inside[key]} ms | median of 3 |")
+    if "median_ms_per_s" in idle:
+        lines.append(f"| an idle sandbox of the pool (runtime + probes) | {idle['median_ms_per_s']} ms CPU/s | "
+                     f"max {idle['max_ms_per_s']}, {idle['sandboxes']} sandboxes |")
+    return lines
+
+
+def first_command_section(report: Optional[dict]) -> list[str]:
+    """bench/first_command.py: a warm claim's first command at once vs after the pool's refill."""
+    if not report:
+        return []
+    lines = ["", f"## Warm first command: at once vs after the refill (bench/first_command.py, n={report.get('n')} each)", "",
+             "Adopting a warm sandbox makes the pool boot a replacement on the same node at once; run at once, the "
+             "first command shares the node's cores with that boot.", "",
+             "| first command | claims | claim→Ready p50 (s) | first command p50 (s) | second command p50 (s) |",
+             "|---|---|---|---|---|"]
+    for mode, row in (report.get("summary") or {}).items():
+        lines.append(f"| {mode} | {row.get('count')} | {_s(row.get('claim_ready_seconds'))} | "
+                     f"{_s(row.get('first_exec_seconds'))} | {_s(row.get('second_exec_seconds'))} |")
+    return lines
+
+
+def idle_section(report: Optional[dict]) -> list[str]:
+    """bench/gvisor_idle.py: an idle `runsc do sleep` sandbox per runsc build, side by side."""
+    if not report:
+        return []
+    lines = ["", f"## An idle gVisor sandbox per runsc build (bench/gvisor_idle.py, {report.get('seconds')} s)", "",
+             "| runsc | CPU ms per s | context switches per s |", "|---|---|---|"]
+    lines += [f"| {name} | {row['cpu_ms_per_s']} | {row['switches_per_s']} |"
+              for name, row in (report.get("sandboxes") or {}).items()]
+    return lines
+
+
 def cold_section(report: Optional[dict]) -> list[str]:
     if not report:
         return []
@@ -249,7 +349,9 @@ def main() -> int:
     docs.mkdir(parents=True, exist_ok=True)
     extra = {"router": _load(out / "bench" / "router_vs_go.json"), "profiles": _load(out / "bench" / "controller_profiles.json"),
              "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
-             "demand": _load(docs / "demand-pool.json"), "cpu_limit": _load(docs / "sandbox-cpu-limit.json")}
+             "demand": _load(docs / "demand-pool.json"), "cpu_limit": _load(docs / "sandbox-cpu-limit.json"),
+             "floor": _load(docs / "platform-floor.json"), "first_command": _load(docs / "first-command.json"),
+             "gvisor_idle": _load(docs / "gvisor-idle.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
     if (out / "bench" / "router_vs_go.png").is_file():
         shutil.copyfile(out / "bench" / "router_vs_go.png", docs / "router_vs_go.png")

@@ -177,6 +177,15 @@ def test_the_pool_is_restored_even_when_interrupted():
     assert pool.history == [3, 4]
 
 
+def test_each_burst_after_the_first_meets_a_settled_namespace():
+    pool = FakePool(replicas=2)
+    capacity = {"max_sandboxes": 2, "limited_by": "cpu", "per_sandbox": {"cpu": 0.5}, "nodes": [], "error": None}
+    bench.measure_modes(TARGET, pool, FakeSdk(pool), 4, log=lambda line: None, levels=(1, 2), capacity_info=capacity,
+                        settle=False)
+    assert bench.bursts_for(2, 4) == 2
+    assert pool.settled == 2  # the second burst of each mode; sequential claims were told not to settle
+
+
 def test_concurrency_levels_are_capped_by_capacity_and_run_as_bursts():
     pool = FakePool(replicas=2)
     sdk = FakeSdk(pool)
@@ -194,6 +203,7 @@ def test_concurrency_levels_are_capped_by_capacity_and_run_as_bursts():
     assert sdk.peak == 2  # the burst's claims really were in flight together
     # warm 2, cold 0, warm burst 2, cold burst 0, restored 2
     assert pool.history == [2, 0, 2, 0, 2]
+    assert pool.settled == 4  # before each sequential claim; one burst per level needs no settling between
     # phases from the fake watch events, summing to the total
     sample = data["warm"]["samples"][0]
     assert all(sample["phases"][p] is not None and sample["phases"][p] >= 0 for p in bench.PHASES)

@@ -27,7 +27,7 @@ def test_targets_get_verdicts_from_the_measurements() -> None:
     router = {"headline": {"c50": {"ours_over_direct": 0.85, "ours_over_go": 2.5}, "c1": {"ours_added_p50_ms": 0.09}}}
     page = results_page.render(SMOKE, bench, {"up_from_empty_seconds": 100.0, "noop_up_seconds": 25.0}, "gvisor",
                                {"router": router, "cold": {"up_seconds": 3000.0, "steps": {"tools": 2000}}})
-    assert "| warm claim->Ready p50 (s) | <= 0.06 | 0.050 | met |" in page
+    assert "| warm claim->Ready p50 (s) | <= 0.06 | 0.050 | met | — |" in page
     assert "| warm claim->Ready p99 (s) | <= 0.25 | 0.300 | missed |" in page
     assert "| warm claim start->first result p50 (s) | <= 0.12 | 0.100 | met |" in page
     assert "| warm claim start->first result p95 (s) | <= 0.3 | 0.400 | missed |" in page
@@ -98,3 +98,36 @@ def test_a_config_comparison_shows_each_candidates_config_and_pooled_figures() -
            "comparison": {"latency": {"warm": pooled, "cold": pooled}}}
     page = results_page.render(None, None, None, "gvisor", {"profiles": old})
     assert "| latency | `controllerProfile=latency` |" in page and "sequential claims back-to-back" in page
+
+
+def test_the_platform_floor_sits_beside_each_target_it_bounds() -> None:
+    floor = {"load_before": [1.0, 2.0, 3.0],
+             "api": {"get_sandbox": {"p50_ms": 9.3, "p90_ms": 25.0, "kube-apiserver_cpu_ms": 5.75},
+                     "patch_sandbox": {"p50_ms": 30.0, "p90_ms": 50.0}, "warm_path_writes": 5, "warm_path_floor_ms": 150.0},
+             "cri": {"runsc": {"runp_ms": 500, "create_ms": 100, "start_ms": 400, "total_ms": 1000}, "errors": ["x"]},
+             "in_sandbox_ms": {"true": 16.0, "python": 64.0, "runtime_imports": 660.0},
+             "sentry_idle": {"sandboxes": 2, "median_ms_per_s": 34.0, "max_ms_per_s": 36.0}}
+    first = {"n": 6, "summary": {"at-once": {"count": 6, "claim_ready_seconds": 0.17, "first_exec_seconds": 0.2,
+                                             "second_exec_seconds": 0.1}}}
+    idle = {"seconds": 15, "sandboxes": {"p3": {"cpu_ms_per_s": 38.0, "switches_per_s": 2177}}}
+    page = results_page.render(None, None, None, "gvisor", {"floor": floor, "first_command": first, "gvisor_idle": idle})
+    assert "| warm claim->Ready p50 (s) | <= 0.06 | — | not measured | 0.150 (5 serial API writes x PATCH p50) |" in page
+    assert "| warm claim start->first result p50 (s) | <= 0.12 | — | not measured | 0.214 (+ python3 start in gVisor) |" in page
+    assert "| cold claim->Ready p50 (s) | <= 1.0 | — | not measured | 1.000 (runsc pod + container via CRI" in page
+    assert "| API GET of a Sandbox | 9.3 ms | 25.0 ms; CPU per request: kube-apiserver 5.75 ms |" in page
+    assert "| CRI pod + container, runsc | 1000 ms | runp 500 + create 100 + start 400 ms |" in page
+    assert "| `python3 -c pass` in a gVisor sandbox | 64.0 ms | median of 3 |" in page
+    assert "| at-once | 6 | 0.170 | 0.200 | 0.100 |" in page
+    assert "| p3 | 38.0 | 2177 |" in page
+
+
+def test_the_router_section_states_the_cpu_budget_the_ratio_targets_imply() -> None:
+    def path(rps, cpu=None):
+        return {"rps": rps, "router_cpu_us_per_request": cpu}
+    level = {"connections": 50, "direct": path(10000.0), "ours": path(6000.0, 80.0), "go": path(2500.0, 250.0),
+             "ours_over_direct": 0.6, "ours_over_go": 2.4, "ours_added_p50_ms": 1.5}
+    page = results_page.render(None, None, None, "gvisor", {"router": {"cpus": 2, "rounds": 2, "levels": [level]}})
+    assert "| 50 | 10000.0 | 6000.0 | 2500.0 | 0.6 | 2.4 | 1.5 | 80.000 / 250.000 |" in page
+    assert "a direct request costs 200 µs of CPU in all" in page
+    assert "needs a router at ≤ 50 µs per request; ours costs 80.000 µs" in page
+    assert "A router costing nothing would reach 4.00× the Go router's throughput" in page
