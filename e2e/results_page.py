@@ -303,30 +303,32 @@ def floor_section(report: Optional[dict]) -> list[str]:
     return lines
 
 
+def _table(title: str, header: list[str], rows: list[list[Any]], intro: str = "") -> list[str]:
+    """A section: its heading, an optional paragraph, and a Markdown table."""
+    lines = ["", f"## {title}", ""] + ([intro, ""] if intro else [])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def first_command_section(report: Optional[dict]) -> list[str]:
     """bench/first_command.py: a warm claim's first command at once vs after the pool's refill."""
     if not report:
         return []
-    lines = ["", f"## Warm first command: at once vs after the refill (bench/first_command.py, n={report.get('n')} each)", "",
-             "Adopting a warm sandbox makes the pool boot a replacement on the same node at once; run at once, the "
-             "first command shares the node's cores with that boot.", "",
-             "| first command | claims | claim→Ready p50 (s) | first command p50 (s) | second command p50 (s) |",
-             "|---|---|---|---|---|"]
-    for mode, row in (report.get("summary") or {}).items():
-        lines.append(f"| {mode} | {row.get('count')} | {_s(row.get('claim_ready_seconds'))} | "
-                     f"{_s(row.get('first_exec_seconds'))} | {_s(row.get('second_exec_seconds'))} |")
-    return lines
+    rows = [[mode, row.get("count"), _s(row.get("claim_ready_seconds")), _s(row.get("first_exec_seconds")),
+             _s(row.get("second_exec_seconds"))] for mode, row in (report.get("summary") or {}).items()]
+    return _table(f"Warm first command: at once vs after the refill (bench/first_command.py, n={report.get('n')} each)",
+                  ["first command", "claims", "claim→Ready p50 (s)", "first command p50 (s)", "second command p50 (s)"],
+                  rows, "Adopting a warm sandbox makes the pool boot a replacement on the same node at once; run at "
+                  "once, the first command shares the node's cores with that boot.")
 
 
 def idle_section(report: Optional[dict]) -> list[str]:
     """bench/gvisor_idle.py: an idle `runsc do sleep` sandbox per runsc build, side by side."""
     if not report:
         return []
-    lines = ["", f"## An idle gVisor sandbox per runsc build (bench/gvisor_idle.py, {report.get('seconds')} s)", "",
-             "| runsc | CPU ms per s | context switches per s |", "|---|---|---|"]
-    lines += [f"| {name} | {row['cpu_ms_per_s']} | {row['switches_per_s']} |"
-              for name, row in (report.get("sandboxes") or {}).items()]
-    return lines
+    rows = [[name, row["cpu_ms_per_s"], row["switches_per_s"]] for name, row in (report.get("sandboxes") or {}).items()]
+    return _table(f"An idle gVisor sandbox per runsc build (bench/gvisor_idle.py, {report.get('seconds')} s)",
+                  ["runsc", "CPU ms per s", "context switches per s"], rows)
 
 
 def cold_section(report: Optional[dict]) -> list[str]:
@@ -347,7 +349,12 @@ def main() -> int:
     out, docs = Path(args.out), Path(args.docs)
     smoke, bench = _load(out / args.stack / "smoke.json"), _load(out / args.stack / "bench.json")
     docs.mkdir(parents=True, exist_ok=True)
-    extra = {"router": _load(out / "bench" / "router_vs_go.json"), "profiles": _load(out / "bench" / "controller_profiles.json"),
+    # The bench reports out/ has are copied into docs/ (as the PNGs are), so that a clone can
+    # regenerate the same page without running the benches again.
+    for name in ("router_vs_go.json", "controller_profiles.json"):
+        if (out / "bench" / name).is_file():
+            shutil.copyfile(out / "bench" / name, docs / name)
+    extra = {"router": _load(docs / "router_vs_go.json"), "profiles": _load(docs / "controller_profiles.json"),
              "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
              "demand": _load(docs / "demand-pool.json"), "cpu_limit": _load(docs / "sandbox-cpu-limit.json"),
              "floor": _load(docs / "platform-floor.json"), "first_command": _load(docs / "first-command.json"),

@@ -65,10 +65,20 @@ def test_cli_writes_the_page_and_copies_the_plot(tmp_path: Path) -> None:
     (tmp_path / "out" / "gvisor").mkdir(parents=True)
     (tmp_path / "out" / "gvisor" / "bench.json").write_text(json.dumps(BENCH))
     (tmp_path / "out" / "gvisor" / "bench.png").write_bytes(b"png")
+    (tmp_path / "out" / "bench").mkdir()
+    profiles = {"rounds": 2, "n": 6, "concurrency": "1", "candidates": {"release": {"config": {"controllerProfile": "release"}}},
+                "comparison": {"release": {"warm": {}, "cold": {}}}}
+    (tmp_path / "out" / "bench" / "controller_profiles.json").write_text(json.dumps(profiles))
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")],
                    check=True, capture_output=True)
     assert "Claim latency (bench, n=5)" in (tmp_path / "docs" / "results.md").read_text()
     assert (tmp_path / "docs" / "results-bench.png").read_bytes() == b"png"
+    # the bench reports are kept beside the page, so a clone regenerates it without out/
+    assert json.loads((tmp_path / "docs" / "controller_profiles.json").read_text()) == profiles
+    (tmp_path / "out" / "bench" / "controller_profiles.json").unlink()
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")],
+                   check=True, capture_output=True)
+    assert "## Controller profiles" in (tmp_path / "docs" / "results.md").read_text()
 
 
 def test_demand_section_from_its_report() -> None:
