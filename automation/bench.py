@@ -489,6 +489,24 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def cpu_times(path: str = "/proc/stat") -> Optional[list[int]]:
+    """The machine's CPU time counters (user ... steal), or None where /proc/stat is absent."""
+    try:
+        with open(path) as stat:
+            return [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_percent(before: Optional[Sequence[int]], after: Optional[Sequence[int]]) -> Optional[float]:
+    """Share of CPU time the hypervisor gave to other guests between two readings: on a shared VM
+    the noise a load average does not show (the 8th counter of /proc/stat's cpu line)."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after) - sum(before)
+    return round((after[7] - before[7]) * 100 / total, 1) if total > 0 else None
+
+
 # ============================================================================ measuring
 
 def new_sample() -> dict[str, Any]:
@@ -618,6 +636,7 @@ def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: 
             cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
             prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
             load_before, metrics_before, router_before = load_average(), scraper.scrape(), router_scraper.scrape()
+            times_before = cpu_times()
             samples, settle_seconds = [], []
             for index in range(n):
                 if settle:
@@ -630,7 +649,8 @@ def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: 
                     + (f", error: {sample['error']}" if sample["error"] else ""))
             _finish(samples, observer)
             report[mode] = {**section(samples, replicas, prepared), "concurrency": 1, "load_before": load_before,
-                            "load_after": load_average(), "controller": _controller_delta(scraper, metrics_before),
+                            "load_after": load_average(), "steal_percent": steal_percent(times_before, cpu_times()),
+                            "controller": _controller_delta(scraper, metrics_before),
                             "router": _controller_delta(router_scraper, router_before),
                             "sequence": "settled" if settle else "back-to-back", "settle_seconds": settle_seconds}
             report["concurrency"][mode].append(level_entry(report[mode], 1, "sequential", [], replicas))
@@ -656,6 +676,7 @@ def level_entry(data: Mapping[str, Any], concurrency: int, source: str, walls: S
     their section, except for bursts, whose samples are kept here)."""
     entry = {key: data[key] for key in ("ok", "failed", "warm_adopted", "claim_ready", "first_exec", "phases", "total",
                                         "controller_phases", "cold_phases", "load_before", "load_after", "controller")}
+    entry["steal_percent"] = data.get("steal_percent")
     entry["router"] = data.get("router")
     rates = [concurrency / wall for wall in walls if wall > 0]
     entry.update(concurrency=concurrency, source=source, pool_replicas=pool_replicas,
@@ -673,6 +694,7 @@ def measure_level(target: StackTarget, cluster: Cluster, sdk: Any, mode: str, co
     prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)
     router_scraper = router_scraper or _NoScraper()
     load_before, metrics_before, router_before = load_average(), scraper.scrape(), router_scraper.scrape()
+    times_before = cpu_times()
     samples: list[dict[str, Any]] = []
     walls = []
     for index in range(bursts):
@@ -691,6 +713,7 @@ def measure_level(target: StackTarget, cluster: Cluster, sdk: Any, mode: str, co
             f"failed {sum(1 for s in got if not s['ok'])}")
     _finish(samples, observer)
     data = {**section(samples, replicas, prepared), "load_before": load_before, "load_after": load_average(),
+            "steal_percent": steal_percent(times_before, cpu_times()),
             "controller": _controller_delta(scraper, metrics_before), "router": _controller_delta(router_scraper, router_before)}
     return {**level_entry(data, concurrency, "burst", walls, replicas), "prepare_seconds": data["prepare_seconds"],
             "samples": data["samples"]}

@@ -219,6 +219,9 @@ class Statistics(Model):
     warm_adopted: int
     load_before: LoadAverages
     load_after: LoadAverages
+    steal_percent: Optional[float] = None
+    """CPU time the hypervisor gave to other guests during the series, % (None: unknown, or a
+    report from before it was recorded)."""
     controller: Optional[dict[str, Any]]
     """What the controller's histograms observed during the series (None: not scraped)."""
     router: Optional[dict[str, Any]] = None

@@ -148,8 +148,8 @@ def breakdown(bench: dict) -> list[str]:
     route waits (first commands that came before the router's watch knew the sandbox)."""
     phases = ("create", "bind", "ready", "sdk", "first_command")
     lines = ["", "### Where the time goes (p50 of each phase, s)", "",
-             "| mode | concurrency | " + " | ".join(phases) + " | total | route waits (found / mean s) | load 1m |",
-             "|---|---|" + "---|" * (len(phases) + 3)]
+             "| mode | concurrency | " + " | ".join(phases) + " | total | route waits (found / mean s) | load 1m | steal % |",
+             "|---|---|" + "---|" * (len(phases) + 4)]
     for mode in ("warm", "cold"):
         for point in ((bench.get("concurrency") or {}).get(mode) or []):
             cells = [_s(((point.get("phases") or {}).get(p) or {}).get("p50")) for p in phases]
@@ -160,7 +160,8 @@ def breakdown(bench: dict) -> list[str]:
             mean = sum(w["sum"] for w in found) / count if count else None
             load = (point.get("load_before") or [None])[0]
             lines.append(f"| {mode} | {point.get('concurrency')} | " + " | ".join(cells)
-                         + f" | {_s((point.get('total') or {}).get('p50'))} | {count} / {_s(mean)} | {_s(load)} |")
+                         + f" | {_s((point.get('total') or {}).get('p50'))} | {count} / {_s(mean)} | {_s(load)} | "
+                         f"{_plain(point.get('steal_percent'))} |")
     return lines
 
 

@@ -695,3 +695,14 @@ def test_route_waits_from_the_router_metrics_delta() -> None:
     waits = bench.route_waits(bench.metrics_delta(before, after))
     assert waits == {"found": 3, "found_mean": 0.1, "not_found": 1, "connects": 6}
     assert bench.route_waits(None) is None
+
+
+def test_steal_is_the_share_of_cpu_time_other_guests_got(tmp_path):
+    before = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
+    after = [200, 0, 100, 1500, 0, 0, 0, 200, 0, 0]  # 1000 ticks: 150 stolen
+    assert bench.steal_percent(before, after) == 15.0
+    assert bench.steal_percent(None, after) is None and bench.steal_percent([1, 2], [3, 4]) is None
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 1 1 1 1 1 1 1 1 1\n")
+    assert bench.cpu_times(str(stat)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert bench.cpu_times(str(tmp_path / "absent")) is None
