@@ -133,24 +133,25 @@ class Cluster:
 
     def wait_settled(self, namespace: str, name: str, replicas: int, timeout: float = 300,
                      pad: float = SETTLE_PAD_SECONDS) -> float:
-        """Wait until the namespace is quiet: the pool reports ``replicas`` ready, and its pods are
-        exactly the pool's ``replicas`` Ready members (no sandbox still starting, none still
-        terminating); then ``pad`` seconds more for the last status writes. Returns the seconds
-        waited. A claim measured after this meets a node that is not booting or tearing down a
-        sandbox (on a small node that work, not the claim's own path, is what a claim waits for)."""
+        """Wait until the namespace is quiet: the pool reports ``replicas`` ready and holds exactly
+        ``replicas`` pods, and no pod of the namespace is starting or terminating (sandboxes in use,
+        Ready, are left alone); then ``pad`` seconds more for the last status writes. Returns the
+        seconds waited. A claim measured after this meets a node that is not booting or tearing
+        down a sandbox (on a small node that work, not the claim's own path, is what a claim
+        waits for)."""
         started = time.monotonic()
-        pods: dict[str, Any] = {}
+        busy: list[str] = []
         while time.monotonic() - started < timeout:
-            pods = self.pods(namespace)
+            pool = self.pool_pods(namespace)
             ready = int((self.warm_pool(namespace, name).get("status") or {}).get("readyReplicas") or 0)
-            quiet = (len(pods) == replicas and ready >= replicas
-                     and all(pod_is_ready(pod) and pod.metadata.deletion_timestamp is None for pod in pods.values()))
-            if quiet:
+            busy = sorted(pod_name for pod_name, pod in self.pods(namespace).items()
+                          if not pod_is_ready(pod) or pod.metadata.deletion_timestamp is not None)
+            if len(pool) == replicas and ready >= replicas and not busy:
                 time.sleep(pad)
                 return time.monotonic() - started
             time.sleep(0.25)
         raise TimeoutError(f"namespace {namespace} did not settle to {replicas} ready pool sandbox(es) within "
-                           f"{timeout:.0f}s (pods: {sorted(pods)})")
+                           f"{timeout:.0f}s (starting or terminating: {busy})")
 
     def wait_pool_refilled(self, namespace: str, name: str, replicas: int, claimed_pod: str,
                            timeout: float = 180) -> float:
