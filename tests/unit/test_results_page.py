@@ -132,12 +132,11 @@ def test_the_platform_floor_sits_beside_each_target_it_bounds() -> None:
 
 
 def test_the_router_section_states_the_cpu_budget_the_ratio_targets_imply() -> None:
-    def path(rps, cpu=None):
-        return {"rps": rps, "router_cpu_us_per_request": cpu}
-    level = {"connections": 50, "direct": path(10000.0), "ours": path(6000.0, 80.0), "go": path(2500.0, 250.0),
+    def path(rps, cpu=None, runtime=None):
+        return {"rps": rps, "router_cpu_us_per_request": cpu, "runtime_cpu_us_per_request": runtime}
+    level = {"connections": 50, "direct": path(10000.0, runtime=70.0), "ours": path(6000.0, 80.0), "go": path(2500.0, 230.0),
              "ours_over_direct": 0.6, "ours_over_go": 2.4, "ours_added_p50_ms": 1.5}
     page = results_page.render(None, None, None, "gvisor", {"router": {"cpus": 2, "rounds": 2, "levels": [level]}})
-    assert "| 50 | 10000.0 | 6000.0 | 2500.0 | 0.6 | 2.4 | 1.5 | 80.000 / 250.000 |" in page
-    assert "a direct request costs 200 µs of CPU in all" in page
-    assert "needs a router at ≤ 50 µs per request; ours costs 80.000 µs" in page
-    assert "A router costing nothing would reach 4.00× the Go router's throughput" in page
+    assert "| 50 | 10000.0 | 6000.0 | 2500.0 | 0.6 | 2.4 | 1.5 | 80.000 / 230.000 |" in page
+    assert "costs the runtime 70 µs of CPU, our router 80 µs and the Go router 230 µs" in page
+    assert "ours/Go could reach at most 2.00×; 3× needs our router at ≤ 30 µs per request" in page
