@@ -212,22 +212,23 @@ def router_section(report: Optional[dict]) -> list[str]:
 
 
 def router_budget(report: dict, connections: int = 50) -> list[str]:
-    """What the ours/Go target asks of our router's CPU, from this run: if every path were bound by
-    CPU alone, the ratio could at most be (runtime + Go router) / (runtime + our router), per request
-    (the load generator's share left out: that only lowers the ceiling)."""
+    """What the ours/Go target asks of our router's CPU, from this run: if both paths were bound by
+    CPU alone, ours/Go would be (runtime + Go router) / (runtime + our router) per request, each
+    path with the runtime's cost as measured behind it (the load generator's share left out)."""
     level = next((lv for lv in report.get("levels") or [] if lv["connections"] == connections), None)
     if not level:
         return []
-    runtime = level["direct"].get("runtime_cpu_us_per_request")
+    rt_ours, rt_go = (level[name].get("runtime_cpu_us_per_request") for name in ("ours", "go"))
     ours, go = (level[name].get("router_cpu_us_per_request") for name in ("ours", "go"))
-    if not runtime or not ours or not go:
+    if not (rt_ours and rt_go and ours and go):
         return []
-    ceiling = (runtime + go) / (runtime + ours)
-    needed = max((runtime + go) / 3 - runtime, 0.0)
-    return ["", f"At c={connections} a request costs the runtime {runtime:.0f} µs of CPU, our router {ours:.0f} µs and "
-            f"the Go router {go:.0f} µs. Bound by CPU alone, ours/Go could reach at most {ceiling:.2f}×; 3× needs our "
-            f"router at ≤ {needed:.0f} µs per request. The runtime is one process (at most one core), so direct and "
-            f"ours/direct also depend on how much of the second core the machine leaves free: compare runs by their load."]
+    ceiling = (rt_go + go) / (rt_ours + ours)
+    needed = max((rt_go + go) / 3 - rt_ours, 0.0)
+    return ["", f"At c={connections}, per request: behind our router the runtime costs {rt_ours:.0f} µs of CPU and our "
+            f"router {ours:.0f} µs; behind the Go router the runtime costs {rt_go:.0f} µs and the Go router {go:.0f} µs. "
+            f"Bound by CPU alone ours/Go would be {ceiling:.2f}×; 3× needs our router at ≤ {needed:.0f} µs per request. "
+            f"The runtime is one process (at most one core), so ours/direct also depends on how much of the second "
+            f"core the machine leaves free: compare runs by their load."]
 
 
 def demand_section(report: Optional[dict]) -> list[str]:

@@ -134,9 +134,11 @@ def test_the_platform_floor_sits_beside_each_target_it_bounds() -> None:
 def test_the_router_section_states_the_cpu_budget_the_ratio_targets_imply() -> None:
     def path(rps, cpu=None, runtime=None):
         return {"rps": rps, "router_cpu_us_per_request": cpu, "runtime_cpu_us_per_request": runtime}
-    level = {"connections": 50, "direct": path(10000.0, runtime=70.0), "ours": path(6000.0, 80.0), "go": path(2500.0, 230.0),
+    level = {"connections": 50, "direct": path(10000.0, runtime=70.0), "ours": path(6000.0, 80.0, 90.0),
+             "go": path(2500.0, 230.0, 140.0),
              "ours_over_direct": 0.6, "ours_over_go": 2.4, "ours_added_p50_ms": 1.5}
     page = results_page.render(None, None, None, "gvisor", {"router": {"cpus": 2, "rounds": 2, "levels": [level]}})
     assert "| 50 | 10000.0 | 6000.0 | 2500.0 | 0.6 | 2.4 | 1.5 | 80.000 / 230.000 |" in page
-    assert "costs the runtime 70 µs of CPU, our router 80 µs and the Go router 230 µs" in page
-    assert "ours/Go could reach at most 2.00×; 3× needs our router at ≤ 30 µs per request" in page
+    assert ("behind our router the runtime costs 90 µs of CPU and our router 80 µs; behind the Go router the runtime "
+            "costs 140 µs and the Go router 230 µs") in page
+    assert "Bound by CPU alone ours/Go would be 2.18×; 3× needs our router at ≤ 33 µs per request" in page
