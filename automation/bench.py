@@ -960,7 +960,7 @@ def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n
     """Connect the official SDK to the router (tunnel, bearer token), watch the namespace, and
     measure both modes and the concurrency levels (``BENCH_CONCURRENCY`` by default)."""
     levels = tuple(concurrency) if concurrency else concurrency_from_env(os.environ)
-    settle_from_env(os.environ)  # a bad value stops here, before any claim
+    settle = settle_from_env(os.environ)  # a bad value stops here, before any claim
     started = time.time()
     capacity_info = measure_capacity(cluster, target)
     log(f"bench: capacity {capacity_info.get('max_sandboxes')} sandbox(es) at once "
@@ -972,7 +972,7 @@ def run_bench(target: StackTarget, cluster: Cluster, kube_args: Sequence[str], n
         report = measure_modes(target, cluster, session.client, n, log, observer=observer, scraper=scraper,
                                levels=levels, capacity_info=capacity_info,
                                router_scraper=RouterScraper(session.tunnel.url, target.router_token),
-                               settle=settle_from_env(os.environ))
+                               settle=settle)
         report["watch_errors"] = observer.errors[:20]
     report["started_at"], report["finished_at"] = started, time.time()
     return report

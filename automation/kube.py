@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from automation.errors import CapacityError, MissingPrerequisite
 from agent_sandbox_pulumi.sandbox_iac import constants, versions
+from agent_sandbox_pulumi.sandbox_iac.autoscaling import WARM_POOL_LABEL
 from agent_sandbox_pulumi.sandbox_iac.config import StackConfig
 
 POOL_PLURAL = "sandboxwarmpools"
@@ -142,9 +143,10 @@ class Cluster:
         started = time.monotonic()
         busy: list[str] = []
         while time.monotonic() - started < timeout:
-            pool = self.pool_pods(namespace)
+            pods = self.pods(namespace)  # one list: the pool's members are those with its label
+            pool = [pod for pod in pods.values() if WARM_POOL_LABEL in (pod.metadata.labels or {})]
             ready = int((self.warm_pool(namespace, name).get("status") or {}).get("readyReplicas") or 0)
-            busy = sorted(pod_name for pod_name, pod in self.pods(namespace).items()
+            busy = sorted(pod_name for pod_name, pod in pods.items()
                           if not pod_is_ready(pod) or pod.metadata.deletion_timestamp is not None)
             if len(pool) == replicas and ready >= replicas and not busy:
                 time.sleep(pad)
@@ -177,7 +179,7 @@ class Cluster:
 
     def pool_pods(self, namespace: str) -> dict[str, Any]:
         """Pods still owned by a warm pool (not yet claimed)."""
-        return self.pods(namespace, "agents.x-k8s.io/warm-pool-sandbox")
+        return self.pods(namespace, WARM_POOL_LABEL)
 
     def pod(self, namespace: str, name: str) -> Any:
         return self.core.read_namespaced_pod(name, namespace)

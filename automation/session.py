@@ -90,12 +90,18 @@ def sdk_session(target: StackTarget, cluster: Cluster, kube_flags: Sequence[str]
             yield SdkSession(target, client, tunnel)
 
 
-@contextlib.contextmanager
-def stack_session(paths: ProjectPaths, stack: str) -> Iterator[SdkSession]:
-    """:func:`sdk_session` for a stack by name, with the config its last commands ran with
-    (remembered ``--config`` values over the set-up's), as ``smoke``/``bench`` would open it."""
+def deployed_by_name(paths: ProjectPaths, stack: str) -> tuple[StackConfig, StackTarget, Cluster]:
+    """A deployed stack by name, with the config its last commands ran with (remembered
+    ``--config`` values over the set-up's), as ``smoke``/``bench`` would find it."""
     overrides = command_overrides(paths, stack, load_overrides(paths, stack))
     config = stack_config(paths, stack, overrides)
     target, cluster = deployed_stack(paths, config, overrides)
+    return config, target, cluster
+
+
+@contextlib.contextmanager
+def stack_session(paths: ProjectPaths, stack: str) -> Iterator[SdkSession]:
+    """:func:`sdk_session` for a stack by name (see :func:`deployed_by_name`)."""
+    config, target, cluster = deployed_by_name(paths, stack)
     with sdk_session(target, cluster, kube_args(config)) as session:
         yield session

@@ -112,15 +112,10 @@ def first_at(samples: Sequence[Mapping[str, Any]], start: float, field: str, val
 
 def deployed(stack: str) -> tuple[str, str, str]:
     """(namespace, warm pool, kube context) of the deployed stack, as smoke and bench find them."""
-    from automation.overrides import command_overrides, load_overrides
     from automation.paths import default_paths
-    from automation.session import deployed_stack
-    from automation.stack_files import stack_config
+    from automation.session import deployed_by_name
 
-    paths = default_paths()
-    overrides = command_overrides(paths, stack, load_overrides(paths, stack))
-    config = stack_config(paths, stack, overrides)
-    target, _ = deployed_stack(paths, config, overrides)
+    config, target, _ = deployed_by_name(default_paths(), stack)
     return target.namespace, target.warm_pool, config.kube_context or ""
 
 

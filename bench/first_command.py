@@ -29,10 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from automation.bench import FIRST_EXEC_COMMAND  # noqa: E402
 from automation.kube import kube_args  # noqa: E402
-from automation.overrides import command_overrides, load_overrides  # noqa: E402
 from automation.paths import default_paths  # noqa: E402
-from automation.session import deployed_stack, sdk_session  # noqa: E402
-from automation.stack_files import stack_config  # noqa: E402
+from automation.session import deployed_by_name, sdk_session  # noqa: E402
 
 MODES = ("at-once", "after-refill")
 
@@ -79,10 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-n", type=int, default=6, help="claims per mode")
     parser.add_argument("--out", default=str(REPO / "out" / "bench" / "first_command.json"))
     args = parser.parse_args(argv)
-    paths = default_paths()
-    overrides = command_overrides(paths, args.stack, load_overrides(paths, args.stack))
-    config = stack_config(paths, args.stack, overrides)
-    target, cluster = deployed_stack(paths, config, overrides)
+    config, target, cluster = deployed_by_name(default_paths(), args.stack)
     samples = []
     with sdk_session(target, cluster, kube_args(config)) as session:
         for index in range(args.n):

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
-HZ = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(REPO / "bench"))
+
+from router_bench import cpu_seconds  # noqa: E402
 # Busy for a moment (the fast path gets trained), then idle for as long as the run lasts.
 WORKLOAD = "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; exec sleep 3600"
 
@@ -52,8 +54,7 @@ def usage(pids: Sequence[int]) -> tuple[float, int]:
     cpu, switches = 0.0, 0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / HZ
+            cpu += cpu_seconds(pid)
             for task in os.listdir(f"/proc/{pid}/task"):
                 status = Path(f"/proc/{pid}/task/{task}/status").read_text()
                 for key in ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"):

@@ -32,12 +32,13 @@ from typing import Any, Callable, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from automation.kube import Cluster, kube_args  # noqa: E402
-from automation.overrides import command_overrides, load_overrides  # noqa: E402
 from automation.paths import default_paths  # noqa: E402
-from automation.session import deployed_stack, sdk_session  # noqa: E402
-from automation.stack_files import stack_config  # noqa: E402
+from automation.session import deployed_by_name, sdk_session  # noqa: E402
+from automation.stats import percentile  # noqa: E402
+from router_bench import cpu_seconds  # noqa: E402
 
 SANDBOX_API = ("agents.x-k8s.io", "v1beta1", "sandboxes")
 WARM_PATH_WRITES = 4
@@ -63,26 +64,24 @@ print(json.dumps({"true": t(["/bin/true"]), "python": t([sys.executable, "-c", "
                   "runtime_imports": t(["/opt/venv/bin/python", "-c", "import sys; sys.path.insert(0, '/opt/sandbox'); "
                                         "import sandbox_runtime.app, uvicorn, uvloop, httptools"])}))
 """
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+def cpu_or_zero(pid: int) -> float:
+    """``router_bench.cpu_seconds``, 0 for a process that is gone."""
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return 0.0
 
 
 def host_cpu_seconds(name: str) -> Optional[float]:
     """CPU seconds used so far by the processes named ``name`` on this host (None: none visible)."""
-    total, seen = 0.0, False
+    pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name[:15]:
+                pids.append(int(pid))
         except OSError:
             continue
-        if stat[stat.index("(") + 1: stat.rindex(")")] == name[:15]:
-            fields = stat[stat.rindex(")") + 2:].split()
-            total, seen = total + (int(fields[11]) + int(fields[12])) / HZ, True
-    return total if seen else None
+    return sum(cpu_or_zero(pid) for pid in pids) if pids else None
 
 
 def timed_requests(call: Callable[[int], Any], n: int, gap: float = 0.0) -> dict[str, Any]:
@@ -176,21 +175,14 @@ def sentry_idle(seconds: float = 10.0) -> dict[str, Any]:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"runsc-sandbox":
-                pids.append(pid)
+                pids.append(int(pid))
         except OSError:
             continue
-
-    def cpu(pid: str) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / HZ
-        except OSError:
-            return 0.0
     if not pids:
         return {"error": "no runsc-sandbox process visible on this host"}
-    before = {pid: cpu(pid) for pid in pids}
+    before = {pid: cpu_or_zero(pid) for pid in pids}
     time.sleep(seconds)
-    per = sorted((cpu(pid) - before[pid]) / seconds * 1000 for pid in pids)
+    per = sorted((cpu_or_zero(pid) - before[pid]) / seconds * 1000 for pid in pids)
     return {"sandboxes": len(pids), "median_ms_per_s": round(statistics.median(per), 1),
             "max_ms_per_s": round(per[-1], 1)}
 
@@ -201,10 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("-n", type=int, default=40)
     parser.add_argument("--out", default=str(REPO / "docs" / "platform-floor.json"))
     args = parser.parse_args(argv)
-    paths = default_paths()
-    overrides = command_overrides(paths, args.stack, load_overrides(paths, args.stack))
-    config = stack_config(paths, args.stack, overrides)
-    target, cluster = deployed_stack(paths, config, overrides)
+    config, target, cluster = deployed_by_name(default_paths(), args.stack)
     report: dict[str, Any] = {"schema": "platform-floor/1", "stack": args.stack, "cpus": os.cpu_count(),
                               "load_before": list(os.getloadavg()), "started_at": time.time()}
     print(f"platform floor on {args.stack}: API requests (n={args.n})", flush=True)

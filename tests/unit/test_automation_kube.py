@@ -11,10 +11,11 @@ from automation import kube
 from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 
-def pod(ready: bool, terminating: bool = False):
+def pod(ready: bool, terminating: bool = False, pooled: bool = True):
     condition = SimpleNamespace(type="Ready", status="True" if ready else "False")
+    labels = {"agents.x-k8s.io/warm-pool-sandbox": "pool-hash"} if pooled else {}
     return SimpleNamespace(status=SimpleNamespace(conditions=[condition]),
-                           metadata=SimpleNamespace(deletion_timestamp="t" if terminating else None))
+                           metadata=SimpleNamespace(deletion_timestamp="t" if terminating else None, labels=labels))
 
 
 class ScriptedCluster(kube.Cluster):
@@ -77,18 +78,18 @@ def test_pool_of_zero_is_ready_when_no_warm_pod_is_left():
 
 def test_settled_means_exactly_the_pools_ready_members_and_nothing_terminating():
     cluster = ScriptedCluster([
-        ({"a": pod(True), "claimed": pod(True, terminating=True)}, 1),   # the last claim's teardown
+        ({"a": pod(True)}, 1, {"claimed": pod(True, terminating=True, pooled=False)}),  # the last claim's teardown
         ({"a": pod(True), "b": pod(False)}, 1),                           # the refill still booting
         ({"a": pod(True), "b": pod(True)}, 1),                            # status not updated yet
         ({"a": pod(True), "b": pod(True)}, 2),
     ])
     cluster.wait_settled("ns", "pool", 2, timeout=60, pad=0)
     assert cluster.polls == 4
-    cold = ScriptedCluster([({"gone-soon": pod(True, terminating=True)}, 0), ({}, 0)])
+    cold = ScriptedCluster([({}, 0, {"gone-soon": pod(True, terminating=True, pooled=False)}), ({}, 0)])
     cold.wait_settled("ns", "pool", 0, timeout=60, pad=0)
     assert cold.polls == 2
     # a sandbox someone is using (claimed, Ready) does not keep the namespace from settling
-    in_use = ScriptedCluster([({"a": pod(True)}, 1, {"users-sandbox": pod(True)})])
+    in_use = ScriptedCluster([({"a": pod(True)}, 1, {"users-sandbox": pod(True, pooled=False)})])
     in_use.wait_settled("ns", "pool", 1, timeout=60, pad=0)
     assert in_use.polls == 1
 
