@@ -31,6 +31,7 @@ images = SandboxImages("images", {
     "cluster_name": config.cluster_name,
     "base_image": config.base_image,
     "runtime_variant": config.image_variant,
+    "router_implementation": config.router_implementation,
     "registry": config.image_registry,
     "containerd_address": config.containerd_address,
     "prebuilt_runtime": config.sandbox_image,

@@ -340,7 +340,8 @@ class Setup:
         log("*" * 100)
         self.result.notices.append(notice)
         env = {**os.environ, "PY": str(Path(os.sys.executable))}
-        code, lines = _stream(["bash", str(BUILD_IMAGES_SCRIPT), "--variant", c.image_variant], log, env=env)
+        code, lines = _stream(["bash", str(BUILD_IMAGES_SCRIPT), "--variant", c.image_variant,
+                               "--router", c.router_implementation], log, env=env)
         refs = dict(line.split("=", 1) for line in lines if line.startswith(("runtime=", "router=")))
         if code != 0 or not {"runtime", "router"} <= refs.keys():
             raise SetupError("building the runtime and router images failed (see the lines above)")

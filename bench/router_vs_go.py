@@ -1,19 +1,21 @@
-"""Router peer benchmark: our router vs upstream's Go ``sandbox-router`` vs direct-to-runtime, in
-one run, on loopback, against the same upstream.
+"""Router peer benchmark: our router (compiled, images/router-go) vs our Python router
+(images/router) vs upstream's Go ``sandbox-router`` vs direct-to-runtime, in one run, on
+loopback, against the same upstream.
 
 Owns the side-by-side run and its report. It starts one runtime (images/runtime, the upstream
-every path reaches), our router (images/router, ROUTER_RESOLVER=dns with the loopback test mode
-router_bench.py uses: the caller's X-Sandbox-Pod-IP=127.0.0.1 is the target) and the Go router
-(sigs.k8s.io/agent-sandbox v0.5.6, built by go_router.py, ``--allow-loopback-pod-ip``: the same
-header takes the same path, no DNS, no cluster). wrk (a separate process) drives ``GET /`` of
-the runtime at each connection count, the three paths interleaved in a rotating order per
-round so drift on a shared machine hits each alike; medians over rounds are reported. Then
-sequential ``POST /execute`` both ways.
+every path reaches), both of our routers (ROUTER_RESOLVER=dns with the loopback test mode
+router_bench.py uses: the caller's X-Sandbox-Pod-IP=127.0.0.1 is the target) and the upstream
+Go router (sigs.k8s.io/agent-sandbox v0.5.6, built by go_router.py, ``--allow-loopback-pod-ip``:
+the same header takes the same path, no DNS, no cluster). wrk (a separate process) drives
+``GET /`` of the runtime at each connection count, the four paths interleaved in a rotating
+order per round so drift on a shared machine hits each alike; medians over rounds are reported.
+Then sequential ``POST /execute`` every way.
 
 Reported per path and level: req/s, p50/p90/p99 (wrk), router CPU microseconds per request
-(/proc, the load-independent number), ours/direct and ours/Go throughput ratios, added p50 over
-direct; the load average before/after every run. JSON (default out/bench/router_vs_go.json) and
-a PNG (latency and throughput vs connections, 1…200).
+(/proc, the load-independent number), each of our routers over direct and over upstream's
+throughput, ours (compiled) over Python, added p50 over direct; the load average before/after
+every run. JSON (default out/bench/router_vs_go.json) and a PNG (latency and throughput vs
+connections, 1…200).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import go_router  # noqa: E402
 from router_bench import REPO, TOKEN, ensure_wrk, execute_latency, free_port, run_wrk, start, stop  # noqa: E402
 
-PATHS = ("direct", "ours", "go")
+PATHS = ("direct", "ours", "python", "go")
+OURS = ("ours", "python")  # our routers: the compiled one (the default) and the Python one
 DEFAULT_CONNECTIONS = (1, 2, 5, 10, 20, 50, 100, 200)
 HEADLINE_CONNECTIONS = (1, 50)
 SANDBOX_ID, SANDBOX_NAMESPACE = "bench", "default"
-SCHEMA = "router_vs_go/1"
+SCHEMA = "router_vs_go/2"
+ROUTER_GO_BUILD = REPO / "images" / "router-go" / "build.sh"
 
 
 def our_router_env(port: int) -> dict[str, str]:
@@ -50,6 +54,14 @@ def our_router_env(port: int) -> dict[str, str]:
             "ROUTER_RESOLVER": "dns", "ROUTER_ALLOW_LOOPBACK_POD_IP": "true", "ROUTER_LOG_LEVEL": "WARNING"}
 
 
+def compiled_router() -> str:
+    """Our compiled router's binary (built, or found in its cache, by images/router-go/build.sh)."""
+    result = subprocess.run([str(ROUTER_GO_BUILD)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"images/router-go/build.sh failed: {result.stderr.strip()[-800:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
 def routing_headers(runtime_port: int) -> dict[str, str]:
     """The same request headers for both routers (the Go router, in allow-all mode, ignores the
     token; sending it keeps the requests byte-identical)."""
@@ -57,9 +69,11 @@ def routing_headers(runtime_port: int) -> dict[str, str]:
             "X-Sandbox-Port": str(runtime_port), "X-Sandbox-Pod-IP": "127.0.0.1"}
 
 
-def start_binary(argv: Sequence[str], health: str, timeout: float = 30) -> subprocess.Popen:
-    """Start a binary and wait until ``health`` answers 200."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start_binary(argv: Sequence[str], health: str, timeout: float = 30,
+                 env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+    """Start a binary (with ``env`` added to this environment) and wait until ``health`` answers 200."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -114,10 +128,12 @@ def compare(runs: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]]) -> li
         level: dict[str, Any] = {"connections": connections}
         for name in PATHS:
             level[name] = summarize_level(runs[name][connections])
-        level["ours_over_direct"] = paired_ratio(runs["ours"][connections], runs["direct"][connections])
-        level["go_over_direct"] = paired_ratio(runs["go"][connections], runs["direct"][connections])
-        level["ours_over_go"] = paired_ratio(runs["ours"][connections], runs["go"][connections])
-        for name in ("ours", "go"):
+        for name in (*OURS, "go"):
+            level[f"{name}_over_direct"] = paired_ratio(runs[name][connections], runs["direct"][connections])
+        for name in OURS:
+            level[f"{name}_over_go"] = paired_ratio(runs[name][connections], runs["go"][connections])
+        level["ours_over_python"] = paired_ratio(runs["ours"][connections], runs["python"][connections])
+        for name in (*OURS, "go"):
             ours, direct = level[name]["p50_ms"], level["direct"]["p50_ms"]
             level[f"{name}_added_p50_ms"] = round(ours - direct, 3) if ours is not None and direct is not None else None
         levels.append(level)
@@ -133,8 +149,11 @@ def headline(levels: Sequence[Mapping[str, Any]], wanted: Sequence[int] = HEADLI
                 **{f"{name}_rps": level[name]["rps"] for name in PATHS},
                 **{f"{name}_p50_ms": level[name]["p50_ms"] for name in PATHS},
                 **{f"{name}_p99_ms": level[name]["p99_ms"] for name in PATHS},
-                "ours_over_direct": level["ours_over_direct"], "ours_over_go": level["ours_over_go"],
-                "ours_added_p50_ms": level["ours_added_p50_ms"], "go_added_p50_ms": level["go_added_p50_ms"],
+                **{f"{name}_over_direct": level[f"{name}_over_direct"] for name in OURS},
+                **{f"{name}_over_go": level[f"{name}_over_go"] for name in OURS},
+                "ours_over_python": level["ours_over_python"],
+                **{f"{name}_added_p50_ms": level[f"{name}_added_p50_ms"] for name in (*OURS, "go")},
+                **{f"{name}_cpu_us_per_request": level[name]["router_cpu_us_per_request"] for name in (*OURS, "go")},
             }
     return out
 
@@ -176,7 +195,8 @@ def validate(report: Any) -> list[str]:
             for figure in ("rps", "p50_ms", "p99_ms"):
                 if not isinstance(side.get(figure), (int, float)) or isinstance(side.get(figure), bool):
                     errors.append(f"{where}.{name}.{figure} should be a number")
-        for ratio in ("ours_over_direct", "ours_over_go", "go_over_direct"):
+        for ratio in ("ours_over_direct", "ours_over_go", "python_over_direct", "python_over_go", "go_over_direct",
+                      "ours_over_python"):
             if not isinstance(level.get(ratio), (int, float, type(None))):
                 errors.append(f"{where}.{ratio} should be a number or null")
     return errors
@@ -191,7 +211,8 @@ def plot(report: Mapping[str, Any], path: Path) -> Path:
 
     levels = report["levels"]
     xs = [level["connections"] for level in levels]
-    labels = {"direct": "direct to runtime", "ours": "our router", "go": "Go sandbox-router v0.5.6"}
+    labels = {"direct": "direct to runtime", "ours": "our router (compiled)", "python": "our Python router",
+              "go": "upstream Go sandbox-router v0.5.6"}
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name in PATHS:
         line, = latency.plot(xs, [level[name]["p50_ms"] for level in levels], marker="o", label=f"{labels[name]} p50")
@@ -221,20 +242,21 @@ def plot(report: Mapping[str, Any], path: Path) -> Path:
 def print_summary(report: Mapping[str, Any]) -> None:
     before, after = report["load_average_before"], report["load_average_after"]
     print(f"router peers ({report['rounds']} round(s) x {report['seconds_per_run']}s per run, medians; load avg "
-          f"{before[0]:.2f} before, {after[0]:.2f} after, {report['cpus']} CPUs)")
-    print(f"{'conns':>5} {'direct r/s':>10} {'ours r/s':>9} {'go r/s':>9} {'ours/dir':>8} {'ours/go':>7} "
-          f"{'p50 dir/ours/go ms':>21} {'p99 dir/ours/go ms':>22} {'cpu us/req ours/go':>19}")
+          f"{before[0]:.2f} before, {after[0]:.2f} after, {report['cpus']} CPUs); ours = compiled, py = our Python "
+          f"router, go = upstream's")
+
+    def fmt(value: Optional[float], spec: str) -> str:
+        return format(value, spec) if value is not None else "-"
+
+    print(f"{'conns':>5} {'direct':>7} {'ours':>7} {'py':>7} {'go':>7} {'ours/dir':>8} {'ours/go':>7} {'py/go':>6} "
+          f"{'p50 dir/ours/py/go ms':>27} {'added p50 ours/py':>17} {'cpu us/req ours/py/go':>22}")
     for level in report["levels"]:
-        d, o, g = level["direct"], level["ours"], level["go"]
-
-        def fmt(value: Optional[float], spec: str) -> str:
-            return format(value, spec) if value is not None else "-"
-
-        print(f"{level['connections']:>5} {fmt(d['rps'], '10.0f')} {fmt(o['rps'], '9.0f')} {fmt(g['rps'], '9.0f')} "
-              f"{fmt(level['ours_over_direct'], '8.2f')} {fmt(level['ours_over_go'], '7.2f')} "
-              f"{fmt(d['p50_ms'], '.3f'):>6}/{fmt(o['p50_ms'], '.3f')}/{fmt(g['p50_ms'], '.3f'):<7} "
-              f"{fmt(d['p99_ms'], '.2f'):>6}/{fmt(o['p99_ms'], '.2f')}/{fmt(g['p99_ms'], '.2f'):<8} "
-              f"{fmt(o['router_cpu_us_per_request'], '.0f'):>8}/{fmt(g['router_cpu_us_per_request'], '.0f')}")
+        p50 = "/".join(fmt(level[name]["p50_ms"], ".3f") for name in PATHS)
+        cpu = "/".join(fmt(level[name]["router_cpu_us_per_request"], ".0f") for name in ("ours", "python", "go"))
+        added = "/".join(fmt(level[f"{name}_added_p50_ms"], ".3f") for name in OURS)
+        print(f"{level['connections']:>5} " + " ".join(fmt(level[name]["rps"], "7.0f") for name in PATHS) +
+              f" {fmt(level['ours_over_direct'], '8.2f')} {fmt(level['ours_over_go'], '7.2f')} "
+              f"{fmt(level['python_over_go'], '6.2f')} {p50:>27} {added:>17} {cpu:>22}")
     for name in PATHS:
         e = report["execute"][name]
         print(f"execute `true` {name:>6}: p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms (n={e['count']})")
@@ -253,36 +275,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=str(out_dir / "router_vs_go.json"))
     parser.add_argument("--plot", default="", help="PNG path (default: the JSON path with .png)")
     parser.add_argument("--router-dir", default=str(REPO / "images" / "router"),
-                        help="the router tree measured as 'ours' (e.g. a git worktree of an older commit's "
-                             "images/router, for a before/after with the same peers in each run)")
+                        help="the Python router tree measured as 'python' (e.g. a git worktree of an older "
+                             "commit's images/router, for a before/after with the same peers in each run)")
     args = parser.parse_args(argv)
     levels = sorted({int(c) for c in args.connections.split(",") if c.strip()})
     if not levels or levels[0] < 1:
         parser.error("--connections needs positive integers")
     ensure_wrk()
     binary = go_router.ensure_router()
+    compiled = compiled_router()
 
     work = Path(tempfile.mkdtemp(prefix="router-vs-go-"))
     procs: list[subprocess.Popen] = []
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {c: [] for c in levels} for name in PATHS}
     run_loads: list[dict[str, Any]] = []
     try:
-        runtime_port, ours_port = free_port(), free_port()
+        runtime_port, ours_port, python_port = free_port(), free_port(), free_port()
         go_ports = [free_port() for _ in range(3)]
         runtime = start("sandbox_runtime", REPO / "images" / "runtime",
                         {"SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": str(runtime_port), "SANDBOX_BASE_DIR": str(work),
                          "SANDBOX_LOG_LEVEL": "warning", "SANDBOX_ACCESS_LOG": "false"},
                         f"http://127.0.0.1:{runtime_port}/")
         procs.append(runtime)
-        ours = start("sandbox_router", Path(args.router_dir), our_router_env(ours_port),
-                     f"http://127.0.0.1:{ours_port}/healthz")
+        ours = start_binary([compiled], f"http://127.0.0.1:{ours_port}/healthz", env=our_router_env(ours_port))
         procs.append(ours)
+        python = start("sandbox_router", Path(args.router_dir), our_router_env(python_port),
+                       f"http://127.0.0.1:{python_port}/healthz")
+        procs.append(python)
         go_argv = go_router.router_command(binary, *go_ports)
         go = start_binary(go_argv, f"http://127.0.0.1:{go_ports[0]}/healthz")
         procs.append(go)
         headers = routing_headers(runtime_port)
         targets_of = {"direct": (f"http://127.0.0.1:{runtime_port}/", {}, {"runtime": runtime.pid}),
                       "ours": (f"http://127.0.0.1:{ours_port}/", headers, {"runtime": runtime.pid, "router": ours.pid}),
+                      "python": (f"http://127.0.0.1:{python_port}/", headers,
+                                 {"runtime": runtime.pid, "router": python.pid}),
                       "go": (f"http://127.0.0.1:{go_ports[0]}/", headers, {"runtime": runtime.pid, "router": go.pid})}
         for name, (url, hdrs, _) in targets_of.items():  # warm-up, and proof that every path really proxies
             result = run_wrk(url, 10, 1, hdrs)
@@ -301,6 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       "load_1m_before": round(load, 2)})
         execute = {"direct": execute_latency(runtime_port, {}, args.execute_count),
                    "ours": execute_latency(ours_port, headers, args.execute_count),
+                   "python": execute_latency(python_port, headers, args.execute_count),
                    "go": execute_latency(go_ports[0], headers, args.execute_count)}
         load_after = os.getloadavg()
     finally:
@@ -317,7 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "go_router": {"module": go_router.MODULE, "version": go_router.VERSION, "package": go_router.MAIN_PACKAGE,
                       "binary": str(binary), "argv": go_argv[1:]},
         "ours": {"env": {k: v for k, v in our_router_env(ours_port).items() if k != "ROUTER_AUTH_TOKEN"},
-                 "router_dir": str(args.router_dir)},
+                 "binary": compiled, "source": "images/router-go"},
+        "python": {"env": {k: v for k, v in our_router_env(python_port).items() if k != "ROUTER_AUTH_TOKEN"},
+                   "router_dir": str(args.router_dir)},
         "levels": [{**level, "all_rounds": {name: runs[name][level["connections"]] for name in PATHS}}
                    for level in compared],
         "headline": headline(compared), "execute": execute, "targets_met": targets(compared),

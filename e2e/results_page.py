@@ -196,18 +196,30 @@ def _sequence(report: dict) -> str:
     return "/".join(kinds) if kinds else "back-to-back"
 
 
+ROUTER_PATHS = (("direct", "direct"), ("ours", "ours (compiled)"), ("python", "our Python router"),
+                ("go", "upstream's Go router"))
+
+
 def router_section(report: Optional[dict]) -> list[str]:
+    """bench/router_vs_go.py: our compiled router (the default), our Python router and upstream's
+    Go router against direct, in one run (schema router_vs_go/2; /1 had no compiled router)."""
     if not report:
         return []
+    names = [(key, label) for key, label in ROUTER_PATHS if all(key in lv for lv in report.get("levels") or [])]
+    ours = [key for key, _ in names if key in ("ours", "python")]
     lines = ["", f"## Router vs direct vs upstream's Go router (loopback, wrk, {report.get('rounds')} rounds; load "
              f"{report.get('load_average_before')} → {report.get('load_average_after')})", "",
-             "| connections | direct rps | ours rps | Go rps | ours/direct | ours/Go | ours added p50 (ms) "
-             "| router CPU µs/request ours / Go |",
-             "|---|---|---|---|---|---|---|---|"]
+             "`ours` is the compiled router (images/router-go, the default image); `python` the Python router "
+             "(images/router, `routerImplementation: python`); `go` upstream's sandbox-router v0.5.6.", "",
+             "| connections | " + " | ".join(f"{key} rps" for key, _ in names) + " | "
+             + " | ".join(f"{key}/direct | {key}/Go | {key} added p50 (ms)" for key in ours)
+             + " | router CPU µs/request " + " / ".join(key for key, _ in names if key != "direct") + " |",
+             "|" + "---|" * (1 + len(names) + 3 * len(ours) + 1)]
     for level in report.get("levels") or []:
-        cpu = " / ".join(_s(level[name].get("router_cpu_us_per_request")) for name in ("ours", "go"))
-        lines.append(f"| {level['connections']} | {level['direct']['rps']} | {level['ours']['rps']} | {level['go']['rps']} | "
-                     f"{level['ours_over_direct']} | {level['ours_over_go']} | {level['ours_added_p50_ms']} | {cpu} |")
+        cpu = " / ".join(_s(level[key].get("router_cpu_us_per_request")) for key, _ in names if key != "direct")
+        lines.append(f"| {level['connections']} | " + " | ".join(str(level[key]["rps"]) for key, _ in names) + " | "
+                     + " | ".join(f"{level.get(f'{key}_over_direct')} | {level.get(f'{key}_over_go')} | "
+                                  f"{level.get(f'{key}_added_p50_ms')}" for key in ours) + f" | {cpu} |")
     return lines + router_budget(report) + ["", "![router vs Go](router_vs_go.png)"]
 
 
@@ -224,11 +236,18 @@ def router_budget(report: dict, connections: int = 50) -> list[str]:
         return []
     ceiling = (rt_go + go) / (rt_ours + ours)
     needed = max((rt_go + go) / 3 - rt_ours, 0.0)
-    return ["", f"At c={connections}, per request: behind our router the runtime costs {rt_ours:.0f} µs of CPU and our "
-            f"router {ours:.0f} µs; behind the Go router the runtime costs {rt_go:.0f} µs and the Go router {go:.0f} µs. "
-            f"Bound by CPU alone ours/Go would be {ceiling:.2f}×; 3× needs our router at ≤ {needed:.0f} µs per request. "
-            f"The runtime is one process (at most one core), so ours/direct also depends on how much of the second "
-            f"core the machine leaves free: compare runs by their load."]
+    lines = ["", f"At c={connections}, per request: behind our router the runtime costs {rt_ours:.0f} µs of CPU and our "
+             f"router {ours:.0f} µs; behind the Go router the runtime costs {rt_go:.0f} µs and the Go router {go:.0f} µs. "
+             f"Bound by CPU alone ours/Go would be {ceiling:.2f}×; 3× needs our router at ≤ {needed:.0f} µs per request. "
+             f"The runtime is one process (at most one core), so ours/direct also depends on how much of the second "
+             f"core the machine leaves free: compare runs by their load."]
+    direct, go_rps = level["direct"].get("rps"), level["go"].get("rps")
+    if direct and go_rps:
+        # No router makes the runtime faster than wrk reaching it directly: direct/Go bounds ours/Go.
+        lines.append(f"\nNo router outruns the runtime it fronts: direct reached {direct:.0f} req/s, so ours/Go is at "
+                     f"most direct/Go = {direct / go_rps:.2f}× in this run, and 3× needs ours/direct ≥ "
+                     f"{3 * go_rps / direct:.2f}.")
+    return lines
 
 
 def demand_section(report: Optional[dict]) -> list[str]:

@@ -16,6 +16,8 @@ from agent_sandbox_pulumi.sandbox_iac import versions
 from agent_sandbox_pulumi.sandbox_iac.content_tag import content_tag
 
 LOCAL_REPOSITORIES = {"runtime": "agent-sandbox/runtime", "router": "agent-sandbox/router"}
+# The build context of each router implementation, under images_dir.
+ROUTER_CONTEXTS = {"compiled": "router-go", "python": "router"}
 
 
 class ImagesArgs(TypedDict):
@@ -26,8 +28,10 @@ class ImagesArgs(TypedDict):
     load_strategy: str
     """``kind`` | ``minikube`` | ``containerd`` | ``registry`` | ``preloaded``: how nodes get the images."""
     images_dir: NotRequired[str]
-    """Folder holding the ``runtime/`` and ``router/`` build contexts (each with a Dockerfile);
-    needed with ``build_mode: docker``."""
+    """Folder holding the ``runtime/``, ``router-go/`` and ``router/`` build contexts (each with a
+    Dockerfile); needed with ``build_mode: docker``."""
+    router_implementation: NotRequired[str]
+    """``compiled`` (default: the ``router-go/`` context) or ``python`` (``router/``)."""
     cluster_name: NotRequired[str]
     """KIND cluster or minikube profile the images are loaded into (``kind``/``minikube`` strategies)."""
     base_image: NotRequired[str]
@@ -130,10 +134,15 @@ class SandboxImages(pulumi.ComponentResource):
     def _build(self, name: str, image: str, args: ImagesArgs, opts: Optional[pulumi.ResourceOptions]) -> docker.Image:
         if not args.get("images_dir"):
             raise ValueError("SandboxImages with build_mode docker needs images_dir (the folder with runtime/ and router/)")
-        context = Path(args["images_dir"]) / image
-        build_args = {"BASE_IMAGE": args.get("base_image") or versions.DEFAULT_BASE_IMAGE}
+        folder = image
+        build_args: dict[str, str] = {}
+        if image == "router":
+            folder = ROUTER_CONTEXTS[args.get("router_implementation") or "compiled"]
+        if folder != "router-go":  # the compiled router's image has no base image
+            build_args["BASE_IMAGE"] = args.get("base_image") or versions.DEFAULT_BASE_IMAGE
         if image == "runtime":
             build_args["VARIANT"] = args.get("runtime_variant") or "full"
+        context = Path(args["images_dir"]) / folder
         repository = LOCAL_REPOSITORIES[image]
         registry = args.get("registry")
         if args["load_strategy"] == "registry" and registry:

@@ -39,6 +39,9 @@ INSECURE_RUNTIME = "runc"
 IMAGE_LOAD_STRATEGIES = ("kind", "minikube", "containerd", "registry", "preloaded")
 IMAGE_BUILD_MODES = ("docker", "prebuilt")
 IMAGE_VARIANTS = ("full", "minimal")
+# compiled: images/router-go (the default: a static binary, a third of the Python router's CPU per
+# request); python: images/router. Same contract, same environment, same conformance tests.
+ROUTER_IMPLEMENTATIONS = ("compiled", "python")
 SANDBOX_EGRESS_MODES = ("internet", "none", "allowList")
 EGRESS_PROTOCOLS = ("TCP", "UDP", "SCTP")
 EGRESS_ALLOW_FIELDS = ("cidr", "ports", "protocol")
@@ -249,6 +252,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "(NodeLocal DNSCache; add the kube-dns ClusterIP when it intercepts that too).", kind="resolvers", example="169.254.20.10"),
     ConfigKey("routerImage", None, "Router image ref (required with `imageBuild: prebuilt`).", kind="image", default_doc="built from `images/router`",
               policy="`images-pinned` rejects a missing or mutable tag without a digest"),
+    ConfigKey("routerImplementation", "compiled", "Which router image is built: `compiled` (images/router-go, a static Go binary on an "
+              "empty base) or `python` (images/router). Same routing contract and settings; the compiled one spends about a "
+              "third of the CPU per request.", kind="choice", choices=ROUTER_IMPLEMENTATIONS),
     ConfigKey("imageBuild", "docker", "`docker`: build images with pulumi-docker; `prebuilt`: use `sandboxImage`/`routerImage` (e.g. from "
               "`make images`).", kind="choice", choices=IMAGE_BUILD_MODES),
     ConfigKey("imageVariant", "full", "Runtime image variant (`full` adds pandas, scikit-learn, lightgbm).", kind="choice", choices=IMAGE_VARIANTS),
@@ -412,6 +418,7 @@ class StackConfig:
     controller_flags: tuple[tuple[str, str], ...] = ()
     """Explicit ``controllerFlags`` (name, value), checked; the profile's flags are not in it."""
     router_resources: Resources = field(default_factory=lambda: Resources(**ROUTER_RESOURCES))
+    router_implementation: str = "compiled"
     warm_pool_autoscaling: str = "off"
     warm_pool_min_replicas: int = 1
     warm_pool_max_replicas: int = 10

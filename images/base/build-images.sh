@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the runtime and router images with no network from inside the builds and no registry pull.
 #
-#   images/base/build-images.sh [--variant full|minimal] [--base-image REF] [--save DIR]
+#   images/base/build-images.sh [--variant full|minimal] [--router compiled|python] [--base-image REF] [--save DIR]
 #
 # 1. makes a Docker engine available (e2e/docker-engine.sh),
 # 2. makes the local debootstrap base image (images/base/build-base.sh) unless --base-image is given
@@ -9,6 +9,8 @@
 # 3. downloads wheels on the host for the base image's Python/glibc (images/base/wheelhouse.sh) and
 #    links them into images/<name>/.wheels/ (git-ignored by a .gitignore inside it; the runtime's holds
 #    the wheels of both variants),
+#    The router is the compiled one (images/router-go: its static binary built on the host by its
+#    build.sh, packed by Dockerfile.offline onto an empty base) unless --router python (images/router).
 # 4. builds each image under a content-derived tag (sandbox_iac.content_tag, as the Pulumi program uses,
 #    over the build context, the build args and the base image's ID), skipping tags that already exist,
 # 5. with --save DIR, writes docker-archive tarballs (importable with `ctr -n k8s.io images import`).
@@ -24,19 +26,22 @@ export CACHE_DIR
 PY=${PY:-$REPO/.venv/bin/python}
 [[ $PY == /* ]] || PY=$REPO/$PY
 VARIANT=full
+ROUTER=compiled
 BASE_IMAGE=
 SAVE_DIR=
 
-usage() { echo "usage: $0 [--variant full|minimal] [--base-image REF] [--save DIR]" >&2; exit 2; }
+usage() { echo "usage: $0 [--variant full|minimal] [--router compiled|python] [--base-image REF] [--save DIR]" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
 	case $1 in
 	--variant) VARIANT=${2:?}; shift 2 ;;
+	--router) ROUTER=${2:?}; shift 2 ;;
 	--base-image) BASE_IMAGE=${2:?}; shift 2 ;;
 	--save) SAVE_DIR=${2:?}; shift 2 ;;
 	*) usage ;;
 	esac
 done
 case $VARIANT in full | minimal) ;; *) echo "build-images: --variant $VARIANT is not a runtime variant; use full or minimal" >&2; exit 2 ;; esac
+case $ROUTER in compiled | python) ;; *) echo "build-images: --router $ROUTER is not a router implementation; use compiled or python" >&2; exit 2 ;; esac
 [[ -x $PY ]] || { echo "build-images: $PY is missing; run 'make venv' or set PY to a Python with pip" >&2; exit 2; }
 
 say() { echo "build-images: $*" >&2; }
@@ -72,11 +77,12 @@ stage_wheels() {
 	echo '*' >"$context/.wheels/.gitignore"
 }
 
-# build NAME BUILD_ARG... : prints the image ref
+# build NAME BUILD_ARG... : prints the image ref (DOCKERFILE: another Dockerfile of the context;
+# CONTEXT: another folder of images/, the image keeping NAME)
 build() {
 	local name=$1
 	shift
-	local context=$REPO/images/$name args=() tag ref start
+	local context=$REPO/images/${CONTEXT:-$name} args=() tag ref start dockerfile=${DOCKERFILE:-Dockerfile}
 	# The tag also covers the base image's ID: a re-made base under the same name must give new tags.
 	local -a tag_args=("BASE_IMAGE_ID=$BASE_IMAGE_ID")
 	for kv in "$@"; do args+=(--build-arg "$kv"); tag_args+=("$kv"); done
@@ -91,7 +97,7 @@ print(content_tag(Path(sys.argv[1]), dict(a.split("=", 1) for a in sys.argv[2:])
 		start=$SECONDS
 		say "building $ref"
 		DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0} nice -n 10 "$DOCKER" build --network none --quiet \
-			"${args[@]}" --build-arg REQUIRE_WHEELHOUSE=1 \
+			"${args[@]}" --build-arg REQUIRE_WHEELHOUSE=1 --file "$context/$dockerfile" \
 			--label "org.opencontainers.image.title=agent-sandbox-$name" \
 			--label "org.opencontainers.image.revision=$tag" \
 			--tag "$ref" "$context" >&2
@@ -111,10 +117,18 @@ flock -w 3600 "$lockfd"
 runtime_reqs=("$REPO/images/runtime/requirements.txt" "$REPO/images/runtime/requirements-datascience.txt")
 export PIP_PYTHON=$PY
 stage_wheels "$REPO/images/runtime" "$("$REPO/images/base/wheelhouse.sh" "$PY_VERSION" "$GLIBC" "${runtime_reqs[@]}" | last_line)"
-stage_wheels "$REPO/images/router" "$("$REPO/images/base/wheelhouse.sh" "$PY_VERSION" "$GLIBC" "$REPO/images/router/requirements.txt" | last_line)"
-
 runtime_ref=$(build runtime "BASE_IMAGE=$BASE_IMAGE" "VARIANT=$VARIANT")
-router_ref=$(build router "BASE_IMAGE=$BASE_IMAGE")
+if [[ $ROUTER == python ]]; then
+	stage_wheels "$REPO/images/router" "$("$REPO/images/base/wheelhouse.sh" "$PY_VERSION" "$GLIBC" "$REPO/images/router/requirements.txt" | last_line)"
+	router_ref=$(build router "BASE_IMAGE=$BASE_IMAGE")
+else
+	# The static binary needs no base image (nothing of it is in the image): its tag follows the
+	# binary itself, which .build/ holds.
+	binary=$("$REPO/images/router-go/build.sh" | last_line)
+	mkdir -p "$REPO/images/router-go/.build"
+	cp -f "$binary" "$REPO/images/router-go/.build/sandbox-router"
+	router_ref=$(BASE_IMAGE_ID=none DOCKERFILE=Dockerfile.offline CONTEXT=router-go build router)
+fi
 
 if [[ -n $SAVE_DIR ]]; then
 	mkdir -p "$SAVE_DIR"

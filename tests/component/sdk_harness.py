@@ -66,12 +66,35 @@ def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen | None 
     raise RuntimeError(f"{url} did not answer within {timeout}s: {last}")
 
 
+# Which router implementation RouterProcess starts: "python" (python -m sandbox_router) or
+# "compiled" (images/router-go, built once per session; the stack's routerImplementation names
+# them the same way). The router test modules run
+# once per implementation (tests/component/conftest.py sets this per module and parameter).
+ROUTER_IMPLEMENTATIONS = ("python", "compiled")
+ROUTER_IMPL = os.environ.get("ROUTER_IMPL", "python")
+GO_ROUTER_DIR = REPO_ROOT / "images" / "router-go"
+_go_router_binary: str | None = None
+
+
+def go_router_binary() -> str:
+    """The compiled router's binary, built (or found in its content-addressed cache) once."""
+    global _go_router_binary
+    if _go_router_binary is None:
+        result = subprocess.run([str(GO_ROUTER_DIR / "build.sh")], capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"images/router-go/build.sh failed ({result.returncode}): {result.stderr}")
+        _go_router_binary = result.stdout.strip().splitlines()[-1]
+    return _go_router_binary
+
+
 class ServerProcess:
-    """A Python server module started as a subprocess; stopped by PID on exit."""
+    """A Python server module (or, with `command`, any program) started as a subprocess; stopped
+    by PID on exit."""
 
     def __init__(self, module: str, cwd: Path, env: dict[str, str], health_url: str,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, command: list[str] | None = None) -> None:
         self.module = module
+        self.command = command
         self.cwd = cwd
         self.env = env
         self.health_url = health_url
@@ -87,7 +110,8 @@ class ServerProcess:
             out: Any = self._log_handle
         else:
             out = subprocess.DEVNULL
-        self.process = subprocess.Popen([sys.executable, "-m", self.module], cwd=self.cwd, env=env,
+        command = self.command or [sys.executable, "-m", self.module]
+        self.process = subprocess.Popen(command, cwd=self.cwd, env=env,
                                         stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_http(self.health_url, timeout, self.process)
@@ -121,7 +145,8 @@ class ServerProcess:
 
 
 class RouterProcess(ServerProcess):
-    """`python -m sandbox_router` on 127.0.0.1 with the given environment overrides."""
+    """The router (`python -m sandbox_router`, or the compiled one when ROUTER_IMPL is "compiled") on
+    127.0.0.1 with the given environment overrides."""
 
     def __init__(self, token: str | None = TEST_TOKEN, allow_loopback: bool = True,
                  log_path: Path | None = None, **env: str) -> None:
@@ -136,7 +161,9 @@ class RouterProcess(ServerProcess):
             full_env["ROUTER_AUTH_TOKEN"] = token
         full_env.update(env)
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("sandbox_router", ROUTER_DIR, full_env, f"{self.url}/healthz", log_path)
+        self.impl = ROUTER_IMPL
+        command = [go_router_binary()] if self.impl == "compiled" else None
+        super().__init__("sandbox_router", ROUTER_DIR, full_env, f"{self.url}/healthz", log_path, command)
 
     def auth_headers(self) -> dict[str, str]:
         """Authorization header for this router's token (empty when auth is off)."""

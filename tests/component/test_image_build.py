@@ -256,3 +256,38 @@ def test_official_sdk_through_router_image_to_runtime_image(runtime: Container, 
     sandbox.files.write("nested/dir/data.bin", b"\x00\x01 bytes")
     assert sandbox.files.read("nested/dir/data.bin") == b"\x00\x01 bytes"
     assert sandbox.files.exists("nested/dir/data.bin")
+
+
+@pytest.fixture(scope="module")
+def python_router_image(engine: Engine, images: dict[str, str]) -> str:
+    """The Python router's image (`--router python`; the runtime is already built, so it is reused)."""
+    build = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--variant", VARIANT, "--router", "python"],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, cwd=REPO_ROOT,
+        env={**os.environ, "PY": sys.executable},
+    )
+    assert build.returncode == 0, f"build-images.sh --router python failed:\n{build.stderr[-4000:]}"
+    refs = dict(line.split("=", 1) for line in build.stdout.strip().splitlines()[-2:])
+    assert refs["runtime"] == images["runtime"], "the runtime was rebuilt for a router choice"
+    assert refs["router"] != images["router"], "both router implementations gave the same image"
+    return refs["router"]
+
+
+def test_compiled_router_image_holds_only_the_binary(engine: Engine, images: dict[str, str]) -> None:
+    """The default router image is the static binary on an empty base: one layer, a few MB."""
+    size = int(engine.run("image", "inspect", "--format", "{{.Size}}", images["router"]).stdout.strip())
+    entry = engine.run("image", "inspect", "--format", "{{json .Config.Entrypoint}}", images["router"]).stdout
+    assert size < 20_000_000, f"compiled router image is {size / 1e6:.1f} MB"
+    assert "/sandbox-router" in entry, entry
+
+
+def test_python_router_image_is_still_buildable_and_serves(engine: Engine, python_router_image: str) -> None:
+    """`routerImplementation: python` keeps working: its image answers health and refuses no token."""
+    container = Container(engine, python_router_image, [8080], ["--env", f"ROUTER_AUTH_TOKEN={ROUTER_TOKEN}",
+                                                                 "--env", "ROUTER_RESOLVER=dns"])
+    try:
+        assert container.wait_ready("/healthz").status_code == 200
+        missing = requests.post(container.url + "/execute", json={"command": "id"}, timeout=10)
+        assert missing.status_code == 401
+    finally:
+        container.remove()

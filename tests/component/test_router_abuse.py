@@ -73,7 +73,7 @@ def read_request_head(sock: socket.socket) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def router() -> Iterator[RouterProcess]:
+def router(router_impl: str) -> Iterator[RouterProcess]:
     with RouterProcess(ROUTER_CONNECT_TIMEOUT_SECONDS="2") as process:
         yield process
 

@@ -232,7 +232,7 @@ def test_table_is_large_enough() -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def servers(router_impl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     logs = tmp_path_factory.mktemp("hostile")
     upstream = RecordingUpstream().start()
     main = RouterProcess(log_path=logs / "main.log", ROUTER_ALLOWED_POD_CIDRS="127.0.0.0/24,::1/128",

@@ -31,7 +31,7 @@ def upstream() -> Iterator[RecordingUpstream]:
 
 
 @pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
+def router(router_impl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterProcess]:
     log = tmp_path_factory.mktemp("router") / "router.log"
     with RouterProcess(log_path=log, ROUTER_MAX_REQUEST_BODY_BYTES=str(MAX_BODY),
                        ROUTER_CONNECT_TIMEOUT_SECONDS="2") as process:

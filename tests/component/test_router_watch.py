@@ -27,7 +27,7 @@ NS, NS_B = "agent-sandbox-demo", "team-b"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def env(router_impl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     tmp = tmp_path_factory.mktemp("watch")
     try:
         make_test_tls(tmp / "probe")

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(router_impl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     reason = runtime_available()
     if reason is not None:
         print(f"SKIP: {reason}")
@@ -123,7 +123,7 @@ WARM_NAMESPACE = "agent-sandbox-demo"
 
 
 @pytest.fixture(scope="module")
-def watch_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def watch_stack(router_impl: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     reason = runtime_available()
     if reason is not None:
         pytest.skip(reason)

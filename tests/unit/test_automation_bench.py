@@ -432,6 +432,8 @@ def peer_runs():
                        50: [wrk_run(12000, 4.0, 9.0), wrk_run(11000, 4.2, 9.5)]},
             "ours": {1: [wrk_run(5000, 0.18, 0.5, cpu=90), wrk_run(4600, 0.2, 0.6, cpu=95)],
                      50: [wrk_run(8400, 6.0, 12.0, cpu=80), wrk_run(8800, 5.8, 11.0, cpu=82)]},
+            "python": {1: [wrk_run(4000, 0.25, 0.7, cpu=110), wrk_run(4200, 0.24, 0.8, cpu=100)],
+                       50: [wrk_run(7000, 7.0, 14.0, cpu=90), wrk_run(8000, 6.5, 13.0, cpu=95)]},
             "go": {1: [wrk_run(2500, 0.35, 1.0, cpu=250), wrk_run(2300, 0.4, 1.2, cpu=260)],
                    50: [wrk_run(2800, 18.0, 40.0, cpu=300), wrk_run(2900, 17.0, 42.0, cpu=310)]}}
 
@@ -443,8 +445,13 @@ def test_router_peer_comparison_pairs_rounds_and_takes_medians():
     assert one["ours_over_direct"] == pytest.approx(0.5056, abs=1e-3)  # median of 0.5 and 0.5111
     assert fifty["ours_over_go"] == pytest.approx(statistics_median([8400 / 2800, 8800 / 2900]), abs=1e-3)
     assert one["ours_added_p50_ms"] == pytest.approx(0.105) and one["go_added_p50_ms"] == pytest.approx(0.29)
+    # the Python router is measured the same way, and each of ours against the other
+    assert one["python_added_p50_ms"] == pytest.approx(0.16) and one["python_over_go"] == pytest.approx(
+        statistics_median([4000 / 2500, 4200 / 2300]), abs=1e-3)
+    assert fifty["ours_over_python"] == pytest.approx(statistics_median([8400 / 7000, 8800 / 8000]), abs=1e-3)
     head = router_vs_go.headline(levels)
     assert set(head) == {"c1", "c50"} and head["c50"]["go_p99_ms"] == 41.0
+    assert head["c50"]["python_cpu_us_per_request"] == 92.5 and head["c50"]["ours_over_python"] is not None
     met = router_vs_go.targets(levels)
     assert met == {"ours_over_direct_c50_ge_0.8": False, "ours_over_go_c50_ge_3": True,
                    "ours_added_p50_c1_le_0.1ms": False}
@@ -471,7 +478,7 @@ def test_router_peer_report_validates_and_plots(tmp_path):
 
 def test_paths_rotate_per_round_and_a_zero_denominator_gives_no_ratio():
     assert [router_vs_go.rotation(router_vs_go.PATHS, i) for i in range(3)] == [
-        ["direct", "ours", "go"], ["ours", "go", "direct"], ["go", "direct", "ours"]]
+        ["direct", "ours", "python", "go"], ["ours", "python", "go", "direct"], ["python", "go", "direct", "ours"]]
     assert router_vs_go.paired_ratio([{"rps": 5.0}], [{"rps": 0.0}]) is None
 
 

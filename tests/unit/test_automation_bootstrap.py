@@ -191,6 +191,9 @@ def test_images_built_beside_the_tools_are_not_built_again(setup: Setup, monkeyp
     monkeypatch.setattr(bootstrap.clusters, "kind_load_archive", lambda name, archive, log: loaded.append(archive))
     setup.prepare_images(lambda _: None)
     assert [c[1].rsplit("/", 1)[-1] for c in calls] == ["build-images.sh", "cluster.sh"]
+    # the stack's router implementation decides which router image the script builds
+    assert calls[0][2:] == ["--variant", setup.config.image_variant, "--router", setup.config.router_implementation]
+    assert setup.config.router_implementation == "compiled"
     assert calls[1][2:] == list(bootstrap.CONTROLLER_IMAGE_PARTS)
     setup.ensure_images()
     assert len(calls) == 2, "ensure_images rebuilt what the parallel stream had built"

@@ -164,6 +164,9 @@ INVALID = [
      f"or digest other than 'latest' ({FIX}routerImage example.org/img:1.0)"),
     ({"imageVariant": "tiny"},
      f"agent-sandbox:imageVariant = 'tiny' is invalid: allowed values are 'full', 'minimal' ({FIX}imageVariant full)"),
+    ({"routerImplementation": "rust"},
+     f"agent-sandbox:routerImplementation = 'rust' is invalid: allowed values are 'compiled', 'python' "
+     f"({FIX}routerImplementation compiled)"),
     ({"routerAuthToken": "short"},
      "agent-sandbox:routerAuthToken = <secret> is invalid: the token must be at least 16 characters (or unset to "
      f"generate one) ({FIX}routerAuthToken --secret \"$(openssl rand -hex 24)\")"),

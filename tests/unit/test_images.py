@@ -50,6 +50,21 @@ def test_variant_and_base_image_reach_the_build() -> None:
     assert default_runtime.inputs["imageName"] != runtime.inputs["imageName"], "build args are part of the tag"
 
 
+def test_the_compiled_router_is_built_by_default_and_python_on_request() -> None:
+    """routerImplementation picks the router's build context; the compiled one has no base image."""
+    def router_build(run):
+        return next(b for b in run.of_type("docker:index/image:Image") if "router" in b.inputs["imageName"])
+
+    compiled = router_build(run_program("gvisor", {"baseImage": "local/base:1"}))
+    assert compiled.inputs["build"]["context"].endswith("/images/router-go")
+    assert compiled.inputs["build"]["dockerfile"].endswith("/images/router-go/Dockerfile")
+    assert compiled.inputs["build"]["args"] == {}, "the static binary's image has no base to pass"
+    python = router_build(run_program("gvisor", {"routerImplementation": "python", "baseImage": "local/base:1"}))
+    assert python.inputs["build"]["context"].endswith("/images/router")
+    assert python.inputs["build"]["args"] == {"BASE_IMAGE": "local/base:1"}
+    assert python.inputs["imageName"] != compiled.inputs["imageName"]
+
+
 def test_prebuilt_images_are_pushed_to_the_registry_and_pulled_from_it() -> None:
     """An existing cluster with a registry: the program pushes the local images; pods use the pushed refs."""
     run = run_program("gvisor", {**PREBUILT, "clusterFlavour": "existing", "imageLoadStrategy": "registry",

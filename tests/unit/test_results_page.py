@@ -142,3 +142,16 @@ def test_the_router_section_states_the_cpu_budget_the_ratio_targets_imply() -> N
     assert ("behind our router the runtime costs 90 µs of CPU and our router 80 µs; behind the Go router the runtime "
             "costs 140 µs and the Go router 230 µs") in page
     assert "Bound by CPU alone ours/Go would be 2.18×; 3× needs our router at ≤ 33 µs per request" in page
+
+
+def test_the_router_section_shows_both_of_our_routers_beside_upstreams() -> None:
+    """Schema router_vs_go/2: the compiled router (ours), the Python one and upstream's, one row per level."""
+    def path(rps, cpu=None, runtime=None):
+        return {"rps": rps, "router_cpu_us_per_request": cpu, "runtime_cpu_us_per_request": runtime}
+    level = {"connections": 50, "direct": path(10000.0, runtime=70.0), "ours": path(9000.0, 30.0, 60.0),
+             "python": path(7000.0, 50.0, 70.0), "go": path(3000.0, 200.0, 110.0),
+             "ours_over_direct": 0.9, "ours_over_go": 3.0, "ours_added_p50_ms": 0.1,
+             "python_over_direct": 0.7, "python_over_go": 2.33, "python_added_p50_ms": 0.4}
+    page = results_page.render(None, None, None, "gvisor", {"router": {"cpus": 2, "rounds": 2, "levels": [level]}})
+    assert "| connections | direct rps | ours rps | python rps | go rps | ours/direct | ours/Go |" in page
+    assert "| 50 | 10000.0 | 9000.0 | 7000.0 | 3000.0 | 0.9 | 3.0 | 0.1 | 0.7 | 2.33 | 0.4 | 30.000 / 50.000 / 200.000 |" in page

@@ -1,0 +1,3 @@
+module sandboxrouter
+
+go 1.26
