@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -22,7 +23,51 @@ const maxTrailerBytes = 64 << 10
 // the next call; io.EOF after the last piece.
 type bodyReader interface {
 	next() ([]byte, error)
+	// ready: next can return without reading the socket (a piece, the end or an error is
+	// already in the buffer), so held output may wait for it.
+	ready() bool
 }
+
+// available is what the buffer holds beyond the piece still to be discarded.
+func available(r *bufio.Reader, discard int) []byte {
+	p, _ := r.Peek(r.Buffered())
+	return p[discard:]
+}
+
+func (b *lengthBody) ready() bool { return b.left == 0 || len(available(b.r, b.discard)) > 0 }
+
+func (b *untilCloseBody) ready() bool { return len(available(b.r, b.discard)) > 0 }
+
+func (b *chunkedBody) ready() bool {
+	if b.done {
+		return true
+	}
+	buf := available(b.r, b.discard)
+	if b.inChunk && b.left > 0 {
+		return len(buf) > 0
+	}
+	if b.inChunk { // the CRLF after a chunk's data
+		if len(buf) < 2 {
+			return false
+		}
+		buf = buf[2:]
+	}
+	end := bytes.IndexByte(buf, '\n')
+	if end < 1 {
+		return false
+	}
+	size, err := chunkSize(buf[:end-1])
+	if err != nil {
+		return true // next fails at once
+	}
+	rest := buf[end+1:]
+	if size == 0 { // trailers up to an empty line
+		return bytes.HasPrefix(rest, crlfBytes) || bytes.Contains(rest, []byte("\r\n\r\n"))
+	}
+	return len(rest) > 0
+}
+
+var crlfBytes = []byte("\r\n")
 
 // pieceOf returns what r has buffered (reading once when it has nothing), at most limit bytes,
 // and how much to discard before the next read.

@@ -49,13 +49,13 @@ func (h *histogram) render(b *strings.Builder, name, labels string) {
 		if i < len(h.bounds) {
 			bound = formatFloat(h.bounds[i])
 		}
-		fmt.Fprintf(b, "%s_bucket{%s%sle=\"%s\"} %d\n", name, labels, sep, bound, cumulative)
+		fmt.Fprintf(b, "%s_bucket{%s%sle=\"%s\"} %d.0\n", name, labels, sep, bound, cumulative)
 	}
 	braces := ""
 	if labels != "" {
 		braces = "{" + labels + "}"
 	}
-	fmt.Fprintf(b, "%s_count%s %d\n", name, braces, cumulative)
+	fmt.Fprintf(b, "%s_count%s %d.0\n", name, braces, cumulative)
 	fmt.Fprintf(b, "%s_sum%s %s\n", name, braces, formatFloat(float64(h.sumNs.Load())/1e9))
 }
 

@@ -321,7 +321,10 @@ func (c *clientConn) upload(t *Target, up *upstreamConn, body bodyReader, u *upl
 		}
 		now := time.Now()
 		c.touch(now)
-		up.conn.SetReadDeadline(now.Add(t.Timeout)) // client activity counts as activity
+		// Client activity counts as activity: both directions of the sandbox connection get the
+		// full inactivity timeout again.
+		up.conn.SetReadDeadline(now.Add(t.Timeout))
+		up.conn.SetWriteDeadline(now.Add(t.Timeout))
 		sent += int64(len(p))
 		if sent > limit {
 			u.tooLarge = true
@@ -334,10 +337,12 @@ func (c *clientConn) upload(t *Target, up *upstreamConn, body bodyReader, u *upl
 			bufs := net.Buffers{buf, p, crlf}
 			if _, err := bufs.WriteTo(up.conn); err != nil {
 				u.err = err
+				up.conn.Close()
 				return
 			}
 		} else if _, err := up.conn.Write(p); err != nil {
 			u.err = err
+			up.conn.Close()
 			return
 		}
 	}
@@ -417,6 +422,9 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 				if u.tooLarge {
 					return false, c.answer(answerBodyTooLarge, started, false)
 				}
+				if errors.Is(u.err, errBadChunk) { // the client's body, not the sandbox, is broken
+					return false, c.answer(malformed("invalid chunked body").answer, started, false)
+				}
 			}
 			switch {
 			case isTimeout(err):
@@ -463,8 +471,19 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 		rbody = nil
 	}
 	var sent int64
-	pending := c.out // the head goes out with the first body piece
+	pending := c.out // the head goes out with the first body piece that arrived with it
 	for rbody != nil {
+		// What is held goes out before a read that would wait: a head whose body is not there
+		// yet, or a chunk whose successor is not, must not wait for it (streaming).
+		if len(pending) > 0 && !rbody.ready() {
+			c.conn.SetWriteDeadline(time.Now().Add(t.Timeout))
+			if _, err := c.conn.Write(pending); err != nil {
+				up.close()
+				finishUpload()
+				return false, c.drop(answerClientGoneMidBody)
+			}
+			pending = pending[:0]
+		}
 		p, err := rbody.next()
 		if err == io.EOF {
 			break
@@ -501,8 +520,8 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 		} else {
 			pending = append(pending, p...)
 		}
-		// Flush when the sandbox has nothing more buffered (streaming), or the batch is large.
-		if up.br.Buffered() <= len(p) || len(pending) >= 64<<10 {
+		// A large batch goes out at once; a small one before the next read that would wait.
+		if len(pending) >= 64<<10 {
 			c.conn.SetWriteDeadline(now.Add(t.Timeout))
 			if _, err := c.conn.Write(pending); err != nil {
 				up.close()

@@ -78,10 +78,18 @@ func (srv *Server) admit(c *clientConn) *Answer {
 		// sample, makes room: otherwise half-sent requests (no token needed) could fill the
 		// limit and starve /healthz and every real client. The sample keeps admission O(1).
 		var victim *clientConn
-		for i := 0; i < evictionSample && i < len(srv.list); i++ {
-			candidate := srv.list[rand.IntN(len(srv.list))]
+		consider := func(candidate *clientConn) {
 			if candidate.evictable() && (victim == nil || candidate.lastActivity.Load() < victim.lastActivity.Load()) {
 				victim = candidate
+			}
+		}
+		if len(srv.list) <= evictionSample {
+			for _, candidate := range srv.list { // all of them: the sample would be everyone
+				consider(candidate)
+			}
+		} else {
+			for range evictionSample { // O(1) per accept even at thousands of connections
+				consider(srv.list[rand.IntN(len(srv.list))])
 			}
 		}
 		if victim == nil {
