@@ -335,9 +335,10 @@ func (w *PodWatcher) run(ctx context.Context, namespace string) {
 			continue
 		}
 		kind := errorKind(err)
-		w.onError(kind)
+		// Logged before it is counted: whoever sees the count (a scrape, a test) finds the reason.
 		if kind == "expired" {
 			w.log.Info("watch of sandbox pods expired (410); listing again", "namespace", namespace)
+			w.onError(kind)
 			continue
 		}
 		hint := ""
@@ -346,6 +347,7 @@ func (w *PodWatcher) run(ctx context.Context, namespace string) {
 		}
 		w.log.Warn("watching sandbox pods failed; listing again after a back-off", "namespace", namespace,
 			"kind", kind, "error", err.Error()+hint, "retry_in", backoff)
+		w.onError(kind)
 		select {
 		case <-ctx.Done():
 			return

@@ -292,7 +292,11 @@ func (c *clientConn) dial(t *Target) (*upstreamConn, error) {
 // uploader relays the rest of a request body to the sandbox while the response is read, so a
 // sandbox that answers before reading the whole body cannot deadlock the exchange.
 type uploader struct {
-	done     chan struct{}
+	done chan struct{}
+	// whole: the client's body was read to its end, set before its last bytes are written to the
+	// sandbox (which may answer at once): the response side then waits for the write instead of
+	// taking a finished upload for an unfinished one.
+	whole    atomic.Bool
 	err      error // why the body did not arrive whole (nil: complete)
 	tooLarge bool
 }
@@ -307,6 +311,7 @@ func (c *clientConn) upload(t *Target, up *upstreamConn, body bodyReader, u *upl
 		c.conn.SetReadDeadline(time.Now().Add(t.Timeout))
 		p, err := body.next()
 		if err == io.EOF {
+			u.whole.Store(true)
 			if chunked {
 				if _, err := up.conn.Write(lastChunk); err != nil {
 					u.err = err
@@ -325,6 +330,9 @@ func (c *clientConn) upload(t *Target, up *upstreamConn, body bodyReader, u *upl
 		// full inactivity timeout again.
 		up.conn.SetReadDeadline(now.Add(t.Timeout))
 		up.conn.SetWriteDeadline(now.Add(t.Timeout))
+		if lb, ok := body.(*lengthBody); ok && lb.left == 0 {
+			u.whole.Store(true) // this is the last piece
+		}
 		sent += int64(len(p))
 		if sent > limit {
 			u.tooLarge = true
@@ -548,10 +556,10 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 	// client connection ends here.
 	bodyDone := true
 	if u != nil {
-		select {
-		case <-u.done:
+		if u.whole.Load() {
+			<-u.done // its last write is under way
 			bodyDone = u.err == nil
-		default:
+		} else {
 			bodyDone = false
 		}
 	}
