@@ -88,8 +88,7 @@ var (
 	dropTooLarge            = &Answer{Kind: "response_too_large"}
 	dropReset               = &Answer{Kind: "reset_mid_response"}
 	dropTimeout             = &Answer{Kind: "timeout_mid_response"}
-	dropDesync              = &Answer{Kind: "desync"}
-	answerConnectionLimit   = &Answer{Status: 429, Detail: connectionLimitError, Reason: "connection_limit"}
+	answerConnectionLimit   = &Answer{Status: 429, Detail: "Too many connections from this client.", Reason: "connection_limit"}
 	answerRouterFull        = &Answer{Status: 429, Detail: "The router is at its connection limit; retry later.", Reason: "connection_limit"}
 	answerClientGoneMidBody = &Answer{Reason: "client_disconnected"}
 )

@@ -455,17 +455,16 @@ func declaresBody(c *classified) bool {
 }
 
 var (
-	bearerChallenge      = [][2]string{{"WWW-Authenticate", "Bearer"}}
-	answerNotOriginForm  = &Answer{Status: 400, Detail: "Request target must be an origin-form path.", Reason: "routing"}
-	answerMissingAuth    = &Answer{Status: 401, Detail: "Missing or invalid Authorization header.", Reason: "auth", Headers: bearerChallenge}
-	answerInvalidToken   = &Answer{Status: 401, Detail: "Invalid token.", Reason: "auth", Headers: bearerChallenge}
-	answerMethod         = &Answer{Status: 405, Detail: "Method not allowed through the router.", Reason: "method"}
-	answerUpgrade        = &Answer{Status: 400, Detail: "Only WebSocket upgrades are supported.", Reason: "routing"}
-	answerBodyTooLarge   = &Answer{Status: 413, Detail: "Request body too large.", Reason: "request_too_large"}
-	answerDuplicate      [routingHeaderCount]*Answer
-	forwardedMethods     = map[string]bool{"GET": true, "POST": true, "PUT": true, "DELETE": true, "PATCH": true, "HEAD": true, "OPTIONS": true}
-	headerTimeoutAnswer  = &Answer{Status: 408, Detail: "Timed out reading the request headers.", Reason: "header_timeout"}
-	connectionLimitError = "Too many connections from this client."
+	bearerChallenge     = [][2]string{{"WWW-Authenticate", "Bearer"}}
+	answerNotOriginForm = &Answer{Status: 400, Detail: "Request target must be an origin-form path.", Reason: "routing"}
+	answerMissingAuth   = &Answer{Status: 401, Detail: "Missing or invalid Authorization header.", Reason: "auth", Headers: bearerChallenge}
+	answerInvalidToken  = &Answer{Status: 401, Detail: "Invalid token.", Reason: "auth", Headers: bearerChallenge}
+	answerMethod        = &Answer{Status: 405, Detail: "Method not allowed through the router.", Reason: "method"}
+	answerUpgrade       = &Answer{Status: 400, Detail: "Only WebSocket upgrades are supported.", Reason: "routing"}
+	answerBodyTooLarge  = &Answer{Status: 413, Detail: "Request body too large.", Reason: "request_too_large"}
+	answerDuplicate     [routingHeaderCount]*Answer
+	forwardedMethods    = map[string]bool{"GET": true, "POST": true, "PUT": true, "DELETE": true, "PATCH": true, "HEAD": true, "OPTIONS": true}
+	headerTimeoutAnswer = &Answer{Status: 408, Detail: "Timed out reading the request headers.", Reason: "header_timeout"}
 )
 
 func init() {

@@ -478,17 +478,25 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 	if mode == outNone {
 		rbody = nil
 	}
+	// abandon drops both sides: part of the response may have gone out, so no answer is possible.
+	abandon := func(a *Answer) (bool, bool) {
+		up.close()
+		finishUpload()
+		return false, c.drop(a)
+	}
+	toClient := func(b []byte) error {
+		c.conn.SetWriteDeadline(time.Now().Add(t.Timeout))
+		_, err := c.conn.Write(b)
+		return err
+	}
 	var sent int64
 	pending := c.out // the head goes out with the first body piece that arrived with it
 	for rbody != nil {
 		// What is held goes out before a read that would wait: a head whose body is not there
 		// yet, or a chunk whose successor is not, must not wait for it (streaming).
 		if len(pending) > 0 && !rbody.ready() {
-			c.conn.SetWriteDeadline(time.Now().Add(t.Timeout))
-			if _, err := c.conn.Write(pending); err != nil {
-				up.close()
-				finishUpload()
-				return false, c.drop(answerClientGoneMidBody)
+			if err := toClient(pending); err != nil {
+				return abandon(answerClientGoneMidBody)
 			}
 			pending = pending[:0]
 		}
@@ -497,44 +505,34 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 			break
 		}
 		if err != nil {
-			up.close()
-			finishUpload()
 			if isTimeout(err) {
-				return false, c.drop(dropTimeout)
+				return abandon(dropTimeout)
 			}
-			return false, c.drop(dropReset)
+			return abandon(dropReset)
 		}
-		now := time.Now()
-		up.conn.SetReadDeadline(now.Add(t.Timeout))
+		up.conn.SetReadDeadline(time.Now().Add(t.Timeout))
 		sent += int64(len(p))
 		if sent > s.MaxResponseBodyBytes {
-			up.close()
-			finishUpload()
-			return false, c.drop(dropTooLarge)
+			return abandon(dropTooLarge)
 		}
-		if mode == outChunked {
+		switch {
+		case mode == outChunked:
 			pending = append(pending, hexLen(len(p))...)
 			pending = append(pending, p...)
 			pending = append(pending, crlf...)
-		} else if len(pending) == 0 && up.br.Buffered() <= len(p) {
+		case len(pending) == 0 && up.br.Buffered() <= len(p):
 			// nothing to coalesce with: write the piece straight from the read buffer
-			c.conn.SetWriteDeadline(now.Add(t.Timeout))
-			if _, err := c.conn.Write(p); err != nil {
-				up.close()
-				finishUpload()
-				return false, c.drop(answerClientGoneMidBody)
+			if err := toClient(p); err != nil {
+				return abandon(answerClientGoneMidBody)
 			}
 			continue
-		} else {
+		default:
 			pending = append(pending, p...)
 		}
 		// A large batch goes out at once; a small one before the next read that would wait.
 		if len(pending) >= 64<<10 {
-			c.conn.SetWriteDeadline(now.Add(t.Timeout))
-			if _, err := c.conn.Write(pending); err != nil {
-				up.close()
-				finishUpload()
-				return false, c.drop(answerClientGoneMidBody)
+			if err := toClient(pending); err != nil {
+				return abandon(answerClientGoneMidBody)
 			}
 			pending = pending[:0]
 		}
@@ -543,11 +541,8 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 		pending = append(pending, lastChunk...)
 	}
 	if len(pending) > 0 {
-		c.conn.SetWriteDeadline(time.Now().Add(t.Timeout))
-		if _, err := c.conn.Write(pending); err != nil {
-			up.close()
-			finishUpload()
-			return false, c.drop(answerClientGoneMidBody)
+		if err := toClient(pending); err != nil {
+			return abandon(answerClientGoneMidBody)
 		}
 	}
 	c.out = pending[:0]
