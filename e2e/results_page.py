@@ -127,6 +127,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
                              f"{first['p50']} / {first['p95']} / {first['max']} |")
         lines += ["", "![claim latency](results-bench.png)"]
         lines += breakdown(bench)
+        lines += cold_split(bench)
     lines += floor_section(extra.get("floor")) + first_command_section(extra.get("first_command"))
     lines += idle_section(extra.get("gvisor_idle"))
     lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
@@ -163,6 +164,31 @@ def breakdown(bench: dict) -> list[str]:
                          + f" | {_s((point.get('total') or {}).get('p50'))} | {count} / {_s(mean)} | {_s(load)} | "
                          f"{_plain(point.get('steal_percent'))} |")
     return lines
+
+
+# The cold start's steps in order, from the watch events of the claim, its sandbox and its pod.
+COLD_STEPS = (
+    ("claim_to_sandbox_created", "claim seen → sandbox created (controller)"),
+    ("sandbox_to_pod_created", "sandbox → pod created"),
+    ("pod_created_to_scheduled", "pod → scheduled"),
+    ("pod_scheduled_to_running", "scheduled → running (runsc pod + container)"),
+    ("pod_running_to_ready", "running → Ready (server start, readiness probe)"),
+    ("pod_ready_to_claim_ready", "pod Ready → claim Ready (controller)"),
+)
+
+
+def cold_split(bench: dict) -> list[str]:
+    """A cold claim's Ready phase split at the pod's milestones (p50 per concurrency), so the
+    runtime's own start is told apart from runsc's and the controller's."""
+    points = [p for p in ((bench.get("concurrency") or {}).get("cold") or []) if p.get("cold_phases")]
+    if not points:
+        return []
+    header = ["concurrency", *[label for _, label in COLD_STEPS]]
+    rows = [[point.get("concurrency"), *[_s(((point.get("cold_phases") or {}).get(key) or {}).get("p50"))
+                                          for key, _ in COLD_STEPS]] for point in points]
+    return _table("Cold start, split at the pod's milestones (p50, s)", header, rows,
+                  "Receive times of watch events; `running → Ready` is the runtime server's start plus the "
+                  "kubelet's readiness probe and status update.", level=3)
 
 
 def compare_section(title: str, report: Optional[dict]) -> list[str]:
@@ -327,9 +353,9 @@ def floor_section(report: Optional[dict]) -> list[str]:
     return lines
 
 
-def _table(title: str, header: list[str], rows: list[list[Any]], intro: str = "") -> list[str]:
-    """A section: its heading, an optional paragraph, and a Markdown table."""
-    lines = ["", f"## {title}", ""] + ([intro, ""] if intro else [])
+def _table(title: str, header: list[str], rows: list[list[Any]], intro: str = "", level: int = 2) -> list[str]:
+    """A section: its heading (``level`` hashes), an optional paragraph, and a Markdown table."""
+    lines = ["", f"{'#' * level} {title}", ""] + ([intro, ""] if intro else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 

@@ -61,6 +61,16 @@ def test_breakdown_and_scale_sections_from_their_reports() -> None:
     assert "| 100 | 20.0 | 100 | 0.200 / 0.900 / 1.000 | 18.500 | 4.000 | 0.4 / 60.0 | — |" in page
 
 
+def test_cold_split_lists_the_pod_milestones_per_concurrency() -> None:
+    cold = {"concurrency": 2, "phases": {}, "total": {},
+            "cold_phases": {"pod_scheduled_to_running": {"p50": 0.9}, "pod_running_to_ready": {"p50": 0.61}}}
+    page = results_page.render(None, {**BENCH, "concurrency": {"warm": [], "cold": [cold]}}, None, "gvisor")
+    assert "### Cold start, split at the pod's milestones (p50, s)" in page
+    assert "| 2 | — | — | — | 0.900 | 0.610 | — |" in page
+    # no cold points with a split: no section
+    assert "Cold start, split" not in results_page.render(None, BENCH, None, "gvisor")
+
+
 def test_cli_writes_the_page_and_copies_the_plot(tmp_path: Path) -> None:
     (tmp_path / "out" / "gvisor").mkdir(parents=True)
     (tmp_path / "out" / "gvisor" / "bench.json").write_text(json.dumps(BENCH))

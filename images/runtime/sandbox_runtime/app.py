@@ -1,4 +1,4 @@
-"""The HTTP application: routes of the runtime wire contract on top of Starlette.
+"""The HTTP application: routes of the runtime wire contract (on web.py, over uvicorn).
 
 Endpoints and reply shapes follow the upstream ``python-runtime-sandbox`` contract (see
 images/runtime/README.md): ``GET /``, ``POST /execute``, ``POST /upload``,
@@ -22,14 +22,7 @@ import os
 import stat
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-
-import anyio
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.convertors import Convertor, register_url_convertor
-from starlette.routing import Route
+from concurrent.futures import ThreadPoolExecutor
 
 from .beneath import describe_error, open_beneath
 from .executor import CommandRefused, CommandRunner, minimal_environment
@@ -38,6 +31,7 @@ from .proctree import become_subreaper
 from .reaper import reap_orphans_forever
 from .settings import Settings
 from .uploads import UploadError, receive_upload
+from .web import Application, Request, Response, StreamingResponse, json_response, route
 
 logger = logging.getLogger("sandbox_runtime")
 
@@ -45,33 +39,13 @@ MAX_EXECUTE_BODY_BYTES = 4 * 1024**2
 _DOWNLOAD_CHUNK = 256 * 1024
 # Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
 _INLINE_JSON_BYTES = 64 * 1024
+# File system work runs in worker threads: at most this many at once (what the server had
+# under Starlette: anyio's default), started as needed.
+WORKER_THREADS = 40
 # What a path that cannot name an entry fails with: missing, through a file, a symlink swapped in
 # after the check, a name over NAME_MAX. All of them mean "no such file" to the client.
 _NOT_THERE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV, errno.ENAMETOOLONG}
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class AnyPathConvertor(Convertor[str]):
-    """Like Starlette's ``path`` convertor but also matching newlines, so such paths reach the
-    confinement check (and get a 403) instead of falling through to a plain 404."""
-
-    regex = "(?s:.*)"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("anypath", AnyPathConvertor())
-
-
-class AsciiJSONResponse(JSONResponse):
-    """JSON with non-ASCII escaped, so file names holding undecodable bytes still serialise."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _render_execute_reply(content: dict[str, object]) -> bytes:
@@ -84,11 +58,11 @@ def _render_execute_reply(content: dict[str, object]) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def _message(status: int, message: str) -> AsciiJSONResponse:
-    return AsciiJSONResponse({"message": message}, status_code=status)
+def _message(status: int, message: str) -> Response:
+    return json_response({"message": message}, status)
 
 
-def _refused(error: PathRefused) -> AsciiJSONResponse:
+def _refused(error: PathRefused) -> Response:
     logger.warning("%s", error)
     return _message(error.status, error.message)
 
@@ -102,13 +76,13 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except Exception:
-            logger.exception("unexpected error in %s %s", request.method, request.url.path[:200])
+            logger.exception("unexpected error in %s %s", request.method, request.path[:200])
             return _message(500, "Internal server error")
 
     return guarded
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> Application:
     """Build the ASGI application for ``settings`` (base directory must already exist)."""
     base_dir = os.path.realpath(settings.base_dir)
     # Every file operation starts from this descriptor, never from the base directory's name.
@@ -122,31 +96,31 @@ def create_app(settings: Settings) -> Starlette:
     )
 
     async def health(request: Request) -> Response:
-        return AsciiJSONResponse({"status": "ok", "message": "Sandbox Runtime is active."})
+        return json_response({"status": "ok", "message": "Sandbox Runtime is active."})
 
     async def execute(request: Request) -> Response:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_EXECUTE_BODY_BYTES:
-                return AsciiJSONResponse({"detail": f"request body exceeds {MAX_EXECUTE_BODY_BYTES} bytes"}, status_code=413)
+                return json_response({"detail": f"request body exceeds {MAX_EXECUTE_BODY_BYTES} bytes"}, 413)
         try:
             if len(body) <= _INLINE_JSON_BYTES:
                 command, timeout = _parse_execute_request(bytes(body), settings)
             else:
-                command, timeout = await anyio.to_thread.run_sync(_parse_execute_request, bytes(body), settings)
+                command, timeout = await asyncio.to_thread(_parse_execute_request, bytes(body), settings)
         except ValueError as exc:
-            return AsciiJSONResponse({"detail": str(exc)}, status_code=422)
+            return json_response({"detail": str(exc)}, 422)
         try:
             result = await runner.run(command, timeout)
         except CommandRefused as refused:
             headers = {"Retry-After": "1"} if refused.status == 429 else None
-            return AsciiJSONResponse({"detail": refused.detail}, status_code=refused.status, headers=headers)
+            return json_response({"detail": refused.detail}, refused.status, headers)
         content = result.as_json()
         if len(result.stdout) + len(result.stderr) <= _INLINE_JSON_BYTES:
             body = _render_execute_reply(content)
         else:
-            body = await anyio.to_thread.run_sync(_render_execute_reply, content)
+            body = await asyncio.to_thread(_render_execute_reply, content)
         return Response(body, media_type="application/json")
 
     async def upload(request: Request) -> Response:
@@ -156,7 +130,7 @@ def create_app(settings: Settings) -> Starlette:
             if exc.status == 403:
                 logger.warning("upload refused: destination escapes the base directory")
             headers = {"Connection": "close"} if exc.status == 413 else None
-            return AsciiJSONResponse({"message": exc.message}, status_code=exc.status, headers=headers)
+            return json_response({"message": exc.message}, exc.status, headers)
         return _message(200, f"File '{filename}' uploaded successfully.")
 
     async def download(request: Request) -> Response:
@@ -167,7 +141,7 @@ def create_app(settings: Settings) -> Starlette:
             return _refused(exc)
         flags = os.O_RDONLY | os.O_NONBLOCK
         try:
-            fd = await anyio.to_thread.run_sync(open_beneath, base_fd, relative_to_base(base_dir, path), flags)
+            fd = await asyncio.to_thread(open_beneath, base_fd, relative_to_base(base_dir, path), flags)
         except OSError as exc:
             if exc.errno in _NOT_THERE or exc.errno == errno.EISDIR:
                 return _message(404, "File not found")
@@ -191,12 +165,12 @@ def create_app(settings: Settings) -> Starlette:
         except PathRefused as exc:
             return _refused(exc)
         try:
-            entries = await anyio.to_thread.run_sync(_scan_directory, base_dir, base_fd, path)
+            entries = await asyncio.to_thread(_scan_directory, base_dir, base_fd, path)
         except OSError as exc:
             if exc.errno in _NOT_THERE:
                 return _message(404, "Path is not a directory")
             return _message(500, f"List files failed: {describe_error(exc)}")
-        return AsciiJSONResponse(entries)
+        return json_response(entries)
 
     async def exists(request: Request) -> Response:
         requested = request.path_params["path"]
@@ -204,11 +178,13 @@ def create_app(settings: Settings) -> Starlette:
             path = resolve_confined(base_dir, requested)
         except PathRefused as exc:
             return _refused(exc)
-        found = await anyio.to_thread.run_sync(_exists_beneath, base_fd, relative_to_base(base_dir, path))
-        return AsciiJSONResponse({"path": requested, "exists": found})
+        found = await asyncio.to_thread(_exists_beneath, base_fd, relative_to_base(base_dir, path))
+        return json_response({"path": requested, "exists": found})
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan() -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="sandbox-runtime"))
         # Orphans of commands (double-forked daemons) are re-parented to the server instead of
         # leaving its view, so their whole tree stays bounded (proctree.py).
         runner.subreaper = become_subreaper()
@@ -225,19 +201,18 @@ def create_app(settings: Settings) -> Starlette:
             if reaper is not None:
                 reaper.cancel()
 
-    app = Starlette(
+    app = Application(
         routes=[
-            Route("/", health, methods=["GET"]),
-            Route("/execute", _guarded(execute), methods=["POST"]),
-            Route("/upload", _guarded(upload), methods=["POST"]),
-            Route("/download/{path:anypath}", _guarded(download), methods=["GET"]),
-            Route("/list/{path:anypath}", _guarded(list_directory), methods=["GET"]),
-            Route("/exists/{path:anypath}", _guarded(exists), methods=["GET"]),
+            route("/", health, ["GET"]),
+            route("/execute", _guarded(execute), ["POST"]),
+            route("/upload", _guarded(upload), ["POST"]),
+            route("/download/{path}", _guarded(download), ["GET"]),
+            route("/list/{path}", _guarded(list_directory), ["GET"]),
+            route("/exists/{path}", _guarded(exists), ["GET"]),
         ],
         lifespan=lifespan,
     )
-    app.state.runner = runner
-    app.state.base_dir = base_dir
+    app.state.update(runner=runner, base_dir=base_dir)
     return app
 
 
@@ -331,7 +306,7 @@ async def _read_file(fd: int, size: int) -> AsyncIterator[bytes]:
     remaining = size
     try:
         while remaining > 0:
-            chunk = await anyio.to_thread.run_sync(os.read, fd, min(_DOWNLOAD_CHUNK, remaining))
+            chunk = await asyncio.to_thread(os.read, fd, min(_DOWNLOAD_CHUNK, remaining))
             if not chunk:
                 break
             remaining -= len(chunk)

@@ -15,6 +15,7 @@ other than ``file`` (the upload limit plus MULTIPART_OVERHEAD_ALLOWANCE).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import secrets
@@ -22,13 +23,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import Message
 
-import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
 
 from .beneath import describe_error, make_dirs_beneath
 from .paths import PathRefused, relative_to_base, resolve_confined
+from .web import ClientDisconnect, Request
 
 FILE_FIELD = "file"
 # Multipart framing (boundaries, part headers, other parts) on top of the payload that is still
@@ -222,12 +222,12 @@ async def receive_upload(request: Request, base_dir: str, base_fd: int, limit: i
                 raise UploadError(400, f"Malformed multipart body: {exc}") from None
             if sink.filename is not None and not sink.opened and sink.error is None:
                 try:
-                    await anyio.to_thread.run_sync(sink.open_target)
+                    await asyncio.to_thread(sink.open_target)
                 except UploadError as refused:
                     sink.fail(refused)  # answered after draining, like an oversized body
                     continue
             if sink.pending_bytes >= _FLUSH_THRESHOLD or (sink.complete and sink.pending):
-                await anyio.to_thread.run_sync(sink.write_pending)
+                await asyncio.to_thread(sink.write_pending)
         if sink.error is not None:
             await _drain(body)
             raise sink.error
@@ -237,8 +237,8 @@ async def receive_upload(request: Request, base_dir: str, base_fd: int, limit: i
         if not sink.complete:
             raise UploadError(400, "Malformed multipart body: the 'file' part is incomplete.")
         if sink.pending:
-            await anyio.to_thread.run_sync(sink.write_pending)
-        await anyio.to_thread.run_sync(sink.commit)
+            await asyncio.to_thread(sink.write_pending)
+        await asyncio.to_thread(sink.commit)
         return sink.filename
     except ClientDisconnect:
         raise UploadError(400, "Client disconnected before the upload was complete.") from None
