@@ -23,6 +23,7 @@ import stat
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .beneath import describe_error, open_beneath
 from .executor import CommandRefused, CommandRunner, minimal_environment
@@ -30,7 +31,6 @@ from .paths import PathRefused, is_inside, relative_to_base, resolve_confined
 from .proctree import become_subreaper
 from .reaper import reap_orphans_forever
 from .settings import Settings
-from .uploads import UploadError, receive_upload
 from .web import Application, Request, Response, StreamingResponse, json_response, route
 
 logger = logging.getLogger("sandbox_runtime")
@@ -125,8 +125,8 @@ def create_app(settings: Settings) -> Application:
 
     async def upload(request: Request) -> Response:
         try:
-            filename = await receive_upload(request, base_dir, base_fd, settings.max_upload_bytes)
-        except UploadError as exc:
+            filename = await uploads().receive_upload(request, base_dir, base_fd, settings.max_upload_bytes)
+        except uploads().UploadError as exc:
             if exc.status == 403:
                 logger.warning("upload refused: destination escapes the base directory")
             headers = {"Connection": "close"} if exc.status == 413 else None
@@ -214,6 +214,16 @@ def create_app(settings: Settings) -> Application:
     )
     app.state.update(runner=runner, base_dir=base_dir)
     return app
+
+
+@functools.cache
+def uploads() -> Any:
+    """The upload module, imported on the first upload: its multipart parser and e-mail header
+    parsing are a tenth of the server's imports, which every cold sandbox pays before it is
+    Ready, while many sandboxes never receive a file."""
+    from . import uploads as module
+
+    return module
 
 
 def _parse_execute_request(body: bytes, settings: Settings) -> tuple[str, float]:
