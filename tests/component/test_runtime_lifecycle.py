@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,17 @@ def test_bad_configuration_exits_2_with_the_variable_named(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-m", "sandbox_runtime"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "SANDBOX_PORT='eighty'" in done.stderr and "65535" in done.stderr
+
+
+def test_the_log_says_how_long_the_server_took_to_start_and_routes_answer_like_a_framework(tmp_path: Path) -> None:
+    with RuntimeServer(tmp_path / "app") as server:
+        # The line is logged before the first request is served, so it is there once / answers.
+        match = re.search(r"serving (\d+\.\d\d) s after the server was started", server.log())
+        assert match, server.log()
+        assert 0 < float(match.group(1)) < 20
+        assert server.request("GET", "/nowhere") == (404, b"Not Found")
+        assert server.request("DELETE", "/execute") == (405, b"Method Not Allowed")
+        assert server.request("HEAD", "/")[0] == 200
 
 
 def test_sigterm_kills_running_commands_and_exits(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from .beneath import describe_error, open_beneath
 from .executor import CommandRefused, CommandRunner, minimal_environment
 from .paths import PathRefused, is_inside, relative_to_base, resolve_confined
-from .proctree import become_subreaper
+from .proctree import become_subreaper, seconds_since_exec
 from .reaper import reap_orphans_forever
 from .settings import Settings
 from .web import Application, Request, Response, StreamingResponse, json_response, route
@@ -194,6 +194,11 @@ def create_app(settings: Settings) -> Application:
         if runner.subreaper:
             # As subreaper (or PID 1 of a container) we inherit every orphan; nobody else reaps them.
             reaper = asyncio.create_task(reap_orphans_forever(lambda: runner.live_process_groups))
+        # A cold sandbox is Ready only once this server answers: say how long that took, so the
+        # server's share of a cold start can be read from the pod's log.
+        started = seconds_since_exec()
+        if started is not None:
+            logger.info("serving %.2f s after the server was started", started)
         try:
             yield
         finally:

@@ -97,6 +97,12 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def seconds_since_exec(pid: int | None = None) -> float | None:
+    """How long ago ``pid`` (default: this process) was started, to a clock tick; None if unknown."""
+    start = process_start(os.getpid() if pid is None else pid)
+    return None if start is None else max(0.0, (now_ticks() - start) / _CLOCK_TICKS)
+
+
 def read_processes() -> dict[int, Proc]:
     """Every process visible in /proc."""
     found: dict[int, Proc] = {}
