@@ -61,6 +61,7 @@ sandbox = AgentSandbox("agent-sandbox", {
     "controller_image": config.controller_image,
     "controller_profile": config.controller_profile,
     "controller_flags": dict(config.controller_flags),
+    "serve_legacy_api_versions": config.serve_legacy_api_versions,
     "sandbox_namespace": config.sandbox_namespace,
     "template_name": config.template_name,
     "sandbox_port": config.sandbox_port,

@@ -69,6 +69,9 @@ class AgentSandboxArgs(TypedDict):
     """Controller tuning profile: ``release`` (default; the release's own flags) | ``latency``."""
     controller_flags: NotRequired[dict[str, str]]
     """Controller tuning flags over the profile's (name without dashes → value; only the tunable ones)."""
+    serve_legacy_api_versions: NotRequired[bool]
+    """Also serve the release's older API versions through its conversion webhook (default false:
+    the CRDs serve their storage version only, no webhook runs)."""
     sandbox_namespace: NotRequired[str]
     """Namespace of the template, the warm pool and the sandboxes; default ``agent-sandbox-demo``."""
     template_name: NotRequired[str]
@@ -138,6 +141,7 @@ VALIDATED_INPUTS: dict[str, str] = {
     "kata_node_name": "clusterName", "kata_chart_version": "kataChartVersion", "kata_chart_repo": "kataChartRepo",
     "controller_manifest": "controllerManifest", "controller_image": "controllerImage",
     "controller_profile": "controllerProfile", "controller_flags": "controllerFlags",
+    "serve_legacy_api_versions": "serveLegacyApiVersions",
     "sandbox_namespace": "sandboxNamespace", "template_name": "templateName", "sandbox_port": "sandboxPort",
     "sandbox_resources": "sandboxResources", "sandbox_node_selector": "sandboxNodeSelector",
     "sandbox_tolerations": "sandboxTolerations", "warm_pool_name": "warmPoolName", "warm_pool_replicas": "warmPoolReplicas",
@@ -239,6 +243,7 @@ class AgentSandbox(pulumi.ComponentResource):
             "manifest": settings.controller_manifest,
             "controller_image": settings.controller_image,
             "flags": controller_flags.effective_flags(settings.controller_profile, dict(settings.controller_flags)),
+            "legacy_api_versions": settings.serve_legacy_api_versions,
         }, opts=child_options(self, opts, aliases=was_top_level))
         keda = None
         if settings.install_keda:

@@ -1,6 +1,7 @@
 """The agent-sandbox controller release: CRDs, namespace, RBAC, the webhook Service when the
-release has one, and the controller Deployment (with ``--extensions`` and a readiness probe that
-fits the release: webhook port for v0.5.6, /readyz for webhook-less v1.0.x).
+release has one and its older API versions are kept, and the controller Deployment (with
+``--extensions`` and a readiness probe that fits: the webhook port with a conversion webhook,
+/readyz without one).
 
 Owns: ``ControllerArgs`` and ``AgentSandboxController``. The release manifest is named by its
 source (path or URL, default: the vendored pinned copy) and read here, never passed as objects."""
@@ -31,6 +32,9 @@ class ControllerArgs(TypedDict):
     flags: NotRequired[dict[str, str]]
     """Tuning flags (name without dashes → value), e.g. ``{"separate-watch-connection": "true"}``;
     only ``sandbox_iac.controller_flags.TUNABLE_FLAGS``; each replaces the release's own value."""
+    legacy_api_versions: NotRequired[bool]
+    """Keep the release's older API versions and its conversion webhook (default false: each CRD
+    serves its storage version only, without conversion; ``manifests.storage_versions_only``)."""
 
 
 class AgentSandboxController(pulumi.ComponentResource):
@@ -58,6 +62,8 @@ class AgentSandboxController(pulumi.ComponentResource):
     def __init__(self, name: str, args: ControllerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("agent-sandbox:index:AgentSandboxController", name, None, opts)
         release = manifests.load_release(args.get("manifest"))
+        if not args.get("legacy_api_versions"):
+            release = manifests.storage_versions_only(release)
         shape = manifests.release_shape(release)
         self._webhook_crds = set(shape.conversion_webhook_crds)
         self.extensions_api_version = shape.extensions_api_version

@@ -279,6 +279,11 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "connections, write coalescing, events, annotations, warm-pool refill): " + ", ".join(
                   f"`{name}`" for name in controller_flags.TUNABLE_FLAGS) + ". Untyped in Pulumi.yaml: a JSON string "
               "and a YAML object are both accepted.", kind="controller_flags", schema_type="untyped"),
+    ConfigKey("serveLegacyApiVersions", False, "Also serve the controller release's older API versions (v1alpha1 of v0.5.6) "
+              "through its conversion webhook, for clients that still use them. Off (default): the CRDs serve their storage "
+              "version (v1beta1, what the SDK, the controller and this stack use) and no conversion webhook runs; on v0.5.6 "
+              "the API server otherwise calls the webhook on reads and writes of v1beta1 objects too (docs/results.md).",
+              kind="boolean"),
     ConfigKey("kataChartRepo", versions.KATA_DEPLOY_CHART_REPO, "kata-deploy Helm chart repository or local chart path (kata stack)."),
 )
 KNOWN_KEYS = {key.name: key for key in CONFIG_KEYS}
@@ -417,6 +422,7 @@ class StackConfig:
     controller_profile: str = controller_flags.DEFAULT_PROFILE
     controller_flags: tuple[tuple[str, str], ...] = ()
     """Explicit ``controllerFlags`` (name, value), checked; the profile's flags are not in it."""
+    serve_legacy_api_versions: bool = False
     router_resources: Resources = field(default_factory=lambda: Resources(**ROUTER_RESOURCES))
     router_implementation: str = "compiled"
     warm_pool_autoscaling: str = "off"

@@ -54,6 +54,8 @@ WEBHOOK_PORT_NAME = "webhook"
 HEALTH_PORT_NAME = "healthz"
 HEALTH_PROBE_FLAG = "--health-probe-bind-address"
 READYZ_PATH = "/readyz"
+# v0.5.6's switch for CRDs without conversion (see storage_versions_only).
+DISABLE_WEBHOOK_FLAG = "--enable-webhook=false"
 PROBE_TIMING = {"periodSeconds": 2, "failureThreshold": 30}
 
 
@@ -264,6 +266,35 @@ def release_shape(objects: list[dict[str, Any]]) -> ReleaseShape:
         storage={name: next((v["name"] for v in crd["spec"]["versions"] if v.get("storage")), "") for name, crd in crds.items()},
         extensions_api_version=_extensions_api_version(crds),
     )
+
+
+def storage_versions_only(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The release with every CRD that converts through a webhook serving its storage version
+    only, with no conversion (``strategy: None``); the webhook's Service dropped and the
+    controller told not to run its webhook server (``--enable-webhook=false``, what v0.5.6 asks
+    for CRDs without conversion). A release without a conversion webhook comes back unchanged.
+
+    Why: on v0.5.6 the API server calls the conversion webhook (an HTTPS round trip to the
+    controller pod, JSON both ways) on reads and writes of objects in the storage version too,
+    several times per claim; only clients of the older version (v1alpha1) need it."""
+    shape = release_shape(objects)
+    if not shape.conversion_webhook:
+        return copy.deepcopy(objects)
+    converting = set(shape.conversion_webhook_crds)
+    adapted = []
+    for obj in copy.deepcopy(objects):
+        if obj["kind"] == "Service" and obj["metadata"]["name"] == shape.webhook_service:
+            continue
+        if obj["kind"] == CRD_KIND and obj["metadata"]["name"] in converting:
+            obj["spec"]["versions"] = [v for v in obj["spec"]["versions"] if v.get("storage")]
+            obj["spec"]["conversion"] = {"strategy": "None"}
+        adapted.append(obj)
+    container = _controller_container(adapted)
+    args = container.setdefault("args", [])
+    if DISABLE_WEBHOOK_FLAG not in args:
+        args.append(DISABLE_WEBHOOK_FLAG)
+    container["ports"] = [p for p in container.get("ports") or [] if p.get("name") != WEBHOOK_PORT_NAME]
+    return adapted
 
 
 def readiness_probe(shape: ReleaseShape) -> Optional[dict[str, Any]]:

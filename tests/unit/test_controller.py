@@ -1,5 +1,6 @@
-"""AgentSandboxController declared from what the manifest has: the pinned v0.5.6 release (with
-its conversion webhook) and a v1.0.x-shaped one (no webhook, no v1alpha1)."""
+"""AgentSandboxController declared from what the manifest has: the pinned v0.5.6 release, by
+default served in its storage version only (no conversion webhook), with ``serveLegacyApiVersions``
+as it ships (v1alpha1 through its webhook), and a v1.0.x-shaped one (no webhook, no v1alpha1)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,32 @@ def _controller_container(run: ProgramRun) -> dict:
     return deployment.inputs["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_v056_waits_for_the_conversion_webhook(gvisor_run: ProgramRun) -> None:
-    assert _controller_container(gvisor_run)["readinessProbe"]["tcpSocket"] == {"port": 9443}
-    gvisor_run.one("kubernetes:core/v1:Service", "agent-sandbox-webhook-service")
-    assert all(crd.ignore_changes == [CA_BUNDLE] for crd in gvisor_run.of_type(CRD_TYPE))
+@pytest.fixture(scope="module")
+def legacy_run() -> ProgramRun:
+    return run_program("gvisor", {"serveLegacyApiVersions": "true"})
+
+
+def test_v056_by_default_serves_v1beta1_only_without_the_conversion_webhook(gvisor_run: ProgramRun) -> None:
+    container = _controller_container(gvisor_run)
+    assert "--enable-webhook=false" in container["args"] and "--extensions" in container["args"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
+    assert "webhook" not in [p["name"] for p in container["ports"]]
+    assert not [s for s in gvisor_run.of_type("kubernetes:core/v1:Service") if s.k8s_name == "agent-sandbox-webhook-service"]
+    crds = gvisor_run.of_type(CRD_TYPE)
+    assert len(crds) == 4
+    assert all(crd.inputs["spec"]["conversion"] == {"strategy": "None"} for crd in crds)
+    assert all([v["name"] for v in crd.inputs["spec"]["versions"]] == ["v1beta1"] for crd in crds)
+    assert all(crd.ignore_changes == [] for crd in crds)
+
+
+def test_v056_with_legacy_versions_waits_for_the_conversion_webhook(legacy_run: ProgramRun) -> None:
+    container = _controller_container(legacy_run)
+    assert container["readinessProbe"]["tcpSocket"] == {"port": 9443}
+    assert "--enable-webhook=false" not in container["args"]
+    legacy_run.one("kubernetes:core/v1:Service", "agent-sandbox-webhook-service")
+    crds = legacy_run.of_type(CRD_TYPE)
+    assert all(crd.ignore_changes == [CA_BUNDLE] for crd in crds)
+    assert all("v1alpha1" in [v["name"] for v in crd.inputs["spec"]["versions"]] for crd in crds)
 
 
 def test_v1_shape_is_ready_on_readyz_not_on_the_missing_webhook_port(v1_run: ProgramRun) -> None:

@@ -69,7 +69,8 @@ def test_controller_runs_with_extensions_and_the_pinned_image(stack_run: Program
     container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
     assert "--extensions" in container["args"]
     assert container["image"] == "registry.k8s.io/agent-sandbox/agent-sandbox-controller:v0.5.6"
-    assert container["readinessProbe"]["tcpSocket"]["port"] == 9443
+    # storage version only, no conversion webhook (serveLegacyApiVersions off): ready on /readyz
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8081}
     crds = stack_run.of_type("kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition")
     assert len(crds) == 4
     assert all(r.ignore_changes == ["spec.conversion.webhook.clientConfig.caBundle"] for r in crds)
