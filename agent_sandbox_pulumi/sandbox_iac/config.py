@@ -270,9 +270,11 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("controllerImage", versions.AGENT_SANDBOX_CONTROLLER_IMAGE, "Controller image (override for mirrors or local builds).",
               kind="image", policy="`images-pinned` rejects a missing or mutable tag without a digest"),
     ConfigKey("kataChartVersion", versions.KATA_DEPLOY_CHART_VERSION, "kata-deploy Helm chart version (kata stack)."),
-    ConfigKey("controllerProfile", controller_flags.DEFAULT_PROFILE, "Controller tuning profile: `release` = the release's own "
+    ConfigKey("controllerProfile", controller_flags.DEFAULT_PROFILE, "Controller tuning profile: `interactive` = "
+              + ", ".join(f"`--{k}={v}`" for k, v in controller_flags.PROFILES["interactive"].items())
+              + " (a claim's first commands do not share the node with the pool's refill); `release` = the release's own "
               "flag defaults; `latency` = " + ", ".join(f"`--{k}={v}`" for k, v in controller_flags.PROFILES["latency"].items())
-              + " (see docs/results.md for what it changes). `controllerFlags` entries override the profile's.",
+              + " (see docs/results.md for what each changes). `controllerFlags` entries override the profile's.",
               kind="choice", choices=tuple(controller_flags.PROFILES)),
     ConfigKey("controllerFlags", None, "Object of controller tuning flags and values, e.g. `{\"sandbox-write-behind-window\": "
               "\"250ms\", \"kube-api-qps\": 200}`; only the tuning flags are accepted (workers, API client limits and "
