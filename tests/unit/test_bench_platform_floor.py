@@ -35,3 +35,9 @@ def test_requests_are_timed_one_after_the_other() -> None:
     calls = []
     result = platform_floor.timed_requests(calls.append, 5)
     assert calls == [0, 1, 2, 3, 4] and result["n"] == 5 and result["p50_ms"] >= 0
+
+
+def test_the_warm_path_has_one_write_less_without_claim_annotations() -> None:
+    assert platform_floor.warm_path_writes({}) == 4
+    assert platform_floor.warm_path_writes({"disable-claim-observability-annotations": "true"}) == 3
+    assert platform_floor.warm_path_writes({"disable-claim-observability-annotations": "false"}) == 4
