@@ -44,6 +44,25 @@ def test_adapt_sets_image_extensions_and_webhook_probe(release: list[dict]) -> N
     assert "readinessProbe" not in original, "adapt_release must not mutate its input"
 
 
+def test_storage_versions_only_drops_the_webhook_and_the_older_version(release: list[dict]) -> None:
+    before = copy.deepcopy(release)
+    adapted = manifests.storage_versions_only(release)
+    assert release == before, "the transform must not mutate its input"
+    crds = [o for o in adapted if o["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == 4
+    assert all(crd["spec"]["conversion"] == {"strategy": "None"} for crd in crds)
+    assert all([v["name"] for v in crd["spec"]["versions"]] == ["v1beta1"] for crd in crds)
+    assert not [o for o in adapted if o["kind"] == "Service" and o["metadata"]["name"] == "agent-sandbox-webhook-service"]
+    container = next(o for o in adapted if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"].count("--enable-webhook=false") == 1
+    assert [p["name"] for p in container["ports"]] == ["metrics", "healthz"]
+    shape = manifests.release_shape(adapted)
+    assert not shape.conversion_webhook and shape.health_port == 8081
+    assert manifests.readiness_probe(shape)["httpGet"] == {"path": "/readyz", "port": 8081}
+    # a release that converts nothing (v1.0.x) comes back as it is, without the v0.5.6-only flag
+    assert manifests.storage_versions_only(adapted) == adapted
+
+
 def test_adapt_adds_extensions_when_the_release_lacks_it(release: list[dict]) -> None:
     stripped = manifests.adapt_release(release, "x/controller:1", "IfNotPresent")
     container = next(o for o in stripped if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
