@@ -87,7 +87,8 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
     """The Markdown page. ``extra``: the bench reports beside the e2e ones (``router``:
     out/bench/router_vs_go.json, ``profiles``: controller_profiles.json, ``scale``: docs/scale-sim.json,
     ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json, ``cpu_limit``:
-    docs/sandbox-cpu-limit.json, ``conversion``: docs/conversion-webhook.json, ``floor``:
+    docs/sandbox-cpu-limit.json, ``conversion``: docs/conversion-webhook.json, ``write_path``:
+    docs/controller-write-path.json, ``floor``:
     docs/platform-floor.json, ``first_command``:
     docs/first-command.json, ``gvisor_idle``: docs/gvisor-idle.json), each optional."""
     extra = extra or {}
@@ -133,6 +134,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
     lines += idle_section(extra.get("gvisor_idle"))
     lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
     lines += compare_section("Conversion webhook (serveLegacyApiVersions)", extra.get("conversion"))
+    lines += compare_section("Controller write path (the interactive profile's flags)", extra.get("write_path"))
     lines += compare_section("Controller profiles", extra.get("profiles")) + router_section(extra.get("router"))
     lines += demand_section(extra.get("demand")) + scale_section(extra.get("scale")) + cold_section(extra.get("cold"))
     if smoke:
@@ -410,6 +412,7 @@ def main() -> int:
              "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
              "demand": _load(docs / "demand-pool.json"), "cpu_limit": _load(docs / "sandbox-cpu-limit.json"),
              "conversion": _load(docs / "conversion-webhook.json"),
+             "write_path": _load(docs / "controller-write-path.json"),
              "floor": _load(docs / "platform-floor.json"), "first_command": _load(docs / "first-command.json"),
              "gvisor_idle": _load(docs / "gvisor-idle.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
