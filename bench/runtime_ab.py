@@ -62,10 +62,10 @@ def measure(tree: Path, seconds: int, base_dir: Path) -> dict[str, Any]:
     """One round for one tree: start, then wrk at c=1 and c=50, then execute latency."""
     port = free_port()
     env = {"SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": str(port), "SANDBOX_BASE_DIR": str(base_dir)}
+    url = f"http://127.0.0.1:{port}/"
     starts = [start_seconds(tree) for _ in range(3)]
-    proc = start("sandbox_runtime", tree, env, f"http://127.0.0.1:{port}/")
+    proc = start("sandbox_runtime", tree, env, url)
     try:
-        url = f"http://127.0.0.1:{port}/"
         levels = {f"c{c}": run_wrk(url, c, seconds, {}, {"runtime": proc.pid}) for c in (1, 50)}
         return {"start_s": statistics.median(starts), **levels, "execute": execute_latency(port, {}, 200)}
     finally:

@@ -157,24 +157,19 @@ Handler = Callable[[Request], Awaitable[Response]]
 @dataclass(frozen=True)
 class Route:
     """``path`` matched exactly, or, when it ends with ``{name}``, as a prefix whose rest (any
-    characters, newlines and empty included) is the path parameter ``name``."""
+    characters, newlines and empty included) is the path parameter ``name``. Make one with
+    ``route``, which splits the path once, not on every request."""
 
     path: str
     handler: Handler
     methods: frozenset[str]
-
-    @property
-    def prefix(self) -> tuple[str, str] | None:
-        if self.path.endswith("}") and "{" in self.path:
-            head, _, name = self.path[:-1].rpartition("{")
-            return head, name
-        return None
+    prefix: tuple[str, str] | None = None
+    """(the path before ``{name}``, ``name``) for a prefix route; None for an exact one."""
 
     def match(self, path: str) -> dict[str, str] | None:
-        prefix = self.prefix
-        if prefix is None:
+        if self.prefix is None:
             return {} if path == self.path else None
-        head, name = prefix
+        head, name = self.prefix
         return {name: path[len(head):]} if path.startswith(head) else None
 
 
@@ -183,7 +178,11 @@ def route(path: str, handler: Handler, methods: Iterable[str]) -> Route:
     allowed = {method.upper() for method in methods}
     if "GET" in allowed:
         allowed.add("HEAD")
-    return Route(path, handler, frozenset(allowed))
+    prefix = None
+    if path.endswith("}") and "{" in path:
+        head, _, name = path[:-1].rpartition("{")
+        prefix = (head, name)
+    return Route(path, handler, frozenset(allowed), prefix)
 
 
 Lifespan = Callable[[], contextlib.AbstractAsyncContextManager[None]]
