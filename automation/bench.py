@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from automation.kube import Cluster
 from automation.report import BENCH_SCHEMA_VERSION
+from automation.server_timing import SPLIT_PARTS, ResponseTimings, split_latency
 from automation.session import StackTarget, sdk_session
 from automation.smoke import python_command
 from automation.stats import histogram_quantile, summarize
@@ -466,6 +467,8 @@ def phase_statistics(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "controller_phases": {k: summarize(values(lambda s, k=k: (s.get("controller") or {}).get(k)))
                               for k in controller_keys},
         "cold_phases": {k: summarize(values(lambda s, k=k: (s.get("cold") or {}).get(k))) for k in cold_keys},
+        "first_command_split": {part: summarize(values(lambda s, p=part: (s.get("first_command_split") or {}).get(p)))
+                                for part in SPLIT_PARTS} if any(s.get("first_command_split") for s in ok) else {},
     }
 
 
@@ -513,7 +516,7 @@ def new_sample() -> dict[str, Any]:
     return {"claim": "", "sandbox": None, "ok": False, "warm": None, "claim_ready_seconds": None,
             "first_exec_seconds": None, "total_seconds": None, "requested_at": None, "sdk_returned_at": None,
             "first_result_at": None, "phases": {phase: None for phase in PHASES}, "clamped": [],
-            "controller": {}, "cold": {}, "timeline": {}, "error": None}
+            "controller": {}, "cold": {}, "timeline": {}, "first_command_split": None, "error": None}
 
 
 def claim_sample(sdk: Any, target: StackTarget, timeout: int = 300) -> dict[str, Any]:
@@ -531,10 +534,15 @@ def claim_sample(sdk: Any, target: StackTarget, timeout: int = 300) -> dict[str,
         sample["claim"] = sandbox.claim_name
         sample["sandbox"] = sandbox.sandbox_id
         sample["warm"] = sandbox.sandbox_id != sandbox.claim_name
+        timings = ResponseTimings()
+        hooked = timings.attach(sandbox)
         exec_started = time.monotonic()
         result = sandbox.commands.run(FIRST_EXEC_COMMAND)
+        exec_seconds = time.monotonic() - exec_started
         sample["first_result_at"] = time.time()
-        sample["first_exec_seconds"] = round(time.monotonic() - exec_started, 4)
+        sample["first_exec_seconds"] = round(exec_seconds, 4)
+        if hooked:
+            sample["first_command_split"] = split_latency(exec_seconds, timings.last)
         sample["total_seconds"] = round(time.monotonic() - started, 4)
         sample["ok"] = result.exit_code == 0 and result.stdout == "ready\n"
         if not sample["ok"]:
@@ -675,7 +683,8 @@ def level_entry(data: Mapping[str, Any], concurrency: int, source: str, walls: S
     """One point of the latency-vs-concurrency curve (statistics only; the samples stay in
     their section, except for bursts, whose samples are kept here)."""
     entry = {key: data[key] for key in ("ok", "failed", "warm_adopted", "claim_ready", "first_exec", "phases", "total",
-                                        "controller_phases", "cold_phases", "load_before", "load_after", "controller")}
+                                        "controller_phases", "cold_phases", "first_command_split", "load_before",
+                                        "load_after", "controller")}
     entry["steal_percent"] = data.get("steal_percent")
     entry["router"] = data.get("router")
     rates = [concurrency / wall for wall in walls if wall > 0]
@@ -1003,6 +1012,11 @@ def bench_summary(report: dict[str, Any]) -> str:
         if phases:
             lines.append("        phases p50: " + ", ".join(f"{p} {_fmt(phases[p]['p50'])}s" for p in PHASES)
                          + f" | total p50 {_fmt((data.get('total') or {}).get('p50'))}s")
+        split = data.get("first_command_split") or {}
+        if split:
+            lines.append("        first command p50 by Server-Timing: " + ", ".join(
+                f"{part} " + ("-" if (split[part] or {}).get("p50") is None else f"{split[part]['p50'] * 1000:.1f}ms")
+                for part in SPLIT_PARTS))
     curve = report.get("concurrency") or {}
     for mode in ("warm", "cold"):
         points = curve.get(mode) or []

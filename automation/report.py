@@ -203,6 +203,9 @@ class Sample(Model):
     controller: dict[str, Any]
     cold: dict[str, Any]
     timeline: dict[str, Any]
+    first_command_split: Optional[dict[str, Any]] = None
+    """The first command's latency split along its path (automation.server_timing; None: the
+    router wrote no Server-Timing, or a report from before it did)."""
 
 
 class Statistics(Model):
@@ -214,6 +217,8 @@ class Statistics(Model):
     phases: PhaseStats  # type: ignore[valid-type]
     controller_phases: dict[str, Stats]
     cold_phases: dict[str, Stats]
+    first_command_split: dict[str, Stats] = {}
+    """Statistics of each part of the first command's split (empty: not measured)."""
     ok: int
     failed: int
     warm_adopted: int

@@ -130,6 +130,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
         lines += ["", "![claim latency](results-bench.png)"]
         lines += breakdown(bench)
         lines += cold_split(bench)
+        lines += command_split(bench)
     lines += floor_section(extra.get("floor")) + first_command_section(extra.get("first_command"))
     lines += idle_section(extra.get("gvisor_idle"))
     lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
@@ -193,6 +194,37 @@ def cold_split(bench: dict) -> list[str]:
     return _table("Cold start, split at the pod's milestones (p50, s)", header, rows,
                   "Receive times of watch events; `running → Ready` is the runtime server's start plus the "
                   "kubelet's readiness probe and status update.", level=3)
+
+
+# The first command's parts in the order its request meets them (automation/server_timing.py).
+COMMAND_PARTS = (
+    ("path", "SDK + tunnel (outside the router)"),
+    ("connect", "router gets a sandbox connection"),
+    ("router", "router's own work"),
+    ("hop", "router → pod → runtime's server"),
+    ("runtime", "runtime handler (the command's run)"),
+)
+
+
+def command_split(bench: dict) -> list[str]:
+    """The first command of each claim split along its path by the router's and runtime's
+    Server-Timing entries (p50 per mode and concurrency, ms)."""
+    rows = []
+    for mode in ("warm", "cold"):
+        for point in ((bench.get("concurrency") or {}).get(mode) or []):
+            split = point.get("first_command_split") or {}
+            if not split:
+                continue
+            ms = [(split.get(key) or {}).get("p50") for key, _ in COMMAND_PARTS]
+            rows.append([mode, point.get("concurrency"), *["—" if v is None else f"{v * 1000:.1f}" for v in ms],
+                         _s(((point.get("phases") or {}).get("first_command") or {}).get("p50"))])
+    if not rows:
+        return []
+    return _table("The first command, split along its path (p50, ms)",
+                  ["mode", "concurrency", *[label for _, label in COMMAND_PARTS], "first command p50 (s)"], rows,
+                  "From the `Server-Timing` entries our router (`router`, `connect`, `sandbox`) and runtime "
+                  "(`runtime`) put on the response, with the SDK's wall time; each part's p50 on its own, so "
+                  "they need not add up to the first command's p50.", level=3)
 
 
 def compare_section(title: str, report: Optional[dict]) -> list[str]:
@@ -373,7 +405,22 @@ def first_command_section(report: Optional[dict]) -> list[str]:
     return _table(f"Warm first command: at once vs after the refill (bench/first_command.py, n={report.get('n')} each)",
                   ["first command", "claims", "claim→Ready p50 (s)", "first command p50 (s)", "second command p50 (s)"],
                   rows, "Adopting a warm sandbox makes the pool boot a replacement on the same node at once; run at "
-                  "once, the first command shares the node's cores with that boot.")
+                  "once, the first command shares the node's cores with that boot.") + _command_split_rows(report)
+
+
+def _command_split_rows(report: dict) -> list[str]:
+    """first_command.py's first and second command split by Server-Timing (medians, ms)."""
+    rows = []
+    for mode, row in (report.get("summary") or {}).items():
+        for which in ("first", "second"):
+            split = row.get(f"{which}_split")
+            if split:
+                rows.append([mode, which, *["—" if split.get(key) is None else f"{split[key] * 1000:.1f}"
+                                            for key, _ in COMMAND_PARTS]])
+    if not rows:
+        return []
+    return _table("The first and the second command, split along their path (median, ms)",
+                  ["first command", "command", *[label for _, label in COMMAND_PARTS]], rows, level=3)
 
 
 def idle_section(report: Optional[dict]) -> list[str]:

@@ -47,6 +47,7 @@ type clientConn struct {
 	resp    responseHead
 	scratch []byte
 	out     []byte
+	timing  exchangeTiming
 }
 
 func (c *clientConn) touch(now time.Time) { c.lastActivity.Store(now.UnixNano()) }
@@ -240,10 +241,12 @@ func (c *clientConn) exchange(t *Target, started time.Time) bool {
 		inline, _ = c.br.Peek(int(lb.left))
 		body, hasBody = nil, false
 	}
+	connectStarted := time.Now()
 	up, err := c.upstreamFor(t)
 	if err != nil {
 		return c.answer(err.(*answerError).answer, started, false)
 	}
+	c.timing = exchangeTiming{connect: time.Since(connectStarted), pooled: up.reused}
 	for attempt := 0; ; attempt++ {
 		replay, keep := c.relay(t, up, body, hasBody, &inline, started, attempt == 0)
 		if !replay {
@@ -254,10 +257,13 @@ func (c *clientConn) exchange(t *Target, started time.Time) bool {
 		}
 		// The pooled connection was closed by the sandbox just as it was reused, before any
 		// response byte and with no body byte consumed: safe to send again, once.
+		redialStarted := time.Now()
 		up, err = c.dial(t)
 		if err != nil {
 			return c.answer(err.(*answerError).answer, started, false)
 		}
+		c.timing.connect += time.Since(redialStarted)
+		c.timing.pooled = false
 	}
 }
 
@@ -390,6 +396,7 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 	headRequest := string(c.head.method) == "HEAD"
 	reused := up.reused
 	now := time.Now()
+	c.timing.sent = now
 	up.conn.SetWriteDeadline(now.Add(t.Timeout))
 	up.conn.SetReadDeadline(now.Add(t.Timeout))
 	var werr error
@@ -450,6 +457,7 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 			break
 		}
 	}
+	headAt := time.Now()
 	resp := &c.resp
 	if inline != nil {
 		c.br.Discard(len(inline))
@@ -465,6 +473,9 @@ func (c *clientConn) relay(t *Target, up *upstreamConn, body bodyReader, hasBody
 	}
 	keepAlive := cls.keepAlive && !cls.websocket
 	head, mode, keepAlive := appendClientHead(c.out[:0], resp, headRequest, c.head.http10, keepAlive, c.scratch)
+	if s.ServerTiming {
+		head = appendServerTiming(head, started, headAt, &c.timing)
+	}
 	c.out = head
 	var rbody bodyReader
 	switch resp.framing {

@@ -58,6 +58,8 @@ type Settings struct {
 
 	MetricsRequireAuth bool
 
+	ServerTiming bool // a Server-Timing header on every relayed response (timing.go)
+
 	LogLevel string // DEBUG INFO WARNING ERROR CRITICAL
 
 	Resolver               string   // "watch" or "dns"
@@ -166,6 +168,7 @@ func LoadSettings(env map[string]string) (*Settings, error) {
 	s.WebsocketIdleTimeout = secondsDuration(r.seconds("WEBSOCKET_IDLE_TIMEOUT_SECONDS", 3600, 7*86400))
 	s.WebsocketMaxLifetime = secondsDuration(r.seconds("WEBSOCKET_MAX_LIFETIME_SECONDS", 86400, 30*86400))
 	s.MetricsRequireAuth = r.flag("ROUTER_METRICS_REQUIRE_AUTH", true)
+	s.ServerTiming = r.flag("ROUTER_SERVER_TIMING", true)
 	s.LogLevel = level
 
 	// Resolution last: a bad value above is reported first, even when watch mode is incomplete.

@@ -59,6 +59,21 @@ def test_commands_run(stack: dict[str, Any]) -> None:
     assert stack["sandbox"].commands.run("sh -c 'echo err >&2; exit 3'").exit_code == 3
 
 
+def test_a_command_through_the_router_is_split_by_server_timing(stack: dict[str, Any]) -> None:
+    from automation.server_timing import ResponseTimings, split_latency
+
+    timings = ResponseTimings()
+    assert timings.attach(stack["sandbox"]), "the SDK's connector no longer has requests sessions to hook"
+    stack["sandbox"].commands.run("sleep 0.05")
+    split = split_latency(1.0, timings.last)
+    assert split is not None, f"no router Server-Timing entries in {timings.last}"
+    assert split["runtime"] is not None and split["runtime"] >= 0.05  # the runtime's handler ran the command
+    assert timings.last["sandbox"]["dur"] >= timings.last["runtime"]["dur"]
+    assert timings.last["router"]["dur"] >= timings.last["sandbox"]["dur"]
+    stack["sandbox"].commands.run("true")
+    assert split_latency(1.0, timings.last)["pooled"] is True  # the same keep-alive connection to the runtime
+
+
 def test_command_timeout(stack: dict[str, Any]) -> None:
     result = stack["sandbox"].commands.run("sleep 30", timeout=20, command_timeout=1)
     assert result.timed_out is True

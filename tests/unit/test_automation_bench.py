@@ -713,3 +713,51 @@ def test_steal_is_the_share_of_cpu_time_other_guests_got(tmp_path):
     stat.write_text("cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 1 1 1 1 1 1 1 1 1\n")
     assert bench.cpu_times(str(stat)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert bench.cpu_times(str(tmp_path / "absent")) is None
+
+
+class TimedSandboxSdk:
+    """One warm claim whose sandbox answers its command through a requests session, as the
+    official SDK's connector does, with the router's and runtime's Server-Timing entries (or
+    none)."""
+
+    def __init__(self, server_timing):
+        self.server_timing = server_timing
+
+    def create_sandbox(self, warmpool, namespace, sandbox_ready_timeout):
+        import requests
+
+        session = requests.Session()
+
+        def run(command):
+            time.sleep(0.02)  # longer than the router said it took: the rest is the path
+            response = requests.Response()
+            if self.server_timing:
+                response.headers["Server-Timing"] = self.server_timing
+            for hook in session.hooks["response"]:
+                hook(response)
+            return SimpleNamespace(exit_code=0, stdout="ready\n", stderr="")
+
+        connector = SimpleNamespace(session=session, _no_retry_session=requests.Session())
+        return SimpleNamespace(claim_name="claim-1", sandbox_id="pool-1", connector=connector,
+                               commands=SimpleNamespace(run=run))
+
+    def delete_sandbox(self, claim_name, namespace):
+        pass
+
+
+def test_the_first_command_is_split_by_the_server_timing_of_its_response():
+    sdk = TimedSandboxSdk("runtime;dur=5.000, router;dur=7.000, connect;dur=1.000;desc=new, sandbox;dur=5.500")
+    sample = bench.claim_sample(sdk, TARGET)
+    split = sample["first_command_split"]
+    assert sample["ok"] and split["runtime"] == 0.005 and split["connect"] == 0.001 and split["pooled"] is False
+    assert split["router"] == pytest.approx(0.0005) and split["hop"] == pytest.approx(0.0005)
+    assert split["path"] == pytest.approx(sample["first_exec_seconds"] - 0.007, abs=1e-3)
+    statistics = bench.phase_statistics([sample])
+    assert statistics["first_command_split"]["runtime"]["p50"] == 0.005
+    assert report.Sample.model_fields["first_command_split"].default is None
+
+
+def test_a_router_without_server_timing_leaves_the_split_out():
+    sample = bench.claim_sample(TimedSandboxSdk(None), TARGET)
+    assert sample["ok"] and sample["first_command_split"] is None
+    assert bench.phase_statistics([sample])["first_command_split"] == {}

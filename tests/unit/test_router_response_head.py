@@ -119,3 +119,19 @@ def test_101_switches_to_a_websocket_tunnel() -> None:
                    b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     assert response_head(101, b"", [], False, "1.0", False)[0] == (
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+
+
+def test_the_routers_server_timing_goes_last_before_the_blank_line() -> None:
+    head, _, _, _ = response_head(200, b"OK", [(b"Server-Timing", b"runtime;dur=1")] + CL2, False, "1.1", True,
+                                  b"router;dur=2.000")
+    assert head.endswith(b"Content-Length: 2\r\nServer-Timing: router;dur=2.000\r\n\r\n")
+    assert head.count(b"Server-Timing") == 2  # the sandbox's own entry is relayed too
+    assert b"Server-Timing" not in reframe()[0]
+
+
+def test_server_timing_value_names_the_three_parts_in_milliseconds() -> None:
+    from sandbox_router.timing import server_timing
+
+    assert server_timing(1.0, 0.0008, False, 1.001, 1.0615) == \
+        b"router;dur=61.500, connect;dur=0.800;desc=new, sandbox;dur=60.500"
+    assert b"desc=pooled" in server_timing(0.0, 0.0, True, 0.0, 0.001)

@@ -160,3 +160,16 @@ def test_lifespan_runs_the_context_around_the_server() -> None:
 
     assert lifespan_messages(broken) == ["lifespan.startup.failed"]
     assert lifespan_messages(None) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_a_routed_response_says_how_long_its_handler_took() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.03)
+        return web.text_response("done", 200)
+
+    app = web.Application([web.route("/slow", slow, ["GET"])])
+    _, headers, _ = status_headers_body(call(app, scope(path="/slow")))
+    name, _, dur = headers[b"server-timing"].decode().partition(";dur=")
+    assert name == "runtime" and 30 <= float(dur) < 5000
+    _, headers, _ = status_headers_body(call(app, scope(path="/missing")))
+    assert b"server-timing" not in headers  # the router's own answers are not the handler's

@@ -32,6 +32,7 @@ from .response_head import OUT_CHUNKED, OUT_RAW, response_head
 from .responses import HEALTH_BODY, NOT_READY_BODY, Answer, error_response
 from .routing import HEADER_ID, RouteResolver, RouteTarget, RoutingError, SandboxUnavailable
 from .settings import RouterSettings
+from .timing import server_timing
 from .upstream import ForbiddenTargetError, UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("sandbox_router")
@@ -92,7 +93,7 @@ class RequestState:
                  "keep_alive", "version", "upgrade", "websocket", "body_done", "pending",
                  "pending_bytes", "body_bytes", "chunked_in", "discard", "started", "target",
                  "head", "head_parts", "head_sent", "retried", "response_started", "response_done", "status",
-                 "out_mode", "close_delimited", "response_bytes")
+                 "out_mode", "close_delimited", "response_bytes", "connect_seconds", "pooled", "sent_at")
 
     def __init__(self, now: float) -> None:
         self.url = b""
@@ -123,6 +124,10 @@ class RequestState:
         self.out_mode = OUT_RAW
         self.close_delimited = False
         self.response_bytes = 0
+        # Server-Timing (timing.py): getting the sandbox connection, and when the head went out.
+        self.connect_seconds = 0.0
+        self.pooled = False
+        self.sent_at = 0.0
 
 
 class ClientConnection(asyncio.Protocol):
@@ -415,6 +420,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(_CONTINUE)
         upstream = app.pool.take_idle(target.pool_key, app.now)
         if upstream is not None:
+            state.pooled = True
             self._attach(state, upstream)
         else:
             app.loop.create_task(self._connect(state, target))
@@ -439,6 +445,7 @@ class ClientConnection(asyncio.Protocol):
         """Open a new upstream connection for `state` (the only awaited step per request)."""
         app = self.app
         timeout = min(app.settings.connect_timeout_seconds, target.timeout)
+        connect_started = perf_counter()
         try:
             upstream = await asyncio.wait_for(app.pool.connect_retrying(target, app.loop.time() + timeout), timeout)
         except asyncio.TimeoutError:
@@ -455,6 +462,8 @@ class ClientConnection(asyncio.Protocol):
             if not self._still_waiting(state):
                 app.pool.release(upstream, app.now)
                 return
+            state.connect_seconds += perf_counter() - connect_started
+            state.pooled = False
             self._attach(state, upstream)
             return
         if self._still_waiting(state):
@@ -492,6 +501,7 @@ class ClientConnection(asyncio.Protocol):
                 out.append(_LAST_CHUNK)
             upstream.transport.writelines(out)
         state.head_sent = True
+        state.sent_at = perf_counter()
         self.flow.resume_reading(PAUSE_PENDING)
 
     # -- upstream callbacks -------------------------------------------------------------
@@ -506,8 +516,12 @@ class ClientConnection(asyncio.Protocol):
         if status == 101 and not state.websocket:
             self._end(state, _UNEXPECTED_SWITCH)
             return False
+        timing = None
+        if self.app.settings.server_timing and status != 101:
+            timing = server_timing(state.started, state.connect_seconds, state.pooled, state.sent_at, perf_counter())
         head, out_mode, close_delimited, keep_alive = response_head(
-            status, reason, headers, state.method == b"HEAD", state.version, state.keep_alive and not state.websocket)
+            status, reason, headers, state.method == b"HEAD", state.version, state.keep_alive and not state.websocket,
+            timing)
         state.status = status
         state.response_started = True
         if status == 101:

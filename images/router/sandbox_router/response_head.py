@@ -27,7 +27,7 @@ _SWITCHED = b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 
 
 def response_head(status: int, reason: bytes, headers: Iterable[tuple[bytes, bytes]], head_request: bool,
-                  version: str, keep_alive: bool) -> tuple[bytes, int, bool, bool]:
+                  version: str, keep_alive: bool, timing: bytes | None = None) -> tuple[bytes, int, bool, bool]:
     """The client's response head for the sandbox's `status`, `reason` and `headers`.
 
     `head_request`: the request was HEAD; `version`: the client's HTTP version ("1.1", "1.0");
@@ -35,7 +35,8 @@ def response_head(status: int, reason: bytes, headers: Iterable[tuple[bytes, byt
     out_mode, close_delimited, keep_alive): the OUT_* framing of the body, whether the body ends
     only when the sandbox closes, and whether the client connection stays open (an HTTP/1.0
     client of a body without length loses keep-alive). For 101 the head switches the client to a
-    WebSocket tunnel, and the rest does not apply.
+    WebSocket tunnel, and the rest does not apply. `timing`: the router's Server-Timing value
+    (timing.py), added after the sandbox's own fields.
     """
     out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
     content_length: bytes | None = None
@@ -83,5 +84,7 @@ def response_head(status: int, reason: bytes, headers: Iterable[tuple[bytes, byt
         out.append(b"Connection: close\r\n")
     elif version == "1.0":
         out.append(b"Connection: keep-alive\r\n")
+    if timing is not None:
+        out += (b"Server-Timing: ", timing, _CRLF)
     out.append(_CRLF)
     return b"".join(out), out_mode, close_delimited, keep_alive

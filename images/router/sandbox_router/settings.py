@@ -54,6 +54,8 @@ class RouterSettings:
     websocket_idle_timeout_seconds: float = 3600.0
     websocket_max_lifetime_seconds: float = 86400.0
     metrics_require_auth: bool = True
+    server_timing: bool = True
+    """A Server-Timing header on every relayed response (timing.py); ROUTER_SERVER_TIMING."""
     log_level: str = "INFO"
     resolver: str = "watch"
     sandbox_namespaces: tuple[str, ...] = ()
@@ -272,6 +274,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> RouterSettings:
         websocket_idle_timeout_seconds=_seconds(env, "WEBSOCKET_IDLE_TIMEOUT_SECONDS", 3600.0),
         websocket_max_lifetime_seconds=_seconds(env, "WEBSOCKET_MAX_LIFETIME_SECONDS", 86400.0, 30 * 86400),
         metrics_require_auth=_flag(env, "ROUTER_METRICS_REQUIRE_AUTH", True),
+        server_timing=_flag(env, "ROUTER_SERVER_TIMING", True),
         log_level=level,
     )
     # Resolution last: a bad value above is reported first, even when watch mode is incomplete.

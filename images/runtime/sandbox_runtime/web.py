@@ -11,7 +11,7 @@ What it keeps of the framework's behaviour: ``404 Not Found`` for an unknown pat
 Not Allowed`` with ``Allow`` for a known path and another method, ``HEAD`` wherever ``GET`` is
 allowed (headers only), a request body read once as a stream that raises ClientDisconnect when
 the client goes away, and a streamed response that stops reading its source once the client has
-disconnected.
+disconnected. Every routed response carries `Server-Timing: runtime;dur=<ms>` (the handler's time).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -211,7 +212,12 @@ class Application:
             if params is None:
                 continue
             if scope["method"] in candidate.methods:
+                started = time.perf_counter()
                 response = await candidate.handler(Request(scope, receive, params))
+                # How long the handler took (for /execute: the command's whole run), so a caller
+                # behind the router can tell the sandbox's time from the path's (the router adds
+                # its own entries beside this one).
+                response.headers["Server-Timing"] = f"runtime;dur={(time.perf_counter() - started) * 1000:.3f}"
                 await response(scope, receive, send)
                 return
             allowed |= candidate.methods
