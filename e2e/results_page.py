@@ -82,6 +82,38 @@ def platform_floors(floor: Optional[dict]) -> dict[str, str]:
     return out
 
 
+def proxy_floors(report: Optional[dict]) -> dict[str, str]:
+    """The router targets' floor from bench/proxy_floor.py: a bare TCP relay's added p50 at c=1
+    (the machine as found, the first run)."""
+    runs = (report or {}).get("runs") or []
+    level = next((lv for lv in (runs[0].get("levels") or []) if lv.get("connections") == 1), None) if runs else None
+    if not level or level.get("relay_added_p50_ms") is None:
+        return {}
+    return {"router added p50 c=1 (ms)": f"{level['relay_added_p50_ms']:.3f} (a bare TCP relay, socat)"}
+
+
+def proxy_floor_section(report: Optional[dict]) -> list[str]:
+    """bench/proxy_floor.py: each hop's added p50 and throughput over direct, per halt-poll window."""
+    if not report:
+        return []
+    rows = []
+    for run in report.get("runs") or []:
+        for level in run.get("levels") or []:
+            rows.append([run.get("halt_poll_ns"), level.get("connections"), _s((level.get("direct") or {}).get("p50_ms")),
+                         *[_s(level.get(f"{name}_added_p50_ms")) for name in ("relay", "ours", "python")],
+                         *[_s(level.get(f"{name}_over_direct")) for name in ("relay", "ours", "python")]])
+    before, after = report.get("load_average_before") or [None], report.get("load_average_after") or [None]
+    return _table(f"The floor under the router's added latency (bench/proxy_floor.py, {report.get('rounds')} rounds; "
+                  f"load {_s(before[0])} → {_s(after[0])})",
+                  ["guest halt-poll (ns)", "connections", "direct p50 (ms)", "relay added p50 (ms)",
+                   "ours added p50 (ms)", "python added p50 (ms)", "relay/direct rps", "ours/direct rps",
+                   "python/direct rps"], rows,
+                  "`relay` is a bare TCP relay (socat: no HTTP, no routing), the least any process between the "
+                  "client and the runtime costs. This VM halts an idle vCPU at once (`haltpoll.guest_halt_poll_ns=0` "
+                  "on the guest kernel's command line); a second pass with the guest polling before it halts shows "
+                  "what those halts cost each hop at c=1.")
+
+
 def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], stack: str,
            extra: Optional[dict[str, Optional[dict]]] = None) -> str:
     """The Markdown page. ``extra``: the bench reports beside the e2e ones (``router``:
@@ -89,7 +121,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
     ``cold``: out/e2e/cold-up.json, ``demand``: docs/demand-pool.json, ``cpu_limit``:
     docs/sandbox-cpu-limit.json, ``conversion``: docs/conversion-webhook.json, ``write_path``:
     docs/controller-write-path.json, ``floor``:
-    docs/platform-floor.json, ``first_command``:
+    docs/platform-floor.json, ``proxy_floor``: docs/proxy-floor.json, ``first_command``:
     docs/first-command.json, ``gvisor_idle``: docs/gvisor-idle.json), each optional."""
     extra = extra or {}
     lines = [
@@ -104,7 +136,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
     ]
     e2e = e2e or {}
     measured = measured_targets(bench, e2e, extra.get("router"), extra.get("cold"))
-    floors = platform_floors(extra.get("floor"))
+    floors = {**platform_floors(extra.get("floor")), **proxy_floors(extra.get("proxy_floor"))}
     lines += ["## Targets", "",
               "`floor here` is what the platform under our code takes on this machine for the same step "
               "(bench/platform_floor.py, section below): a target under its floor cannot be met here.", "",
@@ -131,7 +163,8 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
         lines += breakdown(bench)
         lines += cold_split(bench)
         lines += command_split(bench)
-    lines += floor_section(extra.get("floor")) + first_command_section(extra.get("first_command"))
+    lines += floor_section(extra.get("floor")) + proxy_floor_section(extra.get("proxy_floor"))
+    lines += first_command_section(extra.get("first_command"))
     lines += idle_section(extra.get("gvisor_idle"))
     lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
     lines += compare_section("Conversion webhook (serveLegacyApiVersions)", extra.get("conversion"))
@@ -461,6 +494,7 @@ def main() -> int:
              "conversion": _load(docs / "conversion-webhook.json"),
              "write_path": _load(docs / "controller-write-path.json"),
              "floor": _load(docs / "platform-floor.json"), "first_command": _load(docs / "first-command.json"),
+             "proxy_floor": _load(docs / "proxy-floor.json"),
              "gvisor_idle": _load(docs / "gvisor-idle.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
     if (out / "bench" / "router_vs_go.png").is_file():

@@ -175,3 +175,13 @@ def test_the_router_section_shows_both_of_our_routers_beside_upstreams() -> None
     page = results_page.render(None, None, None, "gvisor", {"router": {"cpus": 2, "rounds": 2, "levels": [level]}})
     assert "| connections | direct rps | ours rps | python rps | go rps | ours/direct | ours/Go |" in page
     assert "| 50 | 10000.0 | 9000.0 | 7000.0 | 3000.0 | 0.9 | 3.0 | 0.1 | 0.7 | 2.33 | 0.4 | 30.000 / 50.000 / 200.000 |" in page
+
+
+def test_the_relay_floor_sits_under_the_router_target_and_has_its_section() -> None:
+    level = {"connections": 1, "direct": {"p50_ms": 0.05}, "relay_added_p50_ms": 0.11, "ours_added_p50_ms": 0.1,
+             "python_added_p50_ms": 0.09, "relay_over_direct": 0.4, "ours_over_direct": 0.45, "python_over_direct": 0.5}
+    report = {"rounds": 3, "load_average_before": [0.1, 0, 0], "load_average_after": [1.0, 0, 0],
+              "runs": [{"halt_poll_ns": 0, "levels": [level]}, {"halt_poll_ns": 200000, "levels": [level]}]}
+    page = results_page.render(None, None, None, "gvisor", {"proxy_floor": report})
+    assert "| router added p50 c=1 (ms) | <= 0.1 | — | not measured | 0.110 (a bare TCP relay, socat) |" in page
+    assert "| 200000 | 1 | 0.050 | 0.110 | 0.100 | 0.090 | 0.400 | 0.450 | 0.500 |" in page

@@ -1,0 +1,47 @@
+"""bench/proxy_floor.py: the relay's command, the halt-poll window's restore, the rotation of
+paths per round and the added-latency summary (no sockets, no wrk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import proxy_floor
+
+
+def test_the_relay_is_a_bare_tcp_forwarder_on_loopback() -> None:
+    cmd = proxy_floor.relay_command("/usr/bin/socat", 4000, 5000)
+    assert cmd == ["/usr/bin/socat", "TCP-LISTEN:4000,bind=127.0.0.1,reuseaddr,fork,nodelay", "TCP:127.0.0.1:5000,nodelay"]
+
+
+def test_the_halt_poll_window_is_restored_even_when_the_run_fails(tmp_path: Path) -> None:
+    knob = tmp_path / "guest_halt_poll_ns"
+    knob.write_text("0\n")
+    poll = proxy_floor.HaltPoll(200000, knob)
+    assert poll.available
+    with pytest.raises(RuntimeError):
+        with poll:
+            assert knob.read_text() == "200000"
+            raise RuntimeError("wrk failed")
+    assert knob.read_text() == "0"
+    assert not proxy_floor.HaltPoll(1, tmp_path / "absent").available
+
+
+def test_each_round_rotates_the_order_so_every_path_goes_first_once() -> None:
+    orders = [order for _, order in proxy_floor.rotations(4)]
+    assert {order[0] for order in orders} == set(proxy_floor.PATHS)
+    assert all(sorted(order) == sorted(proxy_floor.PATHS) for order in orders)
+
+
+def test_added_latency_and_throughput_are_over_direct() -> None:
+    level = {"direct": {"rps": 10000.0, "p50_ms": 0.05}, "relay": {"rps": 5000.0, "p50_ms": 0.12},
+             "ours": {"rps": 4000.0, "p50_ms": 0.15}, "python": {"rps": None, "p50_ms": None}}
+    summary = proxy_floor.level_summary(level)
+    assert summary["relay_added_p50_ms"] == 0.07 and summary["ours_added_p50_ms"] == 0.1
+    assert summary["relay_over_direct"] == 0.5 and summary["python_over_direct"] is None
+
+
+def test_medians_ignore_missing_values() -> None:
+    runs = [{"rps": 1.0, "p50_ms": 0.1, "p99_ms": None}, {"rps": 3.0, "p50_ms": 0.3, "p99_ms": 1.0}]
+    assert proxy_floor.medians(runs) == {"rps": 2.0, "p50_ms": 0.2, "p99_ms": 1.0}
