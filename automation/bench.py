@@ -542,7 +542,7 @@ def claim_sample(sdk: Any, target: StackTarget, timeout: int = 300) -> dict[str,
         sample["first_result_at"] = time.time()
         sample["first_exec_seconds"] = round(exec_seconds, 4)
         if hooked:
-            sample["first_command_split"] = split_latency(exec_seconds, timings.last)
+            sample["first_command_split"] = split_latency(exec_seconds, timings.last, timings.lookup_seconds)
         sample["total_seconds"] = round(time.monotonic() - started, 4)
         sample["ok"] = result.exit_code == 0 and result.stdout == "ready\n"
         if not sample["ok"]:

@@ -7,7 +7,10 @@ the sandbox's response head); the runtime adds ``runtime`` (its handler: for ``/
 command's whole run). With the caller's own wall time they give consecutive, non-overlapping
 parts (seconds):
 
-- ``path``: the caller's time outside the router: the SDK, the tunnel to the router
+- ``sdk_lookup``: the official SDK's own Kubernetes lookup before a sandbox's first request (it
+  GETs the Sandbox for its pod IP, the ``X-Sandbox-Pod-IP`` hint our router does not need),
+  timed around the SDK's lookup function; 0 when the SDK did not look up;
+- ``path``: the rest of the caller's time outside the router: the SDK, the tunnel to the router
   (``kubectl port-forward``: API server, kubelet) and both directions of that connection;
 - ``connect``: the router getting a connection to the sandbox (0 when pooled);
 - ``router``: the router's own work on the request (parsing, auth, routing);
@@ -19,9 +22,10 @@ parts (seconds):
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import time
+from typing import Any, Callable, Mapping, Optional
 
-SPLIT_PARTS = ("path", "connect", "router", "hop", "runtime")
+SPLIT_PARTS = ("sdk_lookup", "path", "connect", "router", "hop", "runtime")
 """The parts of one command's latency, in the order a request meets them."""
 
 
@@ -49,7 +53,8 @@ def parse_server_timing(value: Optional[str]) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def split_latency(wall_seconds: float, entries: Mapping[str, Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+def split_latency(wall_seconds: float, entries: Mapping[str, Mapping[str, Any]],
+                  lookup_seconds: float = 0.0) -> Optional[dict[str, Any]]:
     """The parts of ``SPLIT_PARTS`` (seconds, rounded to µs, never negative: clocks of two
     processes and rounding can make a part a hair below zero) plus ``pooled``; None when the
     router's entries are missing (a router that does not write them, or one with
@@ -63,7 +68,8 @@ def split_latency(wall_seconds: float, entries: Mapping[str, Mapping[str, Any]])
     if router is None or connect is None or sandbox is None:
         return None
     inside = runtime if runtime is not None else 0.0
-    parts = {"path": wall_seconds - router, "connect": connect, "router": router - connect - sandbox,
+    parts = {"sdk_lookup": lookup_seconds, "path": wall_seconds - router - lookup_seconds, "connect": connect,
+             "router": router - connect - sandbox,
              "hop": sandbox - inside, "runtime": runtime}
     split: dict[str, Any] = {k: (None if v is None else round(max(v, 0.0), 6)) for k, v in parts.items()}
     split["pooled"] = (entries.get("connect") or {}).get("desc") == "pooled"
@@ -72,12 +78,15 @@ def split_latency(wall_seconds: float, entries: Mapping[str, Mapping[str, Any]])
 
 class ResponseTimings:
     """Keeps the ``Server-Timing`` entries of the last response an SDK sandbox's HTTP sessions
-    received. ``attach`` hooks the sessions of ``k8s_agent_sandbox``'s connector (its
-    ``session`` and ``_no_retry_session``, both ``requests.Session``); it returns False when the
-    SDK has no such sessions, and the caller then goes without a split."""
+    received, and the seconds the SDK's pod-IP lookups took since the last ``clear``. ``attach``
+    hooks the sessions of ``k8s_agent_sandbox``'s connector (its ``session`` and
+    ``_no_retry_session``, both ``requests.Session``) and wraps its ``_get_pod_ip`` in a timer
+    (the lookup itself is unchanged); it returns False when the SDK has no such sessions, and
+    the caller then goes without a split."""
 
     def __init__(self) -> None:
         self.last: dict[str, dict[str, Any]] = {}
+        self.lookup_seconds = 0.0
 
     def attach(self, sandbox: Any) -> bool:
         connector = getattr(sandbox, "connector", None)
@@ -88,10 +97,23 @@ class ResponseTimings:
             if isinstance(hooks, dict) and isinstance(hooks.get("response"), list):
                 hooks["response"].append(self._record)
                 hooked = True
+        lookup = getattr(connector, "_get_pod_ip", None)
+        if hooked and callable(lookup):
+            connector._get_pod_ip = self._timed(lookup)
         return hooked
 
     def clear(self) -> None:
         self.last = {}
+        self.lookup_seconds = 0.0
+
+    def _timed(self, lookup: Callable[[], Any]) -> Callable[[], Any]:
+        def timed() -> Any:
+            started = time.perf_counter()
+            try:
+                return lookup()
+            finally:
+                self.lookup_seconds += time.perf_counter() - started
+        return timed
 
     def _record(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         self.last = parse_server_timing(response.headers.get("Server-Timing"))

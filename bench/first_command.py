@@ -60,7 +60,7 @@ def one_claim(client: Any, cluster: Any, target: Any, mode: str) -> dict[str, An
             command_started = time.monotonic()
             sandbox.commands.run(FIRST_EXEC_COMMAND)
             seconds.append(time.monotonic() - command_started)
-            splits.append(split_latency(seconds[-1], timings.last) if hooked else None)
+            splits.append(split_latency(seconds[-1], timings.last, timings.lookup_seconds) if hooked else None)
         return {"mode": mode, "warm": sandbox.sandbox_id != sandbox.claim_name, "claim_ready_seconds": round(ready, 4),
                 "refill_wait_seconds": round(waited, 3), "first_exec_seconds": round(seconds[0], 4),
                 "second_exec_seconds": round(seconds[1], 4), "first_split": splits[0], "second_split": splits[1]}

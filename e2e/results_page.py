@@ -231,7 +231,8 @@ def cold_split(bench: dict) -> list[str]:
 
 # The first command's parts in the order its request meets them (automation/server_timing.py).
 COMMAND_PARTS = (
-    ("path", "SDK + tunnel (outside the router)"),
+    ("sdk_lookup", "SDK's pod-IP lookup (a Sandbox GET)"),
+    ("path", "SDK + tunnel (rest outside the router)"),
     ("connect", "router gets a sandbox connection"),
     ("router", "router's own work"),
     ("hop", "router → pod → runtime's server"),
@@ -489,7 +490,7 @@ def main() -> int:
         if (out / "bench" / name).is_file():
             shutil.copyfile(out / "bench" / name, docs / name)
     extra = {"router": _load(docs / "router_vs_go.json"), "profiles": _load(docs / "controller_profiles.json"),
-             "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json"),
+             "scale": _load(docs / "scale-sim.json") or _load(out / "bench" / "scale_sim.json"), "cold": _load(out / "e2e" / "cold-up.json") or _load(docs / "cold-up.json"),
              "demand": _load(docs / "demand-pool.json"), "cpu_limit": _load(docs / "sandbox-cpu-limit.json"),
              "conversion": _load(docs / "conversion-webhook.json"),
              "write_path": _load(docs / "controller-write-path.json"),

@@ -33,15 +33,20 @@ def test_odd_values_parse_as_the_specification_says(value, expected) -> None:  #
 def test_the_parts_follow_the_request_and_add_up_to_the_wall_time() -> None:
     split = split_latency(0.0700, parse_server_timing(ROUTED))
     assert split is not None and split["pooled"] is False
-    assert split == pytest.approx({"path": 0.0085, "connect": 0.0008, "router": 0.0007, "hop": 0.010, "runtime": 0.050,
+    assert split == pytest.approx({"sdk_lookup": 0.0, "path": 0.0085, "connect": 0.0008, "router": 0.0007, "hop": 0.010, "runtime": 0.050,
                                    "pooled": False})
     assert sum(split[part] for part in SPLIT_PARTS) == pytest.approx(0.070)
 
 
 def test_without_the_runtimes_entry_the_hop_holds_the_sandboxs_whole_time() -> None:
     split = split_latency(0.02, parse_server_timing("router;dur=10, connect;dur=0;desc=pooled, sandbox;dur=9"))
-    assert split == pytest.approx({"path": 0.01, "connect": 0.0, "router": 0.001, "hop": 0.009, "runtime": None,
+    assert split == pytest.approx({"sdk_lookup": 0.0, "path": 0.01, "connect": 0.0, "router": 0.001, "hop": 0.009, "runtime": None,
                                    "pooled": True})
+
+
+def test_the_sdks_lookup_is_its_own_part_taken_out_of_the_path() -> None:
+    split = split_latency(0.0700, parse_server_timing(ROUTED), lookup_seconds=0.005)
+    assert split["sdk_lookup"] == 0.005 and split["path"] == pytest.approx(0.0035)
 
 
 def test_no_split_without_the_routers_entries_and_no_negative_part() -> None:
@@ -52,7 +57,14 @@ def test_no_split_without_the_routers_entries_and_no_negative_part() -> None:
 
 def test_response_timings_read_the_last_response_of_the_sdks_sessions() -> None:
     session, no_retry = requests.Session(), requests.Session()
-    sandbox = SimpleNamespace(connector=SimpleNamespace(session=session, _no_retry_session=no_retry))
+    looked_up = []
+
+    def get_pod_ip() -> str:
+        looked_up.append(True)
+        return "10.0.0.7"
+
+    sandbox = SimpleNamespace(connector=SimpleNamespace(session=session, _no_retry_session=no_retry,
+                                                        _get_pod_ip=get_pod_ip))
     timings = ResponseTimings()
     assert timings.attach(sandbox) is True
     response = requests.Response()
@@ -60,8 +72,10 @@ def test_response_timings_read_the_last_response_of_the_sdks_sessions() -> None:
     for hook in no_retry.hooks["response"]:
         hook(response)
     assert timings.last["sandbox"]["dur"] == 60.0
+    assert sandbox.connector._get_pod_ip() == "10.0.0.7" and looked_up  # still the SDK's lookup, now timed
+    assert timings.lookup_seconds > 0
     timings.clear()
-    assert timings.last == {}
+    assert timings.last == {} and timings.lookup_seconds == 0.0
 
 
 def test_response_timings_say_so_when_the_sdk_has_no_sessions() -> None:

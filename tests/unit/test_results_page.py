@@ -73,11 +73,11 @@ def test_cold_split_lists_the_pod_milestones_per_concurrency() -> None:
 
 def test_the_first_command_split_shows_each_part_in_milliseconds() -> None:
     warm = {"concurrency": 1, "phases": {"first_command": {"p50": 0.116}}, "total": {},
-            "first_command_split": {"path": {"p50": 0.0312}, "connect": {"p50": 0.0011}, "router": {"p50": 0.0002},
+            "first_command_split": {"sdk_lookup": {"p50": 0.021}, "path": {"p50": 0.0312}, "connect": {"p50": 0.0011}, "router": {"p50": 0.0002},
                                     "hop": {"p50": 0.004}, "runtime": {"p50": None}}}
     page = results_page.render(None, {**BENCH, "concurrency": {"warm": [warm], "cold": []}}, None, "gvisor")
     assert "### The first command, split along its path (p50, ms)" in page
-    assert "| warm | 1 | 31.2 | 1.1 | 0.2 | 4.0 | — | 0.116 |" in page
+    assert "| warm | 1 | 21.0 | 31.2 | 1.1 | 0.2 | 4.0 | — | 0.116 |" in page
     assert "split along its path" not in results_page.render(None, BENCH, None, "gvisor")
 
 
