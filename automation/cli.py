@@ -194,13 +194,13 @@ def check_pool_capacity(config: StackConfig) -> None:
     driver made stops here (CapacityError), elsewhere it is a warning (a node autoscaler may add room)."""
     from automation.bench import runtime_class_terms
     from automation.kube import Cluster, api_client
-    from automation.pool_capacity import check_pool_fit, pool_fit
+    from automation.pool_capacity import check_pool_fit, fit_when_settled, pool_fit
 
     try:
         cluster = Cluster(api_client(config))
         # only the overhead: the RuntimeClass's node label (Kata) may be applied by this very `up`
         overhead, _, _ = runtime_class_terms(cluster, config.runtime)
-        fit = pool_fit(cluster, config, overhead)
+        fit = fit_when_settled(lambda: pool_fit(cluster, config, overhead), config.warm_pool_floor)
     except Exception as error:  # noqa: BLE001 - the check helps; it never blocks an unreachable read
         print(f"capacity: not checked ({type(error).__name__}: {str(error)[:160]})")
         return

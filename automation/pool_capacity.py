@@ -7,13 +7,19 @@ Pending. Here it is one line with the numbers: the sandboxes asked for, what one
 pods' requests are taken off their allocatable (``automation.bench.capacity``). The sandbox
 namespace's own pods are not counted as used: they are the pool being resized.
 
-Owns: ``PoolFit``, ``pool_fit`` (reads the cluster, as the bench's ``measure_capacity`` does) and
-``check_pool_fit`` (decides)."""
+A node that is still joining (a worker ``kind create`` just made carries the ``not-ready`` taint
+for a few seconds after the control plane answers) is not a node without room: while the pool
+does not fit and some node is ineligible only for such a passing taint, ``fit_when_settled``
+reads again, with a progress line, for up to three minutes.
+
+Owns: ``PoolFit``, ``pool_fit`` (reads the cluster, as the bench's ``measure_capacity`` does),
+``fit_when_settled`` (waits out joining nodes) and ``check_pool_fit`` (decides)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from automation.bench import capacity, pod_requests, scheduling_view
 from automation.errors import CapacityError
@@ -42,6 +48,37 @@ def pool_fit(cluster: Any, config: StackConfig, overhead: Optional[Mapping[str, 
                       [dict(t) for t in config.sandbox_tolerations])
     return PoolFit(fits=result["max_sandboxes"], per_sandbox=result["per_sandbox"], limited_by=result["limited_by"],
                    nodes=result["nodes"])
+
+
+TRANSIENT_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable",
+                    "node.cloudprovider.kubernetes.io/uninitialized", "node.kubernetes.io/network-unavailable")
+"""Taints the node lifecycle puts on a node while it joins or its kubelet is not reporting."""
+SETTLE_SECONDS = 180.0
+
+
+def joining_nodes(fit: PoolFit) -> list[str]:
+    """``name (taint)`` of each node ineligible only because of a passing taint."""
+    return [f"{n['name']} ({n['ineligible']})" for n in fit.nodes
+            if n.get("ineligible") and any(taint in n["ineligible"] for taint in TRANSIENT_TAINTS)]
+
+
+def fit_when_settled(read: Callable[[], PoolFit], floor: int, wait_seconds: float = SETTLE_SECONDS,
+                     log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> PoolFit:
+    """``read()`` again while ``floor`` sandboxes do not fit and some node is still joining, for up
+    to ``wait_seconds``; the last reading. A pool that fits, or nodes that are all settled, end it
+    at once."""
+    deadline = clock() + wait_seconds
+    fit = read()
+    reported = 0.0
+    while fit.fits < floor and joining_nodes(fit) and clock() < deadline:
+        left = deadline - clock()
+        if clock() >= reported:
+            log(f"capacity: waiting for {', '.join(joining_nodes(fit))} to be Ready (up to {left:.0f} s more)")
+            reported = clock() + 10
+        sleep(2.0)
+        fit = read()
+    return fit
 
 
 def _numbers(fit: PoolFit) -> str:

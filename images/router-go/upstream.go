@@ -24,9 +24,11 @@ const upstreamReadBuffer = 32 << 10
 
 // A pod Ready a moment ago can still refuse the router until the NetworkPolicy agent admits the
 // router's traffic to its new address; such refusals end on their own. Nothing was sent yet, so
-// connecting again is always safe.
+// connecting again is always safe. The first delay is short: a refusal costs the sandbox one
+// SYN/RST, and a cold claim's first command waits for the next attempt (25 ms here made the
+// router's connect 27.6 ms of a cold first command, p50, against 1.2 ms warm).
 const (
-	connectRetryFirstDelay = 25 * time.Millisecond
+	connectRetryFirstDelay = 5 * time.Millisecond
 	connectRetryMaxDelay   = 400 * time.Millisecond
 )
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from automation.errors import CapacityError
-from automation.pool_capacity import PoolFit, check_pool_fit, pool_fit
+from automation.pool_capacity import PoolFit, check_pool_fit, fit_when_settled, joining_nodes, pool_fit
 from agent_sandbox_pulumi.sandbox_iac.config import parse_stack_config
 
 NODE = {"name": "node-a", "fits": 9, "limited_by": "cpu", "ineligible": None,
@@ -58,3 +58,49 @@ def test_the_fit_counts_other_pods_but_not_the_pool_being_resized() -> None:
     fit = pool_fit(cluster, parse_stack_config({}, "s"))
     # 1 core free (the sandbox namespace's 500m is the pool itself), 100m per sandbox
     assert fit.fits == 10 and fit.limited_by == "cpu"
+
+
+JOINING = {"name": "w", "ineligible": "taint node.kubernetes.io/not-ready:NoSchedule"}
+CONTROL = {"name": "cp", "ineligible": "taint node-role.kubernetes.io/control-plane:NoSchedule"}
+READY = {"name": "w", "free": {"cpu": 2.0}, "allocatable": {"cpu": 2.0}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_worker_still_joining_is_waited_for_then_counted() -> None:
+    readings = iter([PoolFit(0, {}, None, [CONTROL, JOINING]), PoolFit(0, {}, None, [CONTROL, JOINING]),
+                     PoolFit(4, {}, None, [CONTROL, READY])])
+    clock, lines = Clock(), []
+    fit = fit_when_settled(lambda: next(readings), 2, log=lines.append, sleep=clock.sleep, clock=clock)
+    assert fit.fits == 4 and clock.now == 104.0
+    assert lines == ["capacity: waiting for w (taint node.kubernetes.io/not-ready:NoSchedule) to be Ready "
+                     "(up to 180 s more)"]
+
+
+def test_no_wait_when_the_pool_fits_or_no_node_is_joining_and_a_bounded_wait_otherwise() -> None:
+    clock = Clock()
+    reads = []
+
+    def read(fit: PoolFit):  # type: ignore[no-untyped-def]
+        def again() -> PoolFit:
+            reads.append(1)
+            return fit
+        return again
+
+    assert fit_when_settled(read(PoolFit(0, {}, None, [CONTROL])), 2, sleep=clock.sleep, clock=clock).fits == 0
+    assert fit_when_settled(read(PoolFit(3, {}, None, [CONTROL, JOINING])), 2, sleep=clock.sleep, clock=clock).fits == 3
+    assert len(reads) == 2 and clock.now == 100.0  # neither waited
+    fit_when_settled(read(PoolFit(0, {}, None, [JOINING])), 2, wait_seconds=10, log=lambda _: None,
+                     sleep=clock.sleep, clock=clock)
+    assert clock.now == 110.0  # gave up after the wait, the last reading decides
+    assert joining_nodes(PoolFit(0, {}, None, [CONTROL, JOINING])) == [
+        "w (taint node.kubernetes.io/not-ready:NoSchedule)"]

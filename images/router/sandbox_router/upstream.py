@@ -281,7 +281,7 @@ class UpstreamConnection(asyncio.Protocol):
 # (seconds on a loaded node). Those refusals end on their own: connect again, backing off, within
 # the connect timeout. Nothing has been sent upstream yet, so a retry is always safe.
 RETRYABLE_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
-CONNECT_RETRY_FIRST_DELAY = 0.025
+CONNECT_RETRY_FIRST_DELAY = 0.005  # short: a cold claim's first command waits for the next attempt
 CONNECT_RETRY_MAX_DELAY = 0.4
 
 
