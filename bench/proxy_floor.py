@@ -83,11 +83,12 @@ class HaltPoll:
             self.path.write_text(self.original)
 
 
-def rotations(rounds: int) -> Iterator[tuple[int, tuple[str, ...]]]:
+def rotations(rounds: int, paths: Sequence[str] = PATHS) -> Iterator[tuple[int, tuple[str, ...]]]:
     """Each round's order of the paths, rotated by one per round so drift hits each alike."""
+    paths = tuple(paths)
     for index in range(rounds):
-        shift = index % len(PATHS)
-        yield index, PATHS[shift:] + PATHS[:shift]
+        shift = index % len(paths)
+        yield index, paths[shift:] + paths[:shift]
 
 
 def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -99,11 +100,11 @@ def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def level_summary(level: Mapping[str, Any]) -> dict[str, Any]:
+def level_summary(level: Mapping[str, Any], paths: Sequence[str] = PATHS) -> dict[str, Any]:
     """Each hop's added p50 over direct (ms) and throughput over direct at one level."""
     direct = level["direct"]
     out: dict[str, Any] = {}
-    for name in PATHS[1:]:
+    for name in paths[1:]:
         path = level[name]
         out[f"{name}_added_p50_ms"] = (round(path["p50_ms"] - direct["p50_ms"], 3)
                                        if path["p50_ms"] is not None and direct["p50_ms"] is not None else None)
@@ -114,17 +115,18 @@ def level_summary(level: Mapping[str, Any]) -> dict[str, Any]:
 
 def measure(urls: Mapping[str, str], headers: Mapping[str, Mapping[str, str]], connections: Sequence[int],
             rounds: int, seconds: int) -> list[dict[str, Any]]:
+    paths = tuple(urls)  # direct first
     levels = []
     for count in connections:
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PATHS}
-        for _, order in rotations(rounds):
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+        for _, order in rotations(rounds, paths):
             for name in order:
                 runs[name].append(run_wrk(urls[name], count, seconds, dict(headers[name])))
-        level: dict[str, Any] = {"connections": count, **{name: medians(runs[name]) for name in PATHS}}
-        level.update(level_summary(level))
+        level: dict[str, Any] = {"connections": count, **{name: medians(runs[name]) for name in paths}}
+        level.update(level_summary(level, paths))
         levels.append(level)
-        print(f"  c={count}: p50 ms " + " / ".join(f"{n} {level[n]['p50_ms']}" for n in PATHS)
-              + " | added p50 ms " + " / ".join(f"{n} {level[f'{n}_added_p50_ms']}" for n in PATHS[1:]), flush=True)
+        print(f"  c={count}: p50 ms " + " / ".join(f"{n} {level[n]['p50_ms']}" for n in paths)
+              + " | added p50 ms " + " / ".join(f"{n} {level[f'{n}_added_p50_ms']}" for n in paths[1:]), flush=True)
     return levels
 
 
@@ -134,10 +136,11 @@ def print_summary(report: Mapping[str, Any]) -> None:
     for run in report["runs"]:
         print(f"halt-poll {run['halt_poll_ns']} ns:")
         for level in run["levels"]:
-            print(f"  c={level['connections']:<3} added p50 over direct: relay {level['relay_added_p50_ms']} ms, "
-                  f"ours {level['ours_added_p50_ms']} ms, python {level['python_added_p50_ms']} ms; "
-                  f"direct p50 {level['direct']['p50_ms']} ms, rps direct/relay/ours "
-                  f"{level['direct']['rps']:.0f}/{level['relay']['rps']:.0f}/{level['ours']['rps']:.0f}")
+            names = [key[:-len("_added_p50_ms")] for key in level if key.endswith("_added_p50_ms")]
+            print(f"  c={level['connections']:<3} added p50 over direct: "
+                  + ", ".join(f"{n} {level[f'{n}_added_p50_ms']} ms" for n in names)
+                  + f"; direct p50 {level['direct']['p50_ms']} ms; rps "
+                  + ", ".join(f"{n} {level[n]['rps']:.0f}" for n in ("direct", *names)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -147,6 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seconds", type=int, default=4, help="duration of each wrk run")
     parser.add_argument("--halt-poll-ns", type=int, default=None,
                         help="also run with the guest's halt-poll window set to this (restored after)")
+    parser.add_argument("--gomaxprocs", default="",
+                        help="also run our compiled router with GOMAXPROCS set to each of these (comma-separated): "
+                             "paths ours_gomaxprocs<N> beside `ours` (Go's default)")
     parser.add_argument("--out", default=str(REPO / os.environ.get("OUT_DIR", "out") / "bench" / "proxy_floor.json"))
     args = parser.parse_args(argv)
     connections = [int(c) for c in args.connections.split(",") if c.strip()]
@@ -173,12 +179,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         processes.append(start("sandbox_router", REPO / "images" / "router", our_router_env(python_port),
                                f"http://127.0.0.1:{python_port}/healthz"))
+        variants = {f"ours_gomaxprocs{n}": (int(n), free_port()) for n in args.gomaxprocs.split(",") if n.strip()}
+        for procs, port in variants.values():
+            processes.append(subprocess.Popen([router_binary], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                              env={**os.environ, **our_router_env(port), "GOMAXPROCS": str(procs)}))
         time.sleep(0.5)
         routing = {"Authorization": f"Bearer {TOKEN}", "X-Sandbox-ID": "bench", "X-Sandbox-Namespace": "default",
                    "X-Sandbox-Port": str(runtime_port), "X-Sandbox-Pod-IP": "127.0.0.1"}
-        urls = {"direct": runtime_port, "relay": relay_port, "ours": ours_port, "python": python_port}
+        urls = {"direct": runtime_port, "relay": relay_port, "ours": ours_port, "python": python_port,
+                **{name: port for name, (_, port) in variants.items()}}
         urls = {name: f"http://127.0.0.1:{port}/" for name, port in urls.items()}
-        headers = {"direct": {}, "relay": {}, "ours": routing, "python": routing}
+        headers = {"direct": {}, "relay": {}, **{name: routing for name in urls if name not in ("direct", "relay")}}
         runs = [{"halt_poll_ns": int(poll_found) if poll_found and poll_found.isdigit() else None,
                  "levels": measure(urls, headers, connections, args.rounds, args.seconds)}]
         if args.halt_poll_ns is not None:

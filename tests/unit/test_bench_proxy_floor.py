@@ -45,3 +45,12 @@ def test_added_latency_and_throughput_are_over_direct() -> None:
 def test_medians_ignore_missing_values() -> None:
     runs = [{"rps": 1.0, "p50_ms": 0.1, "p99_ms": None}, {"rps": 3.0, "p50_ms": 0.3, "p99_ms": 1.0}]
     assert proxy_floor.medians(runs) == {"rps": 2.0, "p50_ms": 0.2, "p99_ms": 1.0}
+
+
+def test_extra_router_variants_are_summarised_like_the_fixed_paths() -> None:
+    paths = ("direct", "relay", "ours", "python", "ours_gomaxprocs1")
+    level = {name: {"rps": 100.0, "p50_ms": 0.1} for name in paths}
+    level["ours_gomaxprocs1"] = {"rps": 50.0, "p50_ms": 0.15}
+    summary = proxy_floor.level_summary(level, paths)
+    assert summary["ours_gomaxprocs1_added_p50_ms"] == 0.05 and summary["ours_gomaxprocs1_over_direct"] == 0.5
+    assert [order[0] for _, order in proxy_floor.rotations(5, paths)] == list(paths)
