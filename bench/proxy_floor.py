@@ -16,6 +16,10 @@ error or Ctrl-C); the difference is what the halts cost. Nothing else of the mac
 
     python bench/proxy_floor.py [--connections 1,50] [--rounds 3] [--seconds 4] [--halt-poll-ns 200000]
 
+Per router it also counts the context switches per request (all its threads): two is the least
+a hop can do (it waits for the client, then for the
+runtime); each one more is one more wake-up, which this VM makes expensive.
+
 JSON (default out/bench/proxy_floor.json) and a summary; wrk drives the load, the paths are
 interleaved in a rotating order per round, medians over rounds are reported.
 """
@@ -91,10 +95,31 @@ def rotations(rounds: int, paths: Sequence[str] = PATHS) -> Iterator[tuple[int, 
         yield index, paths[shift:] + paths[:shift]
 
 
+def context_switches(pid: int, proc: Path = Path("/proc")) -> int:
+    """Voluntary + involuntary context switches so far of every thread of ``pid`` and of its
+    descendants (socat serves each connection in a child): how often the path's processes
+    waited and were woken, which on a VM that halts idle vCPUs is what one connection pays for."""
+    total, pending, seen = 0, [pid], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for task in (proc / str(current) / "task").glob("*"):
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+                pending += [int(child) for child in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue  # the thread or child ended meanwhile
+    return total
+
+
 def medians(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Median rps, p50 and p99 over rounds of one path at one level."""
+    """Median rps, p50, p99 and context switches per request over rounds of one path at one level."""
     out: dict[str, Any] = {}
-    for key in ("rps", "p50_ms", "p99_ms"):
+    for key in ("rps", "p50_ms", "p99_ms", "switches_per_request"):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = round(statistics.median(values), 3) if values else None
     return out
@@ -114,14 +139,22 @@ def level_summary(level: Mapping[str, Any], paths: Sequence[str] = PATHS) -> dic
 
 
 def measure(urls: Mapping[str, str], headers: Mapping[str, Mapping[str, str]], connections: Sequence[int],
-            rounds: int, seconds: int) -> list[dict[str, Any]]:
+            rounds: int, seconds: int, pids: Optional[Mapping[str, int]] = None) -> list[dict[str, Any]]:
+    """``pids``: the process in between for each path (none for direct), whose context switches
+    per request are counted."""
     paths = tuple(urls)  # direct first
+    pids = pids or {}
     levels = []
     for count in connections:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
         for _, order in rotations(rounds, paths):
             for name in order:
-                runs[name].append(run_wrk(urls[name], count, seconds, dict(headers[name])))
+                before = context_switches(pids[name]) if name in pids else None
+                result = run_wrk(urls[name], count, seconds, dict(headers[name]))
+                if before is not None:
+                    result["switches_per_request"] = round(
+                        (context_switches(pids[name]) - before) / max(result["requests"], 1), 2)
+                runs[name].append(result)
         level: dict[str, Any] = {"connections": count, **{name: medians(runs[name]) for name in paths}}
         level.update(level_summary(level, paths))
         levels.append(level)
@@ -140,7 +173,9 @@ def print_summary(report: Mapping[str, Any]) -> None:
             print(f"  c={level['connections']:<3} added p50 over direct: "
                   + ", ".join(f"{n} {level[f'{n}_added_p50_ms']} ms" for n in names)
                   + f"; direct p50 {level['direct']['p50_ms']} ms; rps "
-                  + ", ".join(f"{n} {level[n]['rps']:.0f}" for n in ("direct", *names)))
+                  + ", ".join(f"{n} {level[n]['rps']:.0f}" for n in ("direct", *names))
+                  + "; context switches per request " + ", ".join(f"{n} {level[n].get('switches_per_request')}"
+                                                                  for n in names))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -152,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="also run with the guest's halt-poll window set to this (restored after)")
     parser.add_argument("--gomaxprocs", default="",
                         help="also run our compiled router with GOMAXPROCS set to each of these (comma-separated): "
-                             "paths ours_gomaxprocs<N> beside `ours` (Go's default)")
+                             "paths ours_gomaxprocs<N> beside `ours` (GOMAXPROCS as the Deployment sets it)")
     parser.add_argument("--out", default=str(REPO / os.environ.get("OUT_DIR", "out") / "bench" / "proxy_floor.json"))
     args = parser.parse_args(argv)
     connections = [int(c) for c in args.connections.split(",") if c.strip()]
@@ -173,16 +208,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "SANDBOX_BASE_DIR": str(base_dir), "SANDBOX_LOG_LEVEL": "warning",
                          "SANDBOX_ACCESS_LOG": "false"}, f"http://127.0.0.1:{runtime_port}/")
         processes.append(runtime)
-        processes.append(subprocess.Popen(relay_command(socat, relay_port, runtime_port),
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        processes.append(subprocess.Popen([router_binary], env={**os.environ, **our_router_env(ours_port)},
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        processes.append(start("sandbox_router", REPO / "images" / "router", our_router_env(python_port),
-                               f"http://127.0.0.1:{python_port}/healthz"))
+        between: dict[str, subprocess.Popen] = {}  # the process between client and runtime, per path
+        between["relay"] = subprocess.Popen(relay_command(socat, relay_port, runtime_port),
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        between["ours"] = subprocess.Popen([router_binary], env={**os.environ, **our_router_env(ours_port)},
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        between["python"] = start("sandbox_router", REPO / "images" / "router", our_router_env(python_port),
+                                  f"http://127.0.0.1:{python_port}/healthz")
         variants = {f"ours_gomaxprocs{n}": (int(n), free_port()) for n in args.gomaxprocs.split(",") if n.strip()}
-        for procs, port in variants.values():
-            processes.append(subprocess.Popen([router_binary], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                              env={**os.environ, **our_router_env(port), "GOMAXPROCS": str(procs)}))
+        for name, (procs, port) in variants.items():
+            between[name] = subprocess.Popen([router_binary], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                             env={**os.environ, **our_router_env(port), "GOMAXPROCS": str(procs)})
+        processes += between.values()
+        # socat serves each connection in a child that exits with the connection, its switches with
+        # it: the relay's are not counted.
+        pids = {name: proc.pid for name, proc in between.items() if name != "relay"}
         time.sleep(0.5)
         routing = {"Authorization": f"Bearer {TOKEN}", "X-Sandbox-ID": "bench", "X-Sandbox-Namespace": "default",
                    "X-Sandbox-Port": str(runtime_port), "X-Sandbox-Pod-IP": "127.0.0.1"}
@@ -191,12 +231,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         urls = {name: f"http://127.0.0.1:{port}/" for name, port in urls.items()}
         headers = {"direct": {}, "relay": {}, **{name: routing for name in urls if name not in ("direct", "relay")}}
         runs = [{"halt_poll_ns": int(poll_found) if poll_found and poll_found.isdigit() else None,
-                 "levels": measure(urls, headers, connections, args.rounds, args.seconds)}]
+                 "levels": measure(urls, headers, connections, args.rounds, args.seconds, pids)}]
         if args.halt_poll_ns is not None:
             with HaltPoll(args.halt_poll_ns):
                 print(f"halt-poll window {args.halt_poll_ns} ns for this pass (was {poll_found})", flush=True)
                 runs.append({"halt_poll_ns": args.halt_poll_ns,
-                             "levels": measure(urls, headers, connections, args.rounds, args.seconds)})
+                             "levels": measure(urls, headers, connections, args.rounds, args.seconds, pids)})
     finally:
         for proc in processes:
             stop(proc)

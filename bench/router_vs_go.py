@@ -47,11 +47,23 @@ SCHEMA = "router_vs_go/2"
 ROUTER_GO_BUILD = REPO / "images" / "router-go" / "build.sh"
 
 
+def deployed_gomaxprocs() -> str:
+    """GOMAXPROCS as the router Deployment sets it under its default CPU limit."""
+    sys.path.insert(0, str(REPO))
+    from agent_sandbox_pulumi.components.router import gomaxprocs_for
+    from agent_sandbox_pulumi.sandbox_iac.config import ROUTER_RESOURCES
+
+    return gomaxprocs_for(ROUTER_RESOURCES["limits"]["cpu"]) or ""
+
+
 def our_router_env(port: int) -> dict[str, str]:
     """Our router in its local-test mode: dns resolution (the caller's pod IP is the target),
-    loopback pod IPs allowed, the bench token, warnings only (no access log)."""
-    return {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(port), "ROUTER_AUTH_TOKEN": TOKEN,
-            "ROUTER_RESOLVER": "dns", "ROUTER_ALLOW_LOOPBACK_POD_IP": "true", "ROUTER_LOG_LEVEL": "WARNING"}
+    loopback pod IPs allowed, the bench token, warnings only (no access log), and GOMAXPROCS as
+    the Deployment sets it (the Python router ignores it)."""
+    env = {"ROUTER_HOST": "127.0.0.1", "ROUTER_PORT": str(port), "ROUTER_AUTH_TOKEN": TOKEN,
+           "ROUTER_RESOLVER": "dns", "ROUTER_ALLOW_LOOPBACK_POD_IP": "true", "ROUTER_LOG_LEVEL": "WARNING"}
+    procs = deployed_gomaxprocs()
+    return {**env, "GOMAXPROCS": procs} if procs else env
 
 
 def compiled_router() -> str:

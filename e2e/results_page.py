@@ -101,17 +101,20 @@ def proxy_floor_section(report: Optional[dict]) -> list[str]:
         for level in run.get("levels") or []:
             rows.append([run.get("halt_poll_ns"), level.get("connections"), _s((level.get("direct") or {}).get("p50_ms")),
                          *[_s(level.get(f"{name}_added_p50_ms")) for name in ("relay", "ours", "python")],
-                         *[_s(level.get(f"{name}_over_direct")) for name in ("relay", "ours", "python")]])
+                         *[_s(level.get(f"{name}_over_direct")) for name in ("relay", "ours", "python")],
+                         " / ".join(_plain((level.get(name) or {}).get("switches_per_request"))
+                                    for name in ("ours", "python"))])
     before, after = report.get("load_average_before") or [None], report.get("load_average_after") or [None]
     return _table(f"The floor under the router's added latency (bench/proxy_floor.py, {report.get('rounds')} rounds; "
                   f"load {_s(before[0])} → {_s(after[0])})",
                   ["guest halt-poll (ns)", "connections", "direct p50 (ms)", "relay added p50 (ms)",
                    "ours added p50 (ms)", "python added p50 (ms)", "relay/direct rps", "ours/direct rps",
-                   "python/direct rps"], rows,
+                   "python/direct rps", "context switches per request ours / python"], rows,
                   "`relay` is a bare TCP relay (socat: no HTTP, no routing), the least any process between the "
                   "client and the runtime costs. This VM halts an idle vCPU at once (`haltpoll.guest_halt_poll_ns=0` "
                   "on the guest kernel's command line); a second pass with the guest polling before it halts shows "
-                  "what those halts cost each hop at c=1.")
+                  "what those halts cost each hop at c=1. Context switches count how often a router "
+                  "waited and was woken (all its threads): two per request is the least a hop can do.")
 
 
 def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], stack: str,

@@ -485,6 +485,7 @@ def test_paths_rotate_per_round_and_a_zero_denominator_gives_no_ratio():
 def test_both_routers_get_the_same_headers_and_ours_runs_in_dns_test_mode():
     env = router_vs_go.our_router_env(8080)
     assert env["ROUTER_RESOLVER"] == "dns" and env["ROUTER_ALLOW_LOOPBACK_POD_IP"] == "true"
+    assert env["GOMAXPROCS"] == "1"  # as the Deployment sets it under its default 1-CPU limit
     headers = router_vs_go.routing_headers(9999)
     assert headers["X-Sandbox-Pod-IP"] == "127.0.0.1" and headers["X-Sandbox-Port"] == "9999"
     argv = go_router.router_command(Path("/c/sandbox-router"), 1, 2, 3)

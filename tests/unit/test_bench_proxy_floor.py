@@ -44,7 +44,7 @@ def test_added_latency_and_throughput_are_over_direct() -> None:
 
 def test_medians_ignore_missing_values() -> None:
     runs = [{"rps": 1.0, "p50_ms": 0.1, "p99_ms": None}, {"rps": 3.0, "p50_ms": 0.3, "p99_ms": 1.0}]
-    assert proxy_floor.medians(runs) == {"rps": 2.0, "p50_ms": 0.2, "p99_ms": 1.0}
+    assert proxy_floor.medians(runs) == {"rps": 2.0, "p50_ms": 0.2, "p99_ms": 1.0, "switches_per_request": None}
 
 
 def test_extra_router_variants_are_summarised_like_the_fixed_paths() -> None:
@@ -54,3 +54,18 @@ def test_extra_router_variants_are_summarised_like_the_fixed_paths() -> None:
     summary = proxy_floor.level_summary(level, paths)
     assert summary["ours_gomaxprocs1_added_p50_ms"] == 0.05 and summary["ours_gomaxprocs1_over_direct"] == 0.5
     assert [order[0] for _, order in proxy_floor.rotations(5, paths)] == list(paths)
+
+
+def test_context_switches_add_up_every_thread_of_the_process_and_its_children(tmp_path: Path) -> None:
+    def task(pid: int, tid: int, voluntary: int, involuntary: int, children: str = "") -> None:
+        folder = tmp_path / str(pid) / "task" / str(tid)
+        folder.mkdir(parents=True)
+        (folder / "status").write_text(f"Name:\tx\nvoluntary_ctxt_switches:\t{voluntary}\n"
+                                       f"nonvoluntary_ctxt_switches:\t{involuntary}\n")
+        (folder / "children").write_text(children)
+
+    task(10, 10, 5, 1, "20 ")
+    task(10, 11, 3, 0)
+    task(20, 20, 7, 2)  # a child serving one connection
+    assert proxy_floor.context_switches(10, tmp_path) == 18
+    assert proxy_floor.context_switches(99, tmp_path) == 0  # gone: nothing to count

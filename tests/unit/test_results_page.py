@@ -178,10 +178,11 @@ def test_the_router_section_shows_both_of_our_routers_beside_upstreams() -> None
 
 
 def test_the_relay_floor_sits_under_the_router_target_and_has_its_section() -> None:
-    level = {"connections": 1, "direct": {"p50_ms": 0.05}, "relay_added_p50_ms": 0.11, "ours_added_p50_ms": 0.1,
+    level = {"connections": 1, "direct": {"p50_ms": 0.05}, "relay": {"switches_per_request": 2.0},
+             "ours": {"switches_per_request": 4.4}, "relay_added_p50_ms": 0.11, "ours_added_p50_ms": 0.1,
              "python_added_p50_ms": 0.09, "relay_over_direct": 0.4, "ours_over_direct": 0.45, "python_over_direct": 0.5}
     report = {"rounds": 3, "load_average_before": [0.1, 0, 0], "load_average_after": [1.0, 0, 0],
               "runs": [{"halt_poll_ns": 0, "levels": [level]}, {"halt_poll_ns": 200000, "levels": [level]}]}
     page = results_page.render(None, None, None, "gvisor", {"proxy_floor": report})
     assert "| router added p50 c=1 (ms) | <= 0.1 | — | not measured | 0.110 (a bare TCP relay, socat) |" in page
-    assert "| 200000 | 1 | 0.050 | 0.110 | 0.100 | 0.090 | 0.400 | 0.450 | 0.500 |" in page
+    assert "| 200000 | 1 | 0.050 | 0.110 | 0.100 | 0.090 | 0.400 | 0.450 | 0.500 | 4.4 / — |" in page

@@ -216,3 +216,19 @@ def test_router_token_output_comes_from_the_stored_data() -> None:
     stored = {constants.ROUTER_TOKEN_SECRET_KEY: base64.b64encode(b"the-stored-token").decode()}
     assert _token_from_data(stored) == "the-stored-token"
     assert _token_from_data(None) == "" and _token_from_data({}) == ""
+
+
+# ----------------------------------------------------------------------------- GOMAXPROCS follows the CPU limit
+
+def test_the_compiled_router_runs_as_many_go_threads_as_its_cpu_limit_allows(stack_run: ProgramRun) -> None:
+    assert router_env(stack_run)["GOMAXPROCS"] == {"name": "GOMAXPROCS", "value": "1"}  # the default limit: 1 CPU
+    limits = router_pod_spec(stack_run)["containers"][0]["resources"]["limits"]
+    assert limits["cpu"] == "1"
+
+
+@pytest.mark.parametrize("limit, expected", [("1", "1"), ("500m", "1"), ("1500m", "1"), (3, "3"), ("2.9", "2"),
+                                             (None, None), ("", None), ("0", None), ("lots", None), (True, None)])
+def test_gomaxprocs_is_the_whole_cores_of_the_limit(limit, expected) -> None:  # type: ignore[no-untyped-def]
+    from agent_sandbox_pulumi.components.router import gomaxprocs_for
+
+    assert gomaxprocs_for(limit) == expected
