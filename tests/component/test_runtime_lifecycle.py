@@ -77,7 +77,9 @@ def test_as_pid_1_orphaned_zombies_are_reaped(tmp_path: Path) -> None:
     probe = subprocess.run(["unshare", "-p", "-f", "--mount-proc", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"PID namespaces are not available here: {probe.stderr.strip()}")
-    prefix = ["unshare", "-p", "-f", "--mount-proc"]
+    # --kill-child: the server (the forked PID 1) dies with unshare when the test stops it, not
+    # re-parented to the host's init.
+    prefix = ["unshare", "-p", "-f", "--mount-proc", "--kill-child"]
     with RuntimeServer(tmp_path / "app", command_prefix=prefix) as server:
         assert server.execute("sh -c 'echo $PPID'")["stdout"].strip() == "1"
         orphans = []
