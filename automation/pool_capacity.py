@@ -70,12 +70,11 @@ def fit_when_settled(read: Callable[[], PoolFit], floor: int, wait_seconds: floa
     at once."""
     deadline = clock() + wait_seconds
     fit = read()
-    reported = 0.0
-    while fit.fits < floor and joining_nodes(fit) and clock() < deadline:
-        left = deadline - clock()
-        if clock() >= reported:
-            log(f"capacity: waiting for {', '.join(joining_nodes(fit))} to be Ready (up to {left:.0f} s more)")
-            reported = clock() + 10
+    next_report = 0.0
+    while fit.fits < floor and (joining := joining_nodes(fit)) and (now := clock()) < deadline:
+        if now >= next_report:
+            log(f"capacity: waiting for {', '.join(joining)} to be Ready (up to {deadline - now:.0f} s more)")
+            next_report = now + 10
         sleep(2.0)
         fit = read()
     return fit

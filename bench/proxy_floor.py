@@ -96,9 +96,10 @@ def rotations(rounds: int, paths: Sequence[str] = PATHS) -> Iterator[tuple[int, 
 
 
 def context_switches(pid: int, proc: Path = Path("/proc")) -> int:
-    """Voluntary + involuntary context switches so far of every thread of ``pid`` and of its
-    descendants (socat serves each connection in a child): how often the path's processes
-    waited and were woken, which on a VM that halts idle vCPUs is what one connection pays for."""
+    """Voluntary + involuntary context switches so far of every thread of ``pid`` and of its live
+    descendants (a server that forks per connection): how often the process waited and was
+    woken, which on a VM that halts idle vCPUs is what one connection pays for. socat's children
+    end with their connections, taking their counts along, so the relay is not counted."""
     total, pending, seen = 0, [pid], set()
     while pending:
         current = pending.pop()

@@ -21,6 +21,7 @@ connections, 1…200).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -47,9 +48,11 @@ SCHEMA = "router_vs_go/2"
 ROUTER_GO_BUILD = REPO / "images" / "router-go" / "build.sh"
 
 
+@functools.cache
 def deployed_gomaxprocs() -> str:
-    """GOMAXPROCS as the router Deployment sets it under its default CPU limit."""
-    sys.path.insert(0, str(REPO))
+    """GOMAXPROCS as the router Deployment sets it under its default CPU limit (read once)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     from agent_sandbox_pulumi.components.router import gomaxprocs_for
     from agent_sandbox_pulumi.sandbox_iac.config import ROUTER_RESOURCES
 

@@ -243,6 +243,11 @@ COMMAND_PARTS = (
 )
 
 
+def _ms(seconds: Optional[float]) -> str:
+    """Seconds as milliseconds with one decimal, or a dash."""
+    return "—" if seconds is None else f"{seconds * 1000:.1f}"
+
+
 def command_split(bench: dict) -> list[str]:
     """The first command of each claim split along its path by the router's and runtime's
     Server-Timing entries (p50 per mode and concurrency, ms)."""
@@ -252,8 +257,8 @@ def command_split(bench: dict) -> list[str]:
             split = point.get("first_command_split") or {}
             if not split:
                 continue
-            ms = [(split.get(key) or {}).get("p50") for key, _ in COMMAND_PARTS]
-            rows.append([mode, point.get("concurrency"), *["—" if v is None else f"{v * 1000:.1f}" for v in ms],
+            rows.append([mode, point.get("concurrency"),
+                         *[_ms((split.get(key) or {}).get("p50")) for key, _ in COMMAND_PARTS],
                          _s(((point.get("phases") or {}).get("first_command") or {}).get("p50"))])
     if not rows:
         return []
@@ -452,8 +457,7 @@ def _command_split_rows(report: dict) -> list[str]:
         for which in ("first", "second"):
             split = row.get(f"{which}_split")
             if split:
-                rows.append([mode, which, *["—" if split.get(key) is None else f"{split[key] * 1000:.1f}"
-                                            for key, _ in COMMAND_PARTS]])
+                rows.append([mode, which, *[_ms(split.get(key)) for key, _ in COMMAND_PARTS]])
     if not rows:
         return []
     return _table("The first and the second command, split along their path (median, ms)",

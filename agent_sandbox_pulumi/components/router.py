@@ -18,6 +18,7 @@ from agent_sandbox_pulumi.components.args import ContainerResources
 from agent_sandbox_pulumi.components.options import child_options
 from agent_sandbox_pulumi.sandbox_iac import constants
 from agent_sandbox_pulumi.sandbox_iac.config import API_SERVER_ENDPOINT, ROUTER_RESOURCES, ApiServerEndpoint
+from agent_sandbox_pulumi.sandbox_iac.quantity import parse_quantity
 from agent_sandbox_pulumi.sandbox_iac.sandbox_spec import SANDBOX_POD_LABELS, cluster_dns_egress_rule
 
 
@@ -27,13 +28,12 @@ def gomaxprocs_for(cpu_limit: Any) -> Optional[str]:
 
     Go's own container-aware default never goes below 2, so under the default 1-CPU limit the
     router ran two threads of Go code inside one CPU of quota. Measured side by side on loopback
-    (bench/proxy_floor.py, four runs): 5-10% more requests per second at 50 connections with 1,
-    and no loss at one. The Python router ignores the variable."""
+    (bench/proxy_floor.py, six passes): 2.6-10% more requests per second at 50 connections with
+    1, and no loss at one. The Python router ignores the variable."""
     if isinstance(cpu_limit, bool) or not isinstance(cpu_limit, (int, float, str)):
         return None
-    text = str(cpu_limit).strip()
     try:
-        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        cores = parse_quantity(cpu_limit)
     except ValueError:
         return None
     return str(max(1, int(cores))) if cores > 0 else None
