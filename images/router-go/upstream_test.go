@@ -468,3 +468,16 @@ func TestUpstreamRetryableAndTimeoutErrors(t *testing.T) {
 		t.Error("isTimeout misclassifies")
 	}
 }
+
+func TestUpstreamConnectRetriesARefusalWithinMilliseconds(t *testing.T) {
+	// A pod just Ready refuses until the NetworkPolicy agent admits the router: the first retry
+	// comes 5 ms later, so a 60 ms budget holds three (a 25 ms first delay left room for one).
+	p := utPool(8, time.Minute, nil)
+	port := utRefusedPort(t)
+	if _, err := p.connect(context.Background(), utTarget(port, "k"), time.Now().Add(60*time.Millisecond)); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect: %v, want ECONNREFUSED", err)
+	}
+	if n := utErrors(p, "connect_retried"); n < 2 {
+		t.Errorf("upstream_errors{connect_retried} = %d within 60 ms, want at least 2", n)
+	}
+}

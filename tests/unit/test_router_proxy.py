@@ -604,3 +604,19 @@ def test_endpoint_answers_keep_the_connection_unless_asked_or_sent_a_body(
     assert (body == b"") is raw.startswith(b"HEAD")
     assert transport.closed is closed and not transport.aborted
     assert counted(app) == {} and app.metrics.stats.by_code == {200: 1}
+
+
+def test_a_refused_connect_is_tried_again_within_milliseconds(app: RouterApp) -> None:
+    """A pod just Ready refuses until the NetworkPolicy agent admits the router: the first retry
+    comes 5 ms later, so a 60 ms budget holds three (a 25 ms first delay left room for one)."""
+    import socket
+
+    from sandbox_router.routing import RouteTarget
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    target = RouteTarget.build("sbx", "default", "127.0.0.1", port, True, 5.0)
+    with pytest.raises(ConnectionRefusedError):
+        app.loop.run_until_complete(app.pool.connect_retrying(target, app.loop.time() + 0.06))
+    assert app.metrics.upstream_errors.labels(kind="connect_retried")._value.get() >= 2
