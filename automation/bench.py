@@ -317,6 +317,19 @@ def plan_levels(requested: Sequence[int], max_sandboxes: Optional[int]) -> dict[
     return {"levels_requested": wanted, "levels": levels, "capped": bool(dropped), "reason": reason}
 
 
+def warm_replicas_for(n: int, max_sandboxes: Optional[int]) -> tuple[int, Optional[str]]:
+    """Pool size for the sequential warm claims: ``n``, but never more than fit beside the one
+    claimed sandbox that is in use while the pool refills (``max_sandboxes - 1``, at least 1),
+    so a small node runs the bench instead of failing on an unschedulable pool. Settled claims
+    each still find a warm sandbox: the pool is full again before the next one. Returns the
+    size and, when capped, why."""
+    if max_sandboxes is None or n <= max_sandboxes - 1:
+        return n, None
+    replicas = max(1, max_sandboxes - 1)
+    return replicas, (f"warm pool capped at {replicas} replica(s), not n={n}: the node(s) fit {max_sandboxes} "
+                      "sandbox(es) at once, one of them the claim in use")
+
+
 def concurrency_from_env(env: Mapping[str, str]) -> tuple[int, ...]:
     """``BENCH_CONCURRENCY=1,2,4,8`` (the default); ``1`` runs only the sequential modes."""
     raw = env.get(CONCURRENCY_ENV, "").strip()
@@ -624,7 +637,10 @@ def measure_modes(target: StackTarget, cluster: Cluster, sdk: Any, n: int, log: 
                                                             "per_sandbox": {}, "nodes": [], "error": "not measured"},
                               "concurrency": {**plan, "warm": [], "cold": []}}
     try:
-        for mode, replicas in (("warm", n), ("cold", 0)):
+        warm_replicas, capped = warm_replicas_for(n, (capacity_info or {}).get("max_sandboxes"))
+        if capped:
+            log(f"bench: {capped}")
+        for mode, replicas in (("warm", warm_replicas), ("cold", 0)):
             log(f"bench: {mode}: pool {target.warm_pool} -> {replicas} replicas")
             cluster.set_pool_replicas(target.namespace, target.warm_pool, replicas)
             prepared = cluster.wait_pool_ready(target.namespace, target.warm_pool, replicas)

@@ -233,6 +233,23 @@ def test_plan_levels_without_capacity_or_within_it():
     assert bench.plan_levels((1, 2), 0)["levels"] == []
 
 
+def test_the_warm_pool_is_capped_to_what_fits_beside_the_claim_in_use():
+    assert bench.warm_replicas_for(10, None) == (10, None)
+    assert bench.warm_replicas_for(8, 9) == (8, None)
+    replicas, why = bench.warm_replicas_for(10, 9)
+    assert replicas == 8 and "n=10" in why and "fit 9" in why
+    assert bench.warm_replicas_for(3, 1)[0] == 1  # one warm sandbox at least, the claim waits for it
+
+
+def test_a_bench_larger_than_the_node_runs_with_a_smaller_pool_and_says_so():
+    pool, lines = FakePool(replicas=2), []
+    capacity = {"max_sandboxes": 3, "limited_by": "cpu", "per_sandbox": {"cpu": 0.5}, "nodes": [], "error": None}
+    data = bench.measure_modes(TARGET, pool, FakeSdk(pool), 5, log=lines.append, capacity_info=capacity)
+    assert pool.history[:2] == [2, 0]  # warm at 2 (not 5), then cold; restored to 2 after
+    assert data["warm"]["pool_replicas"] == 2 and len(data["warm"]["samples"]) == 5
+    assert any("capped at 2" in line for line in lines)
+
+
 # ----------------------------------------------------------------------------- phases
 
 def test_parse_time_keeps_sub_second_precision():
