@@ -8,8 +8,10 @@ What it owns, each measured here and now, side by side in one run:
   see ``WARM_PATH_WRITES``) times the PATCH p50: a lower bound of warm claim→Ready;
 - the container runtime: pod sandbox + container create + start through the CRI (crictl in the
   KIND node) for gVisor (runsc) and for runc, with the runtime image: the cold-start floor;
-- inside a warm sandbox (gVisor): a process start (``/bin/true``), ``python3 -c pass``, and the
-  runtime server's imports, timed inside the sandbox; and the idle CPU of each gVisor sandbox.
+- inside a warm sandbox (gVisor): a process start (``/bin/true``), ``python3 -c pass``, the bench's
+  first command started bare and through the runtime's ``/execute`` on loopback (its
+  Server-Timing: what the runtime adds to the command), and the runtime server's imports, timed
+  inside the sandbox; and the idle CPU of each gVisor sandbox.
 
     PYTHONPATH=. python bench/platform_floor.py gvisor [-n 40]
 
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from automation.bench import FIRST_EXEC_COMMAND  # noqa: E402
 from automation.kube import Cluster, kube_args  # noqa: E402
 from automation.paths import default_paths  # noqa: E402
 from automation.session import deployed_by_name, sdk_session  # noqa: E402
@@ -61,13 +64,31 @@ WRITE_GAP_SECONDS = 0.25
 Sandbox is reconciled) is over before the next: each write meets a quiet API server, as on a
 claim's path."""
 IN_SANDBOX = r"""
-import json, subprocess, sys, time
-def t(argv):
+import http.client, json, os, shlex, subprocess, sys, time
+COMMAND = %(command)r
+# What the runtime gives a command (executor.minimal_environment): its PATH, HOME, LANG, unbuffered.
+ENV = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8",
+       "PYTHONUNBUFFERED": "1"}
+def middle(samples):
+    return sorted(samples)[len(samples) // 2]
+def t(argv, **kw):
     best = []
-    for _ in range(3):
-        s = time.perf_counter(); subprocess.run(argv, check=True); best.append(time.perf_counter() - s)
-    return sorted(best)[1]
+    for _ in range(5):
+        s = time.perf_counter(); subprocess.run(argv, check=True, **kw); best.append(time.perf_counter() - s)
+    return middle(best)
+def through_runtime(command):
+    # The runtime's own Server-Timing for /execute (its handler, spawn to reply), on loopback.
+    took = []
+    for _ in range(5):
+        connection = http.client.HTTPConnection("127.0.0.1", int(os.environ.get("SANDBOX_PORT", "8888")), timeout=30)
+        connection.request("POST", "/execute", json.dumps({"command": command}), {"Content-Type": "application/json"})
+        response = connection.getresponse(); response.read(); connection.close()
+        took.append(float((response.getheader("Server-Timing") or "dur=nan").split("dur=")[1]) / 1000)
+    return middle(took)
 print(json.dumps({"true": t(["/bin/true"]), "python": t([sys.executable, "-c", "pass"]),
+                  # the bench's first command: bare (as the runtime starts it), then through the runtime
+                  "first_command_bare": t(shlex.split(COMMAND), env=ENV, stdout=subprocess.DEVNULL),
+                  "first_command_runtime": through_runtime(COMMAND),
                   # the runtime server's own interpreter and imports (commands get a plain environment)
                   "runtime_imports": t(["/opt/venv/bin/python", "-c", "import sys; sys.path.insert(0, '/opt/sandbox'); "
                                         "import sandbox_runtime.app, uvicorn, uvloop, httptools"])}))
@@ -224,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sandbox = session.client.create_sandbox(target.warm_pool, namespace=target.namespace, sandbox_ready_timeout=120)
         try:
             # base64: the script's quotes and newlines reach python3 intact through the SDK's command line
-            encoded = base64.b64encode(IN_SANDBOX.encode()).decode()
+            encoded = base64.b64encode((IN_SANDBOX % {"command": FIRST_EXEC_COMMAND}).encode()).decode()
             result = sandbox.commands.run(f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\"")
             match = re.search(r"\{.*\}", result.stdout or "")
             inside = json.loads(match.group(0)) if match else {"error": (result.stderr or "")[:300]}
@@ -257,7 +278,8 @@ def summary(report: dict[str, Any]) -> list[str]:
                          f" = {row['total_ms']} ms")
     if inside and "error" not in inside:
         lines.append(f"  in a gVisor sandbox: /bin/true {inside.get('true')} ms, python3 -c pass {inside.get('python')} ms, "
-                     f"runtime imports {inside.get('runtime_imports')} ms")
+                     f"runtime imports {inside.get('runtime_imports')} ms; the bench's first command bare "
+                     f"{inside.get('first_command_bare')} ms, through the runtime {inside.get('first_command_runtime')} ms")
     if idle and "error" not in idle:
         lines.append(f"  idle gVisor sandbox: {idle['median_ms_per_s']} ms CPU per second (median of {idle['sandboxes']})")
     return lines

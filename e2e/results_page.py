@@ -422,9 +422,11 @@ def floor_section(report: Optional[dict]) -> list[str]:
             lines.append(f"| CRI pod + container, {handler} | {row['total_ms']} ms | runp {row['runp_ms']} + create "
                          f"{row['create_ms']} + start {row['start_ms']} ms |")
     for key, title in (("true", "`/bin/true` in a gVisor sandbox"), ("python", "`python3 -c pass` in a gVisor sandbox"),
+                       ("first_command_bare", "the bench's first command, started bare in a gVisor sandbox"),
+                       ("first_command_runtime", "the same through the runtime's `/execute` (its Server-Timing)"),
                        ("runtime_imports", "the runtime server's imports in a gVisor sandbox")):
         if isinstance(inside.get(key), (int, float)):
-            lines.append(f"| {title} | {inside[key]} ms | median of 3 |")
+            lines.append(f"| {title} | {inside[key]} ms | median of {5 if key.startswith('first_') else 3} |")
     if "median_ms_per_s" in idle:
         lines.append(f"| an idle sandbox of the pool (runtime + probes) | {idle['median_ms_per_s']} ms CPU/s | "
                      f"max {idle['max_ms_per_s']}, {idle['sandboxes']} sandboxes |")

@@ -41,3 +41,15 @@ def test_the_warm_path_has_one_write_less_without_claim_annotations() -> None:
     assert platform_floor.warm_path_writes({}) == 4
     assert platform_floor.warm_path_writes({"disable-claim-observability-annotations": "true"}) == 3
     assert platform_floor.warm_path_writes({"disable-claim-observability-annotations": "false"}) == 4
+
+
+def test_the_in_sandbox_script_times_the_benchs_own_first_command() -> None:
+    import shlex
+
+    from automation.bench import FIRST_EXEC_COMMAND
+
+    script = platform_floor.IN_SANDBOX % {"command": FIRST_EXEC_COMMAND}
+    compile(script, "in_sandbox", "exec")  # formatting the command in leaves valid Python
+    namespace: dict = {}
+    exec(script.split("\n# What the runtime gives")[0], namespace)  # noqa: S102 - just the COMMAND line
+    assert shlex.split(namespace["COMMAND"]) == ["python", "-c", "print('ready')"]
