@@ -125,7 +125,8 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
     docs/sandbox-cpu-limit.json, ``conversion``: docs/conversion-webhook.json, ``write_path``:
     docs/controller-write-path.json, ``floor``:
     docs/platform-floor.json, ``proxy_floor``: docs/proxy-floor.json, ``first_command``:
-    docs/first-command.json, ``gvisor_idle``: docs/gvisor-idle.json), each optional."""
+    docs/first-command.json, ``gvisor_idle``: docs/gvisor-idle.json, ``cold_timeline``:
+    docs/cold-timeline.json), each optional."""
     extra = extra or {}
     lines = [
         "# Measured results",
@@ -167,6 +168,7 @@ def render(smoke: Optional[dict], bench: Optional[dict], e2e: Optional[dict], st
         lines += cold_split(bench)
         lines += command_split(bench)
     lines += floor_section(extra.get("floor")) + proxy_floor_section(extra.get("proxy_floor"))
+    lines += cold_timeline_section(extra.get("cold_timeline"))
     lines += first_command_section(extra.get("first_command"))
     lines += idle_section(extra.get("gvisor_idle"))
     lines += compare_section("Sandbox CPU limit", extra.get("cpu_limit"))
@@ -401,6 +403,41 @@ def scale_section(report: Optional[dict]) -> list[str]:
     return lines + ["", "![simulated scale](scale-sim.png)"]
 
 
+COLD_TIMELINE_STEPS = {"sandbox_created": "pod sandbox (runsc) created", "container_created": "container created",
+                       "container_started": "container started", "server_started": "runtime server process started",
+                       "serving": "runtime serving", "running_seen": "kubelet reports the container running",
+                       "ready_seen": "pod Ready (seen by a watch)"}
+
+
+def cold_timeline_section(report: Optional[dict]) -> list[str]:
+    """bench/cold_timeline.py: one cold sandbox start, step by step after its pod is seen, and the
+    median of each variant the run also timed (a kubelet feature gate) beside it."""
+    if not report or not report.get("median"):
+        return []
+    median, samples = report["median"], report.get("samples") or []
+    variants = report.get("variants") or {}
+    rows, previous = [], 0.0
+    for step, title in COLD_TIMELINE_STEPS.items():
+        at = median.get(step)
+        if at is None:
+            continue
+        spread = [s["after_pod_seen"][step] for s in samples if (s.get("after_pod_seen") or {}).get(step) is not None]
+        others = [_s((variant.get("median") or {}).get(step)) for variant in variants.values()]
+        rows.append([title, f"{at:.3f}", f"{at - previous:+.3f}", f"{min(spread):.3f}–{max(spread):.3f}" if spread else "—",
+                     *others])
+        previous = at
+    intro = ("A pool member is replaced and timed with the node's CRI timestamps, the runtime's log and a watch. "
+             "The gap between `runtime serving` and the kubelet's report is the kubelet noticing the start on its "
+             "next container relist (once a second) and writing the pod's status; the readiness probe then passes "
+             "at once (the runtime listens before it imports).")
+    if variants:
+        intro += (" The last columns are the same starts with a kubelet feature gate on, alternating with the node "
+                  "as configured in one run (`--kubelet-gate`).")
+    return _table(f"Where a cold start goes (bench/cold_timeline.py, n={report.get('n')})",
+                  ["step", "median s after the pod is seen", "step's own", "range",
+                   *[f"{name} (median s, n={variant.get('n')})" for name, variant in variants.items()]], rows, intro)
+
+
 def floor_section(report: Optional[dict]) -> list[str]:
     """bench/platform_floor.py: the platform's own costs here, below anything of ours."""
     if not report:
@@ -505,7 +542,7 @@ def main() -> int:
              "write_path": _load(docs / "controller-write-path.json"),
              "floor": _load(docs / "platform-floor.json"), "first_command": _load(docs / "first-command.json"),
              "proxy_floor": _load(docs / "proxy-floor.json"),
-             "gvisor_idle": _load(docs / "gvisor-idle.json")}
+             "gvisor_idle": _load(docs / "gvisor-idle.json"), "cold_timeline": _load(docs / "cold-timeline.json")}
     (docs / "results.md").write_text(render(smoke, bench, _load(out / "e2e" / "e2e.json"), args.stack, extra))
     if (out / "bench" / "router_vs_go.png").is_file():
         shutil.copyfile(out / "bench" / "router_vs_go.png", docs / "router_vs_go.png")

@@ -186,3 +186,28 @@ def test_the_relay_floor_sits_under_the_router_target_and_has_its_section() -> N
     page = results_page.render(None, None, None, "gvisor", {"proxy_floor": report})
     assert "| router added p50 c=1 (ms) | <= 0.1 | — | not measured | 0.110 (a bare TCP relay, socat) |" in page
     assert "| 200000 | 1 | 0.050 | 0.110 | 0.100 | 0.090 | 0.400 | 0.450 | 0.500 | 4.4 / — |" in page
+
+
+def test_the_cold_timeline_shows_each_step_and_its_own_share() -> None:
+    report = {"n": 2, "median": {"sandbox_created": 0.33, "container_started": 0.85, "serving": 1.06, "ready_seen": 1.5,
+                                 "running_seen": None},
+              "samples": [{"after_pod_seen": {"sandbox_created": 0.32, "ready_seen": 1.4}},
+                          {"after_pod_seen": {"sandbox_created": 0.34, "ready_seen": 1.6}}]}
+    page = results_page.render(None, None, None, "gvisor", {"cold_timeline": report})
+    assert "## Where a cold start goes (bench/cold_timeline.py, n=2)" in page
+    assert "| pod sandbox (runsc) created | 0.330 | +0.330 | 0.320–0.340 |" in page
+    assert "| runtime serving | 1.060 | +0.210 | — |" in page
+    assert "| pod Ready (seen by a watch) | 1.500 | +0.440 | 1.400–1.600 |" in page
+    assert "kubelet reports" not in page  # a step nobody saw is left out, not shown as zero
+    assert "Where a cold start goes" not in results_page.render(None, None, None, "gvisor", {})
+    assert "feature gate" not in page
+
+
+def test_the_cold_timeline_puts_a_kubelet_gate_variant_beside_each_step() -> None:
+    report = {"n": 1, "median": {"serving": 1.28, "ready_seen": 2.01},
+              "samples": [{"after_pod_seen": {"serving": 1.28, "ready_seen": 2.01}}],
+              "variants": {"kubelet EventedPLEG": {"n": 1, "median": {"serving": 1.215, "ready_seen": 2.929}}}}
+    page = results_page.render(None, None, None, "gvisor", {"cold_timeline": report})
+    assert "| step | median s after the pod is seen | step's own | range | kubelet EventedPLEG (median s, n=1) |" in page
+    assert "| pod Ready (seen by a watch) | 2.010 | +0.730 | 2.010–2.010 | 2.929 |" in page
+    assert "kubelet feature gate on" in page
