@@ -10,7 +10,7 @@ sandbox or our server.
 
     PYTHONPATH=. python bench/cold_timeline.py [STACK] [-n 5] [--kubelet-gate EventedPLEG]
 
-``--kubelet-gate NAME`` also times ``n`` starts with that kubelet feature gate on, alternating with
+``--kubelet-gate NAME`` also times ``n`` more starts with that kubelet feature gate on, alternating with
 the node as configured (the gate goes into each node's kubelet config and the kubelet restarts;
 the original config is put back and the kubelet restarted again, also on failure): is there a
 kubelet setting that notices a started container sooner than its once-a-second relist?
@@ -199,7 +199,7 @@ def time_starts(cluster: Any, target: Any, kubectl: Sequence[str], n: int, label
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", nargs="?", default="gvisor")
-    parser.add_argument("-n", type=int, default=5, help="pod starts to time")
+    parser.add_argument("-n", type=int, default=5, help="pod starts to time (as many again with --kubelet-gate)")
     parser.add_argument("--out", default=str(REPO / "docs" / "cold-timeline.json"))
     parser.add_argument("--kubelet-gate", metavar="NAME", help="also time n starts with this kubelet feature gate on")
     args = parser.parse_args(argv)
