@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from automation.bench import parse_time  # noqa: E402  (RFC 3339 to epoch, nanosecond fraction kept)
 from automation.kube import WARM_POOL_LABEL, kube_args  # noqa: E402  (the pool members' label key)
 from automation.paths import default_paths, find_tool  # noqa: E402
 from automation.session import deployed_by_name  # noqa: E402
@@ -47,17 +47,9 @@ STEPS = ("sandbox_created", "container_created", "container_started", "server_st
          "running_seen", "ready_seen")
 
 
-def epoch(stamp: str) -> float:
-    """RFC 3339 with up to nanoseconds (``2026-12-02T09:58:26.210923400Z``) as epoch seconds,
-    keeping the fraction that ``datetime`` would cut to microseconds."""
-    main, _, fraction = stamp.strip().rstrip("Z").partition(".")
-    whole = datetime.datetime.fromisoformat(main).replace(tzinfo=datetime.timezone.utc).timestamp()
-    return whole + float("0." + (fraction or "0"))
-
-
 def log_time(lines: Sequence[str], marker: str) -> Optional[float]:
     """Epoch of the first ``kubectl logs --timestamps`` line containing ``marker``."""
-    return next((epoch(line.split()[0]) for line in lines if marker in line), None)
+    return next((parse_time(line.split()[0]) for line in lines if marker in line), None)
 
 
 def relative(points: dict[str, Optional[float]], origin: float) -> dict[str, Optional[float]]:
@@ -88,14 +80,14 @@ def watch_new_pod(core: Any, namespace: str, known: set[str], seen: dict[str, di
             stream.stop()
 
 
-def node_points(node: str, container_id: str) -> dict[str, float]:
+def node_points(node: str, container_id: str) -> dict[str, Optional[float]]:
     """The CRI's own timestamps of the pod sandbox and the container, from inside the node."""
     container = json.loads(subprocess.check_output(["docker", "exec", node, "crictl", "inspect", container_id]))
     sandbox_id = container["info"].get("sandboxID") or container["status"].get("sandboxId")
     sandbox = json.loads(subprocess.check_output(["docker", "exec", node, "crictl", "inspectp", sandbox_id]))
-    return {"sandbox_created": epoch(sandbox["status"]["createdAt"]),
-            "container_created": epoch(container["status"]["createdAt"]),
-            "container_started": epoch(container["status"]["startedAt"])}
+    return {"sandbox_created": parse_time(sandbox["status"]["createdAt"]),
+            "container_created": parse_time(container["status"]["createdAt"]),
+            "container_started": parse_time(container["status"]["startedAt"])}
 
 
 def one_start(core: Any, namespace: str, kubectl: Sequence[str]) -> dict[str, Any]:
@@ -139,8 +131,13 @@ def gate_on(metrics: str, gate: str) -> bool:
 
 
 def gate_enabled(core: Any, node: str, gate: str) -> bool:
-    """Whether the node's kubelet (through the API server's node proxy) reports ``gate`` on."""
-    return gate_on(core.connect_get_node_proxy_with_path(node, "metrics"), gate)
+    """Whether the node's kubelet (through the API server's node proxy) reports ``gate`` on;
+    False while a restarting kubelet does not answer the proxy yet."""
+    try:
+        metrics = core.connect_get_node_proxy_with_path(node, "metrics")
+    except Exception:  # noqa: BLE001  (refused or 503 while the kubelet restarts: not yet)
+        return False
+    return gate_on(metrics, gate)
 
 
 def restart_kubelet(node: str, config_text: str) -> None:
@@ -159,7 +156,7 @@ def kubelet_gate(core: Any, gate: str, timeout: float = 120) -> Iterator[None]:
             restart_kubelet(node, with_gate(originals[node], gate))
         deadline = time.monotonic() + timeout
         for node in nodes:
-            while not _quietly(gate_enabled, core, node, gate):
+            while not gate_enabled(core, node, gate):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the kubelet on {node} does not report feature gate {gate} on")
                 time.sleep(1)
@@ -167,14 +164,6 @@ def kubelet_gate(core: Any, gate: str, timeout: float = 120) -> Iterator[None]:
     finally:
         for node in nodes:
             restart_kubelet(node, originals[node])
-
-
-def _quietly(check: Any, *args: Any) -> bool:
-    """``check(*args)``, False while the kubelet restarts and its metrics do not answer."""
-    try:
-        return bool(check(*args))
-    except Exception:  # noqa: BLE001  (a restarting kubelet refuses the proxy: not yet)
-        return False
 
 
 def summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
