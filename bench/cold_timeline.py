@@ -57,26 +57,31 @@ def relative(points: dict[str, Optional[float]], origin: float) -> dict[str, Opt
     return {step: None if points.get(step) is None else round(points[step] - origin, 3) for step in STEPS}
 
 
+def mark(pod: Any, known: set[str], seen: dict[str, dict[str, float]], now: float) -> bool:
+    """Record ``now`` as when a pod whose UID is not in ``known`` was first seen, running, and
+    Ready (the Sandbox controller may recreate a deleted pod under the same name, so names do not
+    tell); True once it is Ready."""
+    if pod.metadata.uid in known or pod.metadata.deletion_timestamp is not None:
+        return False
+    marks = seen.setdefault(pod.metadata.name, {"added": now})
+    statuses = pod.status.container_statuses or []
+    if statuses and statuses[0].state and statuses[0].state.running:
+        marks.setdefault("running_seen", now)
+    if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
+        marks.setdefault("ready_seen", now)
+        return True
+    return False
+
+
 def watch_new_pod(core: Any, namespace: str, known: set[str], seen: dict[str, dict[str, float]],
                   stop: threading.Event) -> None:
-    """Record when a pod whose UID is not in ``known`` is first seen, running, and Ready (the
-    Sandbox controller may recreate a deleted pod under the same name, so names do not tell)."""
+    """Watch the pool's pods and ``mark`` each event until a new one is Ready or ``stop`` is set."""
     from kubernetes import watch
 
     stream = watch.Watch()
     for event in stream.stream(core.list_namespaced_pod, namespace, label_selector=WARM_POOL_LABEL,
                                timeout_seconds=120):
-        pod, now = event["object"], time.time()
-        if pod.metadata.uid in known or pod.metadata.deletion_timestamp is not None:
-            continue
-        marks = seen.setdefault(pod.metadata.name, {"added": now})
-        statuses = pod.status.container_statuses or []
-        if statuses and statuses[0].state and statuses[0].state.running:
-            marks.setdefault("running_seen", now)
-        if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
-            marks.setdefault("ready_seen", now)
-            stream.stop()
-        if stop.is_set():
+        if mark(event["object"], known, seen, time.time()) or stop.is_set():
             stream.stop()
 
 

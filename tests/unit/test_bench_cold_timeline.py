@@ -3,6 +3,8 @@ start's steps, relative to when its pod was seen."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import yaml
 
@@ -52,3 +54,22 @@ def test_a_summary_takes_each_steps_median_over_the_starts_that_have_it() -> Non
     samples[0]["after_pod_seen"]["serving"] = None
     result = cold_timeline.summary(samples)
     assert result["n"] == 3 and result["median"]["ready_seen"] == 2.0 and result["median"]["serving"] == 2.5
+
+
+def _pod(uid: str, running: bool = False, ready: bool = False, deleting: bool = False) -> SimpleNamespace:
+    state = SimpleNamespace(running=SimpleNamespace() if running else None)
+    return SimpleNamespace(
+        metadata=SimpleNamespace(uid=uid, name="pool-abc", deletion_timestamp="now" if deleting else None),
+        status=SimpleNamespace(container_statuses=[SimpleNamespace(state=state)],
+                               conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")]))
+
+
+def test_a_replacement_under_the_deleted_pods_name_is_told_apart_by_its_uid() -> None:
+    seen: dict[str, dict[str, float]] = {}
+    assert not cold_timeline.mark(_pod("old", running=True, ready=True), {"old"}, seen, 1.0)
+    assert not cold_timeline.mark(_pod("new", deleting=True), {"old"}, seen, 1.5)
+    assert seen == {}
+    assert not cold_timeline.mark(_pod("new"), {"old"}, seen, 2.0)
+    assert not cold_timeline.mark(_pod("new", running=True), {"old"}, seen, 3.0)
+    assert cold_timeline.mark(_pod("new", running=True, ready=True), {"old"}, seen, 3.5)
+    assert seen == {"pool-abc": {"added": 2.0, "running_seen": 3.0, "ready_seen": 3.5}}
